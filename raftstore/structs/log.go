@@ -1,0 +1,47 @@
+package structs
+
+import (
+	"encoding/json"
+	"fmt"
+)
+
+// MessageType is the first byte of every Raft log entry: it says how to decode
+// the rest and which FSM handler applies it. Values are persisted: only ever
+// add new ones, with explicit numbers.
+type MessageType uint8
+
+// Log entry types. Append only.
+const (
+	RegisterRequestType   MessageType = 0
+	DeregisterRequestType MessageType = 1
+)
+
+// IgnoreUnknownTypeFlag, set on a MessageType, lets an older server skip an
+// entry type it does not know instead of stopping (for optional data).
+const IgnoreUnknownTypeFlag MessageType = 128
+
+func (t MessageType) String() string {
+	switch t &^ IgnoreUnknownTypeFlag {
+	case RegisterRequestType:
+		return "Register"
+	case DeregisterRequestType:
+		return "Deregister"
+	}
+	return fmt.Sprintf("MessageType(%d)", uint8(t))
+}
+
+// Encode returns a log entry: the type byte followed by msg as JSON.
+func Encode(t MessageType, msg any) ([]byte, error) {
+	body, err := json.Marshal(msg)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s entry: %w", t, err)
+	}
+	buf := make([]byte, 0, len(body)+1)
+	buf = append(buf, byte(t))
+	return append(buf, body...), nil
+}
+
+// Decode decodes the body of a log entry (without its type byte) into out.
+func Decode(body []byte, out any) error {
+	return json.Unmarshal(body, out)
+}
