@@ -1,0 +1,77 @@
+package main
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/trellismesh/trellis/internal/deptest"
+)
+
+// TestDeps keeps the import direction of DESIGN.md true.
+func TestDeps(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs go list over the module")
+	}
+	pkgs := deptest.List(t, ".", "./...")
+	rules := []deptest.Rule{
+		{From: "api", Deny: []string{"..."}, Reason: "api imports nothing of ours, so it can become its own module"},
+		{From: "gossip/...", Deny: []string{"..."}, Allow: []string{"internal/...", "version"}, Reason: "gossip imports only internal/"},
+		{From: "connect/...", Deny: []string{"agent/...", "raftstore/...", "gossip/...", "api/...", "command/..."}, Reason: "connect is below agent and raftstore"},
+		{From: "raftstore/...", Deny: []string{"agent/...", "gossip/...", "api/...", "command/...", "connect/proxy/..."}, Reason: "raftstore never imports gossip or the agent; membership reaches it through an interface"},
+		{From: "raftstore/structs", Deny: []string{"..."}, Allow: []string{"connect"}, Reason: "structs is a leaf type package"},
+		{From: "raftstore/state", Deny: []string{"..."}, Allow: []string{"raftstore/structs", "connect/..."}, Reason: "the state store knows only its records"},
+		{From: "agent/...", Deny: []string{"command/..."}, Reason: "the agent never imports the CLI"},
+		{From: "agent/config", Deny: []string{"agent/...", "raftstore/...", "gossip/..."}, Allow: []string{"agent/config/...", "raftstore/structs"}, Reason: "config is below the agent"},
+		{From: "agent/local", Deny: []string{"agent/...", "raftstore", "gossip/..."}, Allow: []string{"agent/local/..."}, Reason: "local state takes its RPC as an interface"},
+		{From: "agent/checks", Deny: []string{"agent/...", "raftstore", "gossip/..."}, Allow: []string{"agent/checks/..."}, Reason: "checks report through an interface"},
+		{From: "agent/ae", Deny: []string{"..."}, Allow: []string{"internal/..."}, Reason: "anti-entropy is a generic syncer"},
+		{From: "agent/httpapi", Deny: []string{"agent", "raftstore", "gossip/..."}, Reason: "the HTTP API takes the agent as an interface"},
+		{From: "agent/dns", Deny: []string{"agent", "raftstore", "gossip/...", "api"}, Reason: "DNS takes the catalog as an interface"},
+		{From: "command/...", Deny: []string{"agent/...", "raftstore/...", "gossip/...", "connect/..."},
+			Allow:  []string{"agent/config"},
+			Reason: "commands talk to an agent only through api (agent/config parses service files for register and validate)"},
+	}
+	var filtered []deptest.Package
+	for _, p := range pkgs {
+		rel := deptest.Rel(p.ImportPath)
+		if rel == "command/agent" || rel == "command/connect/proxy" {
+			continue // the documented exceptions: it runs an agent (or a proxy)
+		}
+		filtered = append(filtered, p)
+	}
+	for _, bad := range deptest.Check(filtered, rules) {
+		t.Error(bad)
+	}
+
+	// Nothing imports the agent package but command/agent (and test-only helpers).
+	for _, p := range pkgs {
+		rel := deptest.Rel(p.ImportPath)
+		if rel == "command/agent" || strings.HasPrefix(rel, "internal/testcluster") {
+			continue
+		}
+		if slices.Contains(p.Imports, deptest.Module+"/agent") {
+			t.Errorf("%s imports agent: only command/agent may", p.ImportPath)
+		}
+	}
+}
+
+// TestBinaryDeps keeps test-only packages out of the trellis binary.
+func TestBinaryDeps(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs go list over the module")
+	}
+	pkgs := deptest.List(t, ".", ".")
+	for _, dep := range pkgs[0].Deps {
+		switch {
+		case dep == "testing", dep == "net/http/httptest",
+			strings.HasPrefix(dep, deptest.Module+"/internal/testutil"),
+			strings.HasPrefix(dep, deptest.Module+"/internal/retry"),
+			strings.HasPrefix(dep, deptest.Module+"/internal/testcluster"),
+			strings.HasPrefix(dep, deptest.Module+"/internal/deptest"),
+			strings.HasPrefix(dep, "github.com/hashicorp/consul/"),
+			strings.HasPrefix(dep, "go.uber.org/goleak"):
+			t.Errorf("the trellis binary depends on %s, a test-only package", dep)
+		}
+	}
+}
