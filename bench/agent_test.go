@@ -182,7 +182,7 @@ func BenchmarkCatalogRegister(b *testing.B) {
 						Node:    fmt.Sprintf("bench-node-%d", n%50),
 						Address: "10.0.0.1",
 						Service: &consulapi.AgentService{ID: fmt.Sprintf("svc-%d", n), Service: fmt.Sprintf("svc-%d", n%200), Port: 8080},
-						Check: &consulapi.AgentCheck{CheckID: fmt.Sprintf("chk-%d", n), Name: "c", Status: "passing", ServiceID: fmt.Sprintf("svc-%d", n)},
+						Check:   &consulapi.AgentCheck{CheckID: fmt.Sprintf("chk-%d", n), Name: "c", Status: "passing", ServiceID: fmt.Sprintf("svc-%d", n)},
 					}, nil)
 					if err != nil {
 						errs <- err
