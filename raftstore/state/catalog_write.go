@@ -1,0 +1,264 @@
+package state
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+
+	"github.com/trellismesh/trellis/raftstore/structs"
+)
+
+// EnsureRegistration applies a catalog registration at Raft index idx: it
+// creates or updates the node, then the service, then the checks. Rows whose
+// content does not change are left alone, so a repeated registration moves
+// no index. The request must have been validated; the store checks only
+// references (a check naming a service that is not on the node).
+func (s *Store) EnsureRegistration(idx uint64, req *structs.RegisterRequest) error {
+	return s.write(idx, func(tx *writeTxn) error {
+		if err := tx.ensureNode(req); err != nil {
+			return err
+		}
+		if req.Service != nil {
+			if err := tx.ensureService(req.Node, req.Service); err != nil {
+				return err
+			}
+		}
+		checks := req.Checks
+		if req.Check != nil {
+			checks = append(slices.Clip(checks), req.Check)
+		}
+		for _, c := range checks {
+			if err := tx.ensureCheck(req.Node, c); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func (tx *writeTxn) ensureNode(req *structs.RegisterRequest) error {
+	raw, err := tx.First(tableNodes, "id", req.Node)
+	if err != nil {
+		return fmt.Errorf("look up node %q: %w", req.Node, err)
+	}
+	var existing *structs.Node
+	if raw != nil {
+		existing = raw.(*structs.Node)
+		if req.SkipNodeUpdate {
+			return nil
+		}
+	}
+	n := &structs.Node{
+		ID:              req.ID,
+		Node:            req.Node,
+		Address:         req.Address,
+		Datacenter:      req.Datacenter,
+		TaggedAddresses: req.TaggedAddresses,
+		Meta:            req.NodeMeta,
+	}
+	if existing != nil {
+		if n.ID == "" {
+			n.ID = existing.ID // a catalog registration without ID keeps the agent's
+		}
+		if sameNode(existing, n) {
+			return nil
+		}
+		n.CreateIndex = existing.CreateIndex
+	} else {
+		n.CreateIndex = tx.idx
+	}
+	n.ModifyIndex = tx.idx
+	if err := tx.Insert(tableNodes, n.Clone()); err != nil {
+		return fmt.Errorf("store node %q: %w", req.Node, err)
+	}
+	tx.touch(indexNodes, nodeIndexKey(req.Node))
+	return tx.touchServicesOnNode(req.Node)
+}
+
+func sameNode(a, b *structs.Node) bool {
+	return a.ID == b.ID && a.Node == b.Node && a.Address == b.Address && a.Datacenter == b.Datacenter &&
+		maps.Equal(a.TaggedAddresses, b.TaggedAddresses) && maps.Equal(a.Meta, b.Meta)
+}
+
+func (tx *writeTxn) ensureService(node string, svc *structs.NodeService) error {
+	raw, err := tx.First(tableServices, "id", node, svc.ID)
+	if err != nil {
+		return fmt.Errorf("look up service %q on node %q: %w", svc.ID, node, err)
+	}
+	s := svc.Clone()
+	if raw != nil {
+		old := raw.(*serviceRow).Service
+		if old.IsSame(s) {
+			return nil
+		}
+		s.CreateIndex = old.CreateIndex
+		if old.Service != s.Service {
+			tx.touch(serviceIndexKey(old.Service))
+		}
+	} else {
+		s.CreateIndex = tx.idx
+	}
+	s.ModifyIndex = tx.idx
+	if err := tx.Insert(tableServices, &serviceRow{Node: node, ID: s.ID, Name: s.Service, Service: s}); err != nil {
+		return fmt.Errorf("store service %q on node %q: %w", s.ID, node, err)
+	}
+	tx.touch(indexServices, serviceIndexKey(s.Service), nodeIndexKey(node))
+
+	// The service's checks carry its name and tags; keep them in step.
+	it, err := tx.Get(tableChecks, "node", node)
+	if err != nil {
+		return err
+	}
+	var stale []*structs.HealthCheck
+	for r := it.Next(); r != nil; r = it.Next() {
+		c := r.(*structs.HealthCheck)
+		if c.ServiceID == s.ID && (c.ServiceName != s.Service || !slices.Equal(c.ServiceTags, s.Tags)) {
+			stale = append(stale, c)
+		}
+	}
+	for _, c := range stale {
+		nc := c.Clone()
+		nc.ServiceName, nc.ServiceTags = s.Service, slices.Clone(s.Tags)
+		nc.ModifyIndex = tx.idx
+		if err := tx.Insert(tableChecks, nc); err != nil {
+			return fmt.Errorf("store check %q on node %q: %w", nc.CheckID, node, err)
+		}
+		tx.touch(indexChecks)
+	}
+	return nil
+}
+
+func (tx *writeTxn) ensureCheck(node string, chk *structs.HealthCheck) error {
+	c := chk.Clone()
+	c.Node = node
+	if c.ServiceID != "" {
+		raw, err := tx.First(tableServices, "id", node, c.ServiceID)
+		if err != nil {
+			return fmt.Errorf("look up service %q on node %q: %w", c.ServiceID, node, err)
+		}
+		if raw == nil {
+			return structs.Invalid("Check.ServiceID", "check %q refers to service %q, which is not registered on node %q", c.CheckID, c.ServiceID, node)
+		}
+		svc := raw.(*serviceRow).Service
+		c.ServiceName, c.ServiceTags = svc.Service, slices.Clone(svc.Tags)
+	} else {
+		c.ServiceName, c.ServiceTags = "", nil
+	}
+	raw, err := tx.First(tableChecks, "id", node, c.CheckID)
+	if err != nil {
+		return fmt.Errorf("look up check %q on node %q: %w", c.CheckID, node, err)
+	}
+	if raw != nil {
+		old := raw.(*structs.HealthCheck)
+		if old.IsSame(c) {
+			return nil
+		}
+		c.CreateIndex = old.CreateIndex
+		if old.ServiceName != "" && old.ServiceName != c.ServiceName {
+			tx.touch(serviceIndexKey(old.ServiceName))
+		}
+		if old.ServiceID == "" && c.ServiceID != "" {
+			if err := tx.touchServicesOnNode(node); err != nil {
+				return err
+			}
+		}
+	} else {
+		c.CreateIndex = tx.idx
+	}
+	c.ModifyIndex = tx.idx
+	if err := tx.Insert(tableChecks, c); err != nil {
+		return fmt.Errorf("store check %q on node %q: %w", c.CheckID, node, err)
+	}
+	return tx.touchForCheck(c)
+}
+
+// touchForCheck moves the indexes a change to check c moves: a service check
+// touches its service, a node check every service on the node.
+func (tx *writeTxn) touchForCheck(c *structs.HealthCheck) error {
+	tx.touch(indexChecks, nodeIndexKey(c.Node))
+	if c.ServiceID != "" {
+		tx.touch(serviceIndexKey(c.ServiceName))
+		return nil
+	}
+	return tx.touchServicesOnNode(c.Node)
+}
+
+// DeleteNode removes a node with its services and checks. An unknown node is
+// not an error: deleting is idempotent.
+func (s *Store) DeleteNode(idx uint64, node string) error {
+	return s.write(idx, func(tx *writeTxn) error {
+		raw, err := tx.First(tableNodes, "id", node)
+		if err != nil || raw == nil {
+			return err
+		}
+		if err := tx.touchServicesOnNode(node); err != nil {
+			return err
+		}
+		nServices, err := tx.DeleteAll(tableServices, "node", node)
+		if err != nil {
+			return fmt.Errorf("delete services of node %q: %w", node, err)
+		}
+		nChecks, err := tx.DeleteAll(tableChecks, "node", node)
+		if err != nil {
+			return fmt.Errorf("delete checks of node %q: %w", node, err)
+		}
+		if err := tx.Delete(tableNodes, raw); err != nil {
+			return fmt.Errorf("delete node %q: %w", node, err)
+		}
+		tx.touch(indexNodes, nodeIndexKey(node))
+		if nServices > 0 {
+			tx.touch(indexServices)
+		}
+		if nChecks > 0 {
+			tx.touch(indexChecks)
+		}
+		return nil
+	})
+}
+
+// DeleteService removes a service instance and its checks from a node.
+// Unknown ones are not an error.
+func (s *Store) DeleteService(idx uint64, node, serviceID string) error {
+	return s.write(idx, func(tx *writeTxn) error {
+		raw, err := tx.First(tableServices, "id", node, serviceID)
+		if err != nil || raw == nil {
+			return err
+		}
+		row := raw.(*serviceRow)
+		it, err := tx.Get(tableChecks, "node", node)
+		if err != nil {
+			return err
+		}
+		var checks []any
+		for r := it.Next(); r != nil; r = it.Next() {
+			if r.(*structs.HealthCheck).ServiceID == serviceID {
+				checks = append(checks, r)
+			}
+		}
+		for _, c := range checks {
+			if err := tx.Delete(tableChecks, c); err != nil {
+				return fmt.Errorf("delete check of service %q on node %q: %w", serviceID, node, err)
+			}
+			tx.touch(indexChecks)
+		}
+		if err := tx.Delete(tableServices, row); err != nil {
+			return fmt.Errorf("delete service %q on node %q: %w", serviceID, node, err)
+		}
+		tx.touch(indexServices, serviceIndexKey(row.Name), nodeIndexKey(node))
+		return nil
+	})
+}
+
+// DeleteCheck removes one check from a node. An unknown one is not an error.
+func (s *Store) DeleteCheck(idx uint64, node, checkID string) error {
+	return s.write(idx, func(tx *writeTxn) error {
+		raw, err := tx.First(tableChecks, "id", node, checkID)
+		if err != nil || raw == nil {
+			return err
+		}
+		if err := tx.Delete(tableChecks, raw); err != nil {
+			return fmt.Errorf("delete check %q on node %q: %w", checkID, node, err)
+		}
+		return tx.touchForCheck(raw.(*structs.HealthCheck))
+	})
+}
