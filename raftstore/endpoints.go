@@ -1,0 +1,371 @@
+package raftstore
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/hashicorp/go-memdb"
+
+	"github.com/trellismesh/trellis/raftstore/blocking"
+	"github.com/trellismesh/trellis/raftstore/state"
+	"github.com/trellismesh/trellis/raftstore/structs"
+)
+
+// endpoint is one RPC method: how to make empty args and reply (for the
+// network RPC, which decodes into them) and how to serve it.
+type endpoint struct {
+	newArgs  func() any
+	newReply func() any
+	call     func(s *Server, ctx context.Context, args, reply any) error
+}
+
+// typed makes an endpoint from a function over concrete types.
+func typed[A, R any](f func(s *Server, ctx context.Context, args *A, reply *R) error) endpoint {
+	return endpoint{
+		newArgs:  func() any { return new(A) },
+		newReply: func() any { return new(R) },
+		call: func(s *Server, ctx context.Context, args, reply any) error {
+			a, ok := args.(*A)
+			if !ok {
+				return fmt.Errorf("args of type %T, want %T", args, (*A)(nil))
+			}
+			r, ok := reply.(*R)
+			if !ok {
+				return fmt.Errorf("reply of type %T, want %T", reply, (*R)(nil))
+			}
+			return f(s, ctx, a, r)
+		},
+	}
+}
+
+// endpoints is the table of RPC methods.
+var endpoints = map[string]endpoint{
+	structs.MethodCatalogRegister:        typed((*Server).catalogRegister),
+	structs.MethodCatalogDeregister:      typed((*Server).catalogDeregister),
+	structs.MethodCatalogListDatacenters: typed((*Server).catalogListDatacenters),
+	structs.MethodCatalogListNodes:       typed((*Server).catalogListNodes),
+	structs.MethodCatalogListServices:    typed((*Server).catalogListServices),
+	structs.MethodCatalogServiceNodes:    typed((*Server).catalogServiceNodes),
+	structs.MethodCatalogNodeServices:    typed((*Server).catalogNodeServices),
+	structs.MethodHealthChecksInState:    typed((*Server).healthChecksInState),
+	structs.MethodHealthNodeChecks:       typed((*Server).healthNodeChecks),
+	structs.MethodHealthServiceChecks:    typed((*Server).healthServiceChecks),
+	structs.MethodHealthServiceNodes:     typed((*Server).healthServiceNodes),
+	structs.MethodStatusLeader:           typed((*Server).statusLeader),
+	structs.MethodStatusPeers:            typed((*Server).statusPeers),
+}
+
+// RPC serves one request in process. args and reply are pointers to the
+// types named beside the method constant in raftstore/structs.
+func (s *Server) RPC(ctx context.Context, method string, args, reply any) error {
+	ep, ok := endpoints[method]
+	if !ok {
+		return fmt.Errorf("%w: %q", structs.ErrUnknownMethod, method)
+	}
+	select {
+	case <-s.shutdownCh:
+		return structs.ErrShutdown
+	default:
+	}
+	return ep.call(s, ctx, args, reply)
+}
+
+func (s *Server) checkDC(dc string) error {
+	if dc != "" && !strings.EqualFold(dc, s.cfg.Datacenter) {
+		return fmt.Errorf("%w %q (this cluster serves %q)", structs.ErrUnknownDatacenter, dc, s.cfg.Datacenter)
+	}
+	return nil
+}
+
+func (s *Server) checkWrite(dc string) error {
+	if err := s.checkDC(dc); err != nil {
+		return err
+	}
+	if !s.IsLeader() {
+		if s.Leader() == "" {
+			return structs.ErrNoLeader
+		}
+		return structs.ErrNotLeader
+	}
+	return nil
+}
+
+// read runs a (possibly blocking) read with the consistency opts asks for.
+func (s *Server) read(ctx context.Context, dc string, opts *structs.QueryOptions, meta *structs.QueryMeta, fn blocking.QueryFn) error {
+	if err := s.checkDC(dc); err != nil {
+		return err
+	}
+	if opts.AllowStale && opts.RequireConsistent {
+		return structs.Invalid("consistency", "stale and consistent are mutually exclusive")
+	}
+	if !opts.AllowStale {
+		if !s.IsLeader() {
+			if s.Leader() == "" {
+				return structs.ErrNoLeader
+			}
+			return structs.ErrNotLeader
+		}
+		if opts.RequireConsistent {
+			if err := s.raft.VerifyLeader().Error(); err != nil {
+				return structs.ErrNotLeader
+			}
+		}
+	}
+	err := blocking.Query(ctx, s.fsm.State, opts, meta, fn)
+	meta.KnownLeader = s.Leader() != ""
+	meta.LastContact = s.lastContact()
+	return err
+}
+
+// --- Catalog writes ---
+
+// validateRegister checks a registration and fills its defaults (service ID
+// from its name, check IDs from their names, check status critical).
+func (s *Server) validateRegister(req *structs.RegisterRequest) error {
+	if strings.TrimSpace(req.Node) == "" {
+		return structs.Invalid("Node", "required")
+	}
+	if req.Address == "" {
+		return structs.Invalid("Address", "required")
+	}
+	if err := structs.ValidateMeta("NodeMeta", req.NodeMeta); err != nil {
+		return err
+	}
+	if req.Service != nil {
+		if req.Service.ID == "" {
+			req.Service.ID = req.Service.Service
+		}
+		if err := req.Service.Validate(); err != nil {
+			return prefixField("Service", err)
+		}
+	}
+	checks := slices.Clone(req.Checks)
+	if req.Check != nil {
+		checks = append(checks, req.Check)
+	}
+	seen := make(map[string]bool)
+	for i, c := range checks {
+		field := fmt.Sprintf("Checks[%d]", i)
+		if req.Check != nil && i == len(checks)-1 {
+			field = "Check"
+		}
+		if c == nil {
+			return structs.Invalid(field, "null check")
+		}
+		if c.CheckID == "" {
+			c.CheckID = c.Name
+		}
+		if c.CheckID == "" {
+			return structs.Invalid(field+".CheckID", "required (or a Name)")
+		}
+		if seen[c.CheckID] {
+			return structs.Invalid(field+".CheckID", "%q appears twice", c.CheckID)
+		}
+		seen[c.CheckID] = true
+		if c.Name == "" {
+			c.Name = c.CheckID
+		}
+		if c.Status == "" {
+			c.Status = structs.HealthCritical
+		}
+		if !structs.ValidHealthState(c.Status) {
+			return structs.Invalid(field+".Status", "%q is not one of passing, warning, critical", c.Status)
+		}
+		if c.Node != "" && !strings.EqualFold(c.Node, req.Node) {
+			return structs.Invalid(field+".Node", "%q differs from the registration's node %q", c.Node, req.Node)
+		}
+		if c.ServiceID != "" && (req.Service == nil || req.Service.ID != c.ServiceID) &&
+			!s.fsm.State().ServiceExists(req.Node, c.ServiceID) {
+			return structs.Invalid(field+".ServiceID", "service %q is not registered on node %q", c.ServiceID, req.Node)
+		}
+	}
+	return nil
+}
+
+func prefixField(prefix string, err error) error {
+	if ve, ok := err.(*structs.ValidationError); ok {
+		f := prefix
+		if ve.Field != "" {
+			f += "." + ve.Field
+		}
+		return &structs.ValidationError{Field: f, Reason: ve.Reason}
+	}
+	return err
+}
+
+func (s *Server) catalogRegister(ctx context.Context, req *structs.RegisterRequest, reply *structs.WriteReply) error {
+	if err := s.checkWrite(req.Datacenter); err != nil {
+		return err
+	}
+	// Defaults are filled on a copy: the caller's request stays as given.
+	r := *req
+	r.Service = req.Service.Clone()
+	r.Check = req.Check.Clone()
+	r.Checks = nil
+	for _, c := range req.Checks {
+		r.Checks = append(r.Checks, c.Clone())
+	}
+	r.TaggedAddresses = maps.Clone(req.TaggedAddresses)
+	r.NodeMeta = maps.Clone(req.NodeMeta)
+	if err := s.validateRegister(&r); err != nil {
+		return err
+	}
+	r.Datacenter = s.cfg.Datacenter
+	idx, err := s.apply(ctx, structs.RegisterRequestType, &r)
+	if err != nil {
+		return err
+	}
+	reply.Index = idx
+	return nil
+}
+
+func (s *Server) catalogDeregister(ctx context.Context, req *structs.DeregisterRequest, reply *structs.WriteReply) error {
+	if err := s.checkWrite(req.Datacenter); err != nil {
+		return err
+	}
+	if strings.TrimSpace(req.Node) == "" {
+		return structs.Invalid("Node", "required")
+	}
+	if req.ServiceID != "" && req.CheckID != "" {
+		return structs.Invalid("CheckID", "give ServiceID or CheckID, not both")
+	}
+	idx, err := s.apply(ctx, structs.DeregisterRequestType, req)
+	if err != nil {
+		return err
+	}
+	reply.Index = idx
+	return nil
+}
+
+// --- Catalog reads ---
+
+func (s *Server) catalogListDatacenters(_ context.Context, _ *structs.DCSpecificRequest, reply *[]string) error {
+	*reply = []string{s.cfg.Datacenter}
+	return nil
+}
+
+func nodeMetaMatches(n *structs.Node, filters map[string]string) bool {
+	for k, v := range filters {
+		if got, ok := n.Meta[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Server) catalogListNodes(ctx context.Context, req *structs.DCSpecificRequest, reply *structs.IndexedNodes) error {
+	return s.read(ctx, req.Datacenter, &req.QueryOptions, &reply.QueryMeta, func(ws memdb.WatchSet, st *state.Store) (uint64, error) {
+		idx, nodes, err := st.Nodes(ws)
+		if len(req.NodeMetaFilters) > 0 {
+			nodes = slices.DeleteFunc(slices.Clone(nodes), func(n *structs.Node) bool { return !nodeMetaMatches(n, req.NodeMetaFilters) })
+		}
+		reply.Nodes = nodes
+		return idx, err
+	})
+}
+
+func (s *Server) catalogListServices(ctx context.Context, req *structs.DCSpecificRequest, reply *structs.IndexedServices) error {
+	return s.read(ctx, req.Datacenter, &req.QueryOptions, &reply.QueryMeta, func(ws memdb.WatchSet, st *state.Store) (uint64, error) {
+		idx, services, err := st.Services(ws)
+		reply.Services = services
+		return idx, err
+	})
+}
+
+func (s *Server) catalogServiceNodes(ctx context.Context, req *structs.ServiceSpecificRequest, reply *structs.IndexedServiceNodes) error {
+	if req.ServiceName == "" {
+		return structs.Invalid("ServiceName", "required")
+	}
+	return s.read(ctx, req.Datacenter, &req.QueryOptions, &reply.QueryMeta, func(ws memdb.WatchSet, st *state.Store) (uint64, error) {
+		idx, rows, err := st.ServiceNodes(ws, req.ServiceName, tagsOf(req))
+		if len(req.NodeMetaFilters) > 0 {
+			rows = slices.DeleteFunc(rows, func(r structs.ServiceNode) bool { return !nodeMetaMatches(r.Node, req.NodeMetaFilters) })
+		}
+		reply.ServiceNodes = rows
+		return idx, err
+	})
+}
+
+func tagsOf(req *structs.ServiceSpecificRequest) []string {
+	if req.TagFilter {
+		return req.ServiceTags
+	}
+	return nil
+}
+
+func (s *Server) catalogNodeServices(ctx context.Context, req *structs.NodeSpecificRequest, reply *structs.IndexedNodeServices) error {
+	if req.Node == "" {
+		return structs.Invalid("Node", "required")
+	}
+	return s.read(ctx, req.Datacenter, &req.QueryOptions, &reply.QueryMeta, func(ws memdb.WatchSet, st *state.Store) (uint64, error) {
+		idx, ns, err := st.NodeServices(ws, req.Node)
+		reply.NodeServices = ns
+		return idx, err
+	})
+}
+
+// --- Health reads ---
+
+func (s *Server) healthChecksInState(ctx context.Context, req *structs.ChecksInStateRequest, reply *structs.IndexedHealthChecks) error {
+	if req.State != structs.HealthAny && !structs.ValidHealthState(req.State) {
+		return structs.Invalid("State", "%q is not one of any, passing, warning, critical", req.State)
+	}
+	return s.read(ctx, req.Datacenter, &req.QueryOptions, &reply.QueryMeta, func(ws memdb.WatchSet, st *state.Store) (uint64, error) {
+		idx, checks, err := st.ChecksInState(ws, req.State)
+		reply.HealthChecks = checks
+		return idx, err
+	})
+}
+
+func (s *Server) healthNodeChecks(ctx context.Context, req *structs.NodeSpecificRequest, reply *structs.IndexedHealthChecks) error {
+	if req.Node == "" {
+		return structs.Invalid("Node", "required")
+	}
+	return s.read(ctx, req.Datacenter, &req.QueryOptions, &reply.QueryMeta, func(ws memdb.WatchSet, st *state.Store) (uint64, error) {
+		idx, checks, err := st.NodeChecks(ws, req.Node)
+		reply.HealthChecks = checks
+		return idx, err
+	})
+}
+
+func (s *Server) healthServiceChecks(ctx context.Context, req *structs.ServiceSpecificRequest, reply *structs.IndexedHealthChecks) error {
+	if req.ServiceName == "" {
+		return structs.Invalid("ServiceName", "required")
+	}
+	return s.read(ctx, req.Datacenter, &req.QueryOptions, &reply.QueryMeta, func(ws memdb.WatchSet, st *state.Store) (uint64, error) {
+		idx, checks, err := st.ServiceChecks(ws, req.ServiceName)
+		reply.HealthChecks = checks
+		return idx, err
+	})
+}
+
+func (s *Server) healthServiceNodes(ctx context.Context, req *structs.ServiceSpecificRequest, reply *structs.IndexedCheckServiceNodes) error {
+	if req.ServiceName == "" {
+		return structs.Invalid("ServiceName", "required")
+	}
+	return s.read(ctx, req.Datacenter, &req.QueryOptions, &reply.QueryMeta, func(ws memdb.WatchSet, st *state.Store) (uint64, error) {
+		idx, rows, err := st.CheckServiceNodes(ws, req.ServiceName, tagsOf(req))
+		rows = slices.DeleteFunc(rows, func(r structs.CheckServiceNode) bool {
+			return (req.PassingOnly && r.Checks.AggregatedStatus() != structs.HealthPassing) ||
+				(len(req.NodeMetaFilters) > 0 && !nodeMetaMatches(r.Node, req.NodeMetaFilters))
+		})
+		reply.Nodes = rows
+		return idx, err
+	})
+}
+
+// --- Status ---
+
+func (s *Server) statusLeader(_ context.Context, _ *struct{}, reply *string) error {
+	*reply = s.Leader()
+	return nil
+}
+
+func (s *Server) statusPeers(_ context.Context, _ *struct{}, reply *[]string) error {
+	peers, err := s.Peers()
+	*reply = peers
+	return err
+}

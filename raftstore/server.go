@@ -1,0 +1,350 @@
+package raftstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-metrics"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/trellismesh/trellis/raftstore/fsm"
+	"github.com/trellismesh/trellis/raftstore/state"
+	"github.com/trellismesh/trellis/raftstore/structs"
+)
+
+// Server is a Raft server holding the cluster state.
+type Server struct {
+	cfg    Config
+	logger hclog.Logger
+
+	fsm       *fsm.FSM
+	raft      *raft.Raft
+	transport *raft.NetworkTransport
+	mux       *mux
+	bolt      *raftboltdb.BoltStore // nil in memory
+
+	// leaderReady is true while this server is the leader and has applied
+	// every entry of earlier terms (a barrier after winning the election),
+	// so its state is current. Reads and writes wait for it.
+	leaderReady atomic.Bool
+	leaderCh    chan bool // raft's NotifyCh
+	wg          sync.WaitGroup
+
+	shutdownOnce sync.Once
+	shutdownErr  error
+	shutdownCh   chan struct{}
+}
+
+// NewServer starts a server: it binds the server port, opens (or creates)
+// the Raft state under cfg.DataDir and starts Raft. With cfg.Bootstrap and no
+// existing state it forms a single-server cluster.
+func NewServer(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("server config: %w", err)
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = hclog.Default()
+	}
+	s := &Server{cfg: cfg, logger: logger.Named("server"), shutdownCh: make(chan struct{})}
+	if cfg.NodeID == "" {
+		s.cfg.NodeID = cfg.NodeName
+	}
+	if err := s.start(); err != nil {
+		s.Shutdown()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) start() error {
+	ln, err := net.Listen("tcp", s.cfg.BindAddr)
+	if err != nil {
+		return fmt.Errorf("listen on server port %s: %w", s.cfg.BindAddr, err)
+	}
+	advertise, err := advertiseAddr(s.cfg.AdvertiseAddr, ln.Addr())
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	s.mux = newMux(ln, advertise, s.logger.Named("mux"))
+	s.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  s.mux.raft,
+		MaxPool: 3,
+		Timeout: 10 * time.Second,
+		Logger:  s.logger.Named("raft-net"),
+	})
+
+	var (
+		logs   raft.LogStore
+		stable raft.StableStore
+		snaps  raft.SnapshotStore
+	)
+	if s.cfg.DataDir == "" {
+		mem := raft.NewInmemStore()
+		logs, stable, snaps = mem, mem, raft.NewInmemSnapshotStore()
+	} else {
+		dir := filepath.Join(s.cfg.DataDir, "raft")
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("create raft directory %s: %w", dir, err)
+		}
+		s.bolt, err = raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})
+		if err != nil {
+			return fmt.Errorf("open raft log %s: %w", filepath.Join(dir, "raft.db"), err)
+		}
+		logs, stable = s.bolt, s.bolt
+		snaps, err = raft.NewFileSnapshotStoreWithLogger(dir, 2, s.logger.Named("snapshot"))
+		if err != nil {
+			return fmt.Errorf("open snapshot store in %s: %w", dir, err)
+		}
+	}
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(s.cfg.NodeID)
+	rc.Logger = s.logger.Named("raft")
+	rc.HeartbeatTimeout = s.cfg.Timing.HeartbeatTimeout
+	rc.ElectionTimeout = s.cfg.Timing.ElectionTimeout
+	rc.LeaderLeaseTimeout = s.cfg.Timing.LeaderLeaseTimeout
+	rc.CommitTimeout = s.cfg.Timing.CommitTimeout
+	rc.SnapshotInterval = s.cfg.Timing.SnapshotInterval
+	rc.SnapshotThreshold = s.cfg.Timing.SnapshotThreshold
+	// Writes that arrive together go to disk and to followers together.
+	rc.BatchApplyCh = true
+	rc.MaxAppendEntries = 256
+	s.leaderCh = make(chan bool, 1)
+	rc.NotifyCh = s.leaderCh
+	if err := raft.ValidateConfig(rc); err != nil {
+		return fmt.Errorf("raft config: %w", err)
+	}
+
+	s.fsm = fsm.New(s.logger)
+	if s.cfg.Bootstrap {
+		has, err := raft.HasExistingState(logs, stable, snaps)
+		if err != nil {
+			return fmt.Errorf("read raft state: %w", err)
+		}
+		if !has {
+			conf := raft.Configuration{Servers: []raft.Server{{
+				ID: rc.LocalID, Address: s.transport.LocalAddr(), Suffrage: raft.Voter,
+			}}}
+			if err := raft.BootstrapCluster(rc, logs, stable, snaps, s.transport, conf); err != nil {
+				return fmt.Errorf("bootstrap raft: %w", err)
+			}
+			s.logger.Info("bootstrapped a single-server cluster", "id", rc.LocalID, "address", s.transport.LocalAddr())
+		}
+	}
+	s.raft, err = raft.NewRaft(rc, s.fsm, logs, stable, snaps, s.transport)
+	if err != nil {
+		return fmt.Errorf("start raft: %w", err)
+	}
+	s.wg.Add(1)
+	go s.leaderLoop()
+	return nil
+}
+
+// leaderLoop follows leadership changes: on winning an election it waits for
+// a barrier, so that every entry of earlier terms is applied, before it
+// serves; on losing it stops at once.
+func (s *Server) leaderLoop() {
+	defer s.wg.Done()
+	stop := func() {} // stops the current establishLeadership and waits for it
+	defer func() { stop() }()
+	for {
+		select {
+		case <-s.shutdownCh:
+			return
+		case isLeader := <-s.leaderCh:
+			stop()
+			s.leaderReady.Store(false)
+			if !isLeader {
+				s.logger.Info("lost leadership")
+				continue
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				s.establishLeadership(ctx)
+			}()
+			stop = func() { cancel(); <-done }
+		}
+	}
+}
+
+// establishLeadership makes a new leader ready to serve.
+func (s *Server) establishLeadership(ctx context.Context) {
+	for ctx.Err() == nil {
+		err := s.raft.Barrier(s.cfg.ApplyTimeout).Error()
+		if err == nil {
+			s.leaderReady.Store(true)
+			s.logger.Info("leader ready", "index", s.raft.AppliedIndex())
+			return
+		}
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown) {
+			return
+		}
+		s.logger.Error("barrier after election failed; retrying", "error", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// advertiseAddr picks the address other servers dial.
+func advertiseAddr(configured string, bound net.Addr) (net.Addr, error) {
+	if configured == "" {
+		tcp := bound.(*net.TCPAddr)
+		if tcp.IP.IsUnspecified() {
+			return nil, fmt.Errorf("server port bound to %s: set an advertise address other servers can reach", bound)
+		}
+		return tcp, nil
+	}
+	a, err := net.ResolveTCPAddr("tcp", configured)
+	if err != nil {
+		return nil, fmt.Errorf("advertise address %q: %w", configured, err)
+	}
+	if a.Port == 0 {
+		a.Port = bound.(*net.TCPAddr).Port
+	}
+	return a, nil
+}
+
+// Addr returns the address of the server port that other servers dial.
+func (s *Server) Addr() string { return string(s.transport.LocalAddr()) }
+
+// State returns the current state store, for in-process readers that need
+// more than RPC (tests, stats). It changes on snapshot restore.
+func (s *Server) State() *state.Store { return s.fsm.State() }
+
+// IsLeader reports whether this server is the Raft leader and ready: its
+// state holds every entry committed before it won the election.
+func (s *Server) IsLeader() bool { return s.leaderReady.Load() && s.raft.State() == raft.Leader }
+
+// Leader returns the server-port address of the leader, or "" when none is known.
+func (s *Server) Leader() string {
+	addr, _ := s.raft.LeaderWithID()
+	return string(addr)
+}
+
+// Peers returns the server-port addresses of the voters.
+func (s *Server) Peers() ([]string, error) {
+	f := s.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, fmt.Errorf("read raft configuration: %w", err)
+	}
+	var out []string
+	for _, srv := range f.Configuration().Servers {
+		if srv.Suffrage == raft.Voter {
+			out = append(out, string(srv.Address))
+		}
+	}
+	return out, nil
+}
+
+// Stats returns Raft's statistics (state, term, indexes, …) for /v1/agent/self.
+func (s *Server) Stats() map[string]string { return s.raft.Stats() }
+
+// WaitForLeader returns once a leader is known (and, when that is this
+// server, ready to serve), or ctx's error.
+func (s *Server) WaitForLeader(ctx context.Context) error {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if l := s.Leader(); l != "" && (l != s.Addr() || s.IsLeader()) {
+			return nil
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.shutdownCh:
+			return structs.ErrShutdown
+		}
+	}
+}
+
+// lastContact returns how long ago this server heard from the leader; 0 on
+// the leader.
+func (s *Server) lastContact() time.Duration {
+	if s.IsLeader() {
+		return 0
+	}
+	last := s.raft.LastContact()
+	if last.IsZero() {
+		return 0
+	}
+	return time.Since(last)
+}
+
+// apply writes one entry through Raft and returns its index. It is the one
+// place that writes: requests are validated before they get here.
+func (s *Server) apply(ctx context.Context, t structs.MessageType, msg any) (uint64, error) {
+	defer metrics.MeasureSince([]string{"trellis", "raft", "apply"}, time.Now())
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	buf, err := structs.Encode(t, msg)
+	if err != nil {
+		return 0, err
+	}
+	f := s.raft.Apply(buf, s.cfg.ApplyTimeout)
+	if err := f.Error(); err != nil {
+		switch {
+		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
+			errors.Is(err, raft.ErrLeadershipTransferInProgress):
+			if s.Leader() == "" {
+				return 0, structs.ErrNoLeader
+			}
+			return 0, structs.ErrNotLeader
+		case errors.Is(err, raft.ErrRaftShutdown):
+			return 0, structs.ErrShutdown
+		}
+		return 0, fmt.Errorf("apply %s: %w", t, err)
+	}
+	if resErr, ok := f.Response().(error); ok && resErr != nil {
+		return 0, resErr
+	}
+	return f.Index(), nil
+}
+
+// Shutdown stops Raft, closes the server port and the stores, and returns
+// once every goroutine of the server has exited. It is idempotent.
+func (s *Server) Shutdown() error {
+	s.shutdownOnce.Do(func() {
+		close(s.shutdownCh)
+		var errs []error
+		// Raft first: it stops using the transport and the stores, and fails
+		// any barrier the leader loop waits on, so the loop can end.
+		if s.raft != nil {
+			if err := s.raft.Shutdown().Error(); err != nil {
+				errs = append(errs, fmt.Errorf("shut down raft: %w", err))
+			}
+		}
+		s.wg.Wait() // the leader loop
+		if s.transport != nil {
+			if err := s.transport.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close raft transport: %w", err))
+			}
+		}
+		if s.mux != nil {
+			s.mux.Close()
+		}
+		if s.bolt != nil {
+			if err := s.bolt.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close raft log: %w", err))
+			}
+		}
+		s.shutdownErr = errors.Join(errs...)
+	})
+	return s.shutdownErr
+}

@@ -1,0 +1,13 @@
+package raftstore
+
+// TestConfig returns a configuration for a single bootstrapped server on a
+// free loopback port with fast timers, in memory unless dataDir is set.
+func TestConfig(name, dataDir string) Config {
+	cfg := DefaultConfig()
+	cfg.NodeName = name
+	cfg.DataDir = dataDir
+	cfg.BindAddr = "127.0.0.1:0"
+	cfg.Bootstrap = true
+	cfg.Timing = DevTiming()
+	return cfg
+}
