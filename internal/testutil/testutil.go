@@ -18,7 +18,13 @@ import (
 // Logger returns an hclog logger that writes through t.Log, so output shows
 // only for failing tests or under -v. TEST_LOG_LEVEL sets the level (default
 // debug). Lines logged after the test ended are dropped.
+//
+// For a fuzz target (*testing.F) it returns a logger that drops everything:
+// the fuzzing engine forbids logging through f from inside the target.
 func Logger(t testing.TB) hclog.Logger {
+	if _, isFuzz := t.(*testing.F); isFuzz {
+		return hclog.NewNullLogger()
+	}
 	level := hclog.LevelFromString(os.Getenv("TEST_LOG_LEVEL"))
 	if level == hclog.NoLevel {
 		level = hclog.Debug

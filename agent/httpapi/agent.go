@@ -1,0 +1,70 @@
+package httpapi
+
+import (
+	"context"
+	"io"
+
+	"github.com/trellismesh/trellis/api"
+	"github.com/trellismesh/trellis/raftstore/structs"
+)
+
+// Agent is what the HTTP API needs from the agent it serves. The agent
+// package implements it; every method is safe for concurrent use.
+type Agent interface {
+	// RPC reads or writes cluster state: the structs.Method* methods with
+	// their request and reply types.
+	RPC(ctx context.Context, method string, args, reply any) error
+
+	// Self describes this agent for /v1/agent/self.
+	Self() Self
+	// Members lists the cluster members this agent knows.
+	Members() []api.AgentMember
+
+	// LocalServices returns the services registered on this agent, sorted by
+	// ID. The values are copies.
+	LocalServices() []*structs.NodeService
+	// LocalChecks returns the checks registered on this agent, sorted by ID,
+	// with their latest status and output. The values are copies.
+	LocalChecks() []*structs.HealthCheck
+	// AddService registers (or replaces) a validated service with its
+	// checks, whose IDs are set. With replaceExistingChecks, checks of the
+	// service that are not in checks are removed.
+	AddService(ctx context.Context, svc *structs.NodeService, checks []*structs.CheckType, replaceExistingChecks bool) error
+	// RemoveService deregisters a local service and its checks; an unknown
+	// ID is an error wrapping structs.ErrNotFound.
+	RemoveService(ctx context.Context, id string) error
+	// AddCheck registers (or replaces) a validated check; chk.ServiceID, when
+	// set, names a local service (else an error wrapping structs.ErrNotFound).
+	AddCheck(ctx context.Context, chk *structs.HealthCheck, def *structs.CheckType) error
+	// RemoveCheck deregisters a local check; unknown → structs.ErrNotFound.
+	RemoveCheck(ctx context.Context, id string) error
+	// UpdateTTLCheck sets the status and output of a local TTL check;
+	// unknown → structs.ErrNotFound, not a TTL check → *structs.ValidationError.
+	UpdateTTLCheck(ctx context.Context, id, status, output string) error
+
+	// MetricsJSON returns the metrics summary served as JSON.
+	MetricsJSON() (any, error)
+	// WritePrometheus writes the metrics in Prometheus text format.
+	WritePrometheus(w io.Writer) error
+}
+
+// Self is the body of /v1/agent/self. Consul's clients read Config.NodeName
+// and Config.Datacenter from it.
+type Self struct {
+	Config SelfConfig
+	Member api.AgentMember
+	Stats  map[string]map[string]string
+	Meta   map[string]string
+}
+
+// SelfConfig is the part of the agent's configuration /v1/agent/self shows.
+type SelfConfig struct {
+	Datacenter        string
+	PrimaryDatacenter string
+	NodeName          string
+	NodeID            string
+	Server            bool
+	Revision          string
+	Version           string
+	BuildDate         string `json:",omitempty"`
+}
