@@ -264,3 +264,18 @@ func (s *Status) Peers() ([]string, error) {
 	_, err := s.c.query("/v1/status/peers", &out, nil, nil)
 	return out, err
 }
+
+// Operator returns the client of the operator endpoints.
+func (c *Client) Operator() *Operator { return &Operator{c: c} }
+
+// Operator is the client of /v1/operator.
+type Operator struct{ c *Client }
+
+// RaftGetConfiguration returns the servers of the Raft configuration.
+func (o *Operator) RaftGetConfiguration(q *QueryOptions) (*RaftConfiguration, error) {
+	var out RaftConfiguration
+	if _, err := o.c.query("/v1/operator/raft/configuration", &out, q, nil); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}

@@ -329,3 +329,19 @@ type CatalogDeregistration struct {
 	ServiceID  string
 	CheckID    string
 }
+
+// RaftServer is one server of the Raft configuration.
+type RaftServer struct {
+	ID              string
+	Node            string
+	Address         string
+	Leader          bool
+	ProtocolVersion string
+	Voter           bool
+}
+
+// RaftConfiguration is the body of GET /v1/operator/raft/configuration.
+type RaftConfiguration struct {
+	Servers []*RaftServer
+	Index   uint64
+}

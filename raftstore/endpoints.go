@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/hashicorp/go-memdb"
+	"github.com/hashicorp/raft"
 
 	"github.com/trellismesh/trellis/raftstore/blocking"
 	"github.com/trellismesh/trellis/raftstore/state"
@@ -56,6 +57,7 @@ var endpoints = map[string]endpoint{
 	structs.MethodHealthServiceNodes:     typed((*Server).healthServiceNodes),
 	structs.MethodStatusLeader:           typed((*Server).statusLeader),
 	structs.MethodStatusPeers:            typed((*Server).statusPeers),
+	structs.MethodOperatorRaftConfig:     typed((*Server).operatorRaftConfig),
 }
 
 // RPC serves one request in process. args and reply are pointers to the
@@ -368,4 +370,29 @@ func (s *Server) statusPeers(_ context.Context, _ *struct{}, reply *[]string) er
 	peers, err := s.Peers()
 	*reply = peers
 	return err
+}
+
+// --- Operator ---
+
+func (s *Server) operatorRaftConfig(_ context.Context, req *structs.DCSpecificRequest, reply *structs.RaftConfigurationResponse) error {
+	if err := s.checkDC(req.Datacenter); err != nil {
+		return err
+	}
+	f := s.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return fmt.Errorf("read raft configuration: %w", err)
+	}
+	leader := s.Leader()
+	for _, srv := range f.Configuration().Servers {
+		node := string(srv.ID)
+		if srv.ID == raft.ServerID(s.cfg.NodeID) {
+			node = s.cfg.NodeName
+		}
+		reply.Servers = append(reply.Servers, &structs.RaftServer{
+			ID: string(srv.ID), Node: node, Address: string(srv.Address),
+			Leader: string(srv.Address) == leader, Voter: srv.Suffrage == raft.Voter,
+		})
+	}
+	reply.Index = f.Index()
+	return nil
 }

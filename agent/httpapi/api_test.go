@@ -201,6 +201,10 @@ func TestAPI_CatalogAndHealthWithConsulClient(t *testing.T) {
 	if peers, err := cc.Status().Peers(); err != nil || len(peers) != 1 || peers[0] != leader {
 		t.Errorf("peers = %v, %v", peers, err)
 	}
+	rc, err := cc.Operator().RaftGetConfiguration(nil)
+	if err != nil || len(rc.Servers) != 1 || !rc.Servers[0].Leader || !rc.Servers[0].Voter || rc.Servers[0].Address != leader {
+		t.Errorf("raft configuration = %+v, %v", rc, err)
+	}
 
 	if _, err := cat.Deregister(&consulapi.CatalogDeregistration{Node: "n1", ServiceID: "db"}, nil); err != nil {
 		t.Fatal(err)

@@ -139,8 +139,11 @@ func (a *testAgent) UpdateTTLCheck(ctx context.Context, id, status, output strin
 	return a.sync(ctx, nil, structs.HealthChecks{cc})
 }
 
-func (a *testAgent) MetricsJSON() (any, error)         { return map[string]any{"Gauges": []any{}}, nil }
-func (a *testAgent) WritePrometheus(w io.Writer) error { _, err := io.WriteString(w, "# empty\n"); return err }
+func (a *testAgent) MetricsJSON() (any, error) { return map[string]any{"Gauges": []any{}}, nil }
+func (a *testAgent) WritePrometheus(w io.Writer) error {
+	_, err := io.WriteString(w, "# empty\n")
+	return err
+}
 
 // startAPI starts a Raft server, a test agent and the HTTP API on a free
 // port, and returns the agent and a Consul client and our client for it.

@@ -55,6 +55,9 @@ var routes = []route{
 	// Status.
 	{get, "/v1/status/leader", func(s *Server) handlerFunc { return s.statusLeader }},
 	{get, "/v1/status/peers", func(s *Server) handlerFunc { return s.statusPeers }},
+
+	// Operator.
+	{get, "/v1/operator/raft/configuration", func(s *Server) handlerFunc { return s.operatorRaftConfiguration }},
 }
 
 func (s *Server) registerRoutes(ui http.Handler) {

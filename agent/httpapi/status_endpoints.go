@@ -3,6 +3,8 @@ package httpapi
 import (
 	"net/http"
 
+	"github.com/trellismesh/trellis/api"
+
 	"github.com/trellismesh/trellis/raftstore/structs"
 )
 
@@ -22,4 +24,18 @@ func (s *Server) statusPeers(w http.ResponseWriter, r *http.Request) (any, error
 	}
 	setLeaderHeaders(w, len(peers) > 0, 0)
 	return nonNilSlice(peers), nil
+}
+
+func (s *Server) operatorRaftConfiguration(w http.ResponseWriter, r *http.Request) (any, error) {
+	req := &structs.DCSpecificRequest{Datacenter: r.URL.Query().Get("dc")}
+	var reply structs.RaftConfigurationResponse
+	if err := s.agent.RPC(r.Context(), structs.MethodOperatorRaftConfig, req, &reply); err != nil {
+		return nil, err
+	}
+	out := &api.RaftConfiguration{Index: reply.Index, Servers: []*api.RaftServer{}}
+	for _, srv := range reply.Servers {
+		out.Servers = append(out.Servers, &api.RaftServer{ID: srv.ID, Node: srv.Node, Address: srv.Address, Leader: srv.Leader, Voter: srv.Voter, ProtocolVersion: "3"})
+	}
+	setLeaderHeaders(w, true, 0)
+	return out, nil
 }

@@ -6,20 +6,42 @@ import "time"
 // process (a server agent) or is forwarded over the internal RPC (a client
 // agent, or a follower forwarding a write to the leader).
 const (
-	MethodCatalogRegister        = "Catalog.Register"        // RegisterRequest → WriteReply
-	MethodCatalogDeregister      = "Catalog.Deregister"      // DeregisterRequest → WriteReply
-	MethodCatalogListDatacenters = "Catalog.ListDatacenters" // DCSpecificRequest → []string
-	MethodCatalogListNodes       = "Catalog.ListNodes"       // DCSpecificRequest → IndexedNodes
-	MethodCatalogListServices    = "Catalog.ListServices"    // DCSpecificRequest → IndexedServices
-	MethodCatalogServiceNodes    = "Catalog.ServiceNodes"    // ServiceSpecificRequest → IndexedServiceNodes
-	MethodCatalogNodeServices    = "Catalog.NodeServices"    // NodeSpecificRequest → IndexedNodeServices
-	MethodHealthChecksInState    = "Health.ChecksInState"    // ChecksInStateRequest → IndexedHealthChecks
-	MethodHealthNodeChecks       = "Health.NodeChecks"       // NodeSpecificRequest → IndexedHealthChecks
-	MethodHealthServiceChecks    = "Health.ServiceChecks"    // ServiceSpecificRequest → IndexedHealthChecks
-	MethodHealthServiceNodes     = "Health.ServiceNodes"     // ServiceSpecificRequest → IndexedCheckServiceNodes
-	MethodStatusLeader           = "Status.Leader"           // struct{} → string (the leader's RPC address, "" when none)
-	MethodStatusPeers            = "Status.Peers"            // struct{} → []string (voters' RPC addresses)
+	MethodCatalogRegister        = "Catalog.Register"              // RegisterRequest → WriteReply
+	MethodCatalogDeregister      = "Catalog.Deregister"            // DeregisterRequest → WriteReply
+	MethodCatalogListDatacenters = "Catalog.ListDatacenters"       // DCSpecificRequest → []string
+	MethodCatalogListNodes       = "Catalog.ListNodes"             // DCSpecificRequest → IndexedNodes
+	MethodCatalogListServices    = "Catalog.ListServices"          // DCSpecificRequest → IndexedServices
+	MethodCatalogServiceNodes    = "Catalog.ServiceNodes"          // ServiceSpecificRequest → IndexedServiceNodes
+	MethodCatalogNodeServices    = "Catalog.NodeServices"          // NodeSpecificRequest → IndexedNodeServices
+	MethodHealthChecksInState    = "Health.ChecksInState"          // ChecksInStateRequest → IndexedHealthChecks
+	MethodHealthNodeChecks       = "Health.NodeChecks"             // NodeSpecificRequest → IndexedHealthChecks
+	MethodHealthServiceChecks    = "Health.ServiceChecks"          // ServiceSpecificRequest → IndexedHealthChecks
+	MethodHealthServiceNodes     = "Health.ServiceNodes"           // ServiceSpecificRequest → IndexedCheckServiceNodes
+	MethodStatusLeader           = "Status.Leader"                 // struct{} → string (the leader's RPC address, "" when none)
+	MethodStatusPeers            = "Status.Peers"                  // struct{} → []string (voters' RPC addresses)
+	MethodOperatorRaftConfig     = "Operator.RaftGetConfiguration" // DCSpecificRequest → RaftConfigurationResponse
 )
+
+// RaftServer is one server of the Raft configuration.
+type RaftServer struct {
+	// ID is the server's Raft ID (its node ID, or its name).
+	ID string
+	// Node is the server's node name.
+	Node string
+	// Address is the server-port address other servers dial.
+	Address string
+	// Leader reports whether this server is the leader.
+	Leader bool
+	// Voter reports whether it votes (a non-voter only replicates).
+	Voter bool
+}
+
+// RaftConfigurationResponse is the Raft configuration as the leader knows it.
+type RaftConfigurationResponse struct {
+	Servers []*RaftServer
+	// Index is the log index of the configuration.
+	Index uint64
+}
 
 // QueryOptions are the read options every query carries.
 type QueryOptions struct {
