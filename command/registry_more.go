@@ -1,8 +1,56 @@
 package command
 
-import "github.com/hashicorp/cli"
+import (
+	"strings"
+
+	"github.com/hashicorp/cli"
+
+	catalognodes "github.com/trellismesh/trellis/command/catalog/nodes"
+	catalogservices "github.com/trellismesh/trellis/command/catalog/services"
+	"github.com/trellismesh/trellis/command/members"
+	"github.com/trellismesh/trellis/command/operator/raft/listpeers"
+)
 
 // registryMore lists the commands beyond version.
 func registryMore(ui cli.Ui) []entry {
-	return nil
+	return []entry{
+		{"members", func() (cli.Command, error) { return members.New(ui), nil }},
+		{"catalog", group("Lists what the catalog holds", `
+Usage: trellis catalog <subcommand> [options]
+
+  Reads the catalog: the nodes and services the cluster knows.
+
+      $ trellis catalog services
+      $ trellis catalog nodes -service=web
+`)},
+		{"catalog services", func() (cli.Command, error) { return catalogservices.New(ui), nil }},
+		{"catalog nodes", func() (cli.Command, error) { return catalognodes.New(ui), nil }},
+		{"operator", group("Operates the cluster's servers", `
+Usage: trellis operator <subcommand> [options]
+
+  Commands for the operators of the servers.
+
+      $ trellis operator raft list-peers
+`)},
+		{"operator raft", group("Inspects the Raft servers", `
+Usage: trellis operator raft <subcommand> [options]
+
+  Inspects the Raft configuration of the servers.
+
+      $ trellis operator raft list-peers
+`)},
+		{"operator raft list-peers", func() (cli.Command, error) { return listpeers.New(ui), nil }},
+	}
 }
+
+// group returns the factory of a command that only groups subcommands: run
+// alone, it prints its help and the list of subcommands.
+func group(synopsis, help string) cli.CommandFactory {
+	return func() (cli.Command, error) { return groupCommand{synopsis: synopsis, help: strings.TrimSpace(help)}, nil }
+}
+
+type groupCommand struct{ synopsis, help string }
+
+func (g groupCommand) Run([]string) int { return cli.RunResultHelp }
+func (g groupCommand) Synopsis() string { return g.synopsis }
+func (g groupCommand) Help() string     { return g.help }
