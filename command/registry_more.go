@@ -46,7 +46,9 @@ Usage: trellis operator raft <subcommand> [options]
 // group returns the factory of a command that only groups subcommands: run
 // alone, it prints its help and the list of subcommands.
 func group(synopsis, help string) cli.CommandFactory {
-	return func() (cli.Command, error) { return groupCommand{synopsis: synopsis, help: strings.TrimSpace(help)}, nil }
+	return func() (cli.Command, error) {
+		return groupCommand{synopsis: synopsis, help: strings.TrimSpace(help)}, nil
+	}
 }
 
 type groupCommand struct{ synopsis, help string }
