@@ -1,0 +1,213 @@
+package config
+
+import (
+	"fmt"
+	"os"
+	"time"
+)
+
+// fileConfig is one source of configuration: a file, the -dev overlay or
+// the flags. Pointer fields tell "not set" from a zero value, so sources
+// merge field by field; services accumulate.
+type fileConfig struct {
+	Datacenter        *string
+	NodeName          *string
+	NodeID            *string
+	DataDir           *string
+	Server            *bool
+	Bootstrap         *bool
+	BindAddr          *string
+	ClientAddr        *string
+	AdvertiseAddr     *string
+	Domain            *string
+	LogLevel          *string
+	LogJSON           *bool
+	UIEnabled         *bool
+	ConnectEnabled    *bool
+	HTTPPort          *int
+	DNSPort           *int
+	ServerPort        *int
+	SerfLANPort       *int
+	DNSNodeTTL        *time.Duration
+	DNSServiceTTL     *time.Duration
+	DNSUDPAnswerLimit *int
+	Services          []ServiceDefinition
+}
+
+var topKeys = []string{"datacenter", "node_name", "node_id", "data_dir", "server", "bootstrap", "bind_addr", "client_addr",
+	"advertise_addr", "domain", "log_level", "log_json", "ui", "ui_config", "connect", "ports", "dns_config", "service", "services"}
+
+func setStr(e *errs, f field, what string, dst **string) {
+	if v, ok := e.str(f, what); ok {
+		*dst = &v
+	}
+}
+
+func setBool(e *errs, f field, what string, dst **bool) {
+	if v, ok := e.boolean(f, what); ok {
+		*dst = &v
+	}
+}
+
+func setInt(e *errs, f field, what string, dst **int) {
+	if v, ok := e.integer(f, what); ok {
+		*dst = &v
+	}
+}
+
+func setDuration(e *errs, f field, what string, dst **time.Duration) {
+	if v, ok := e.duration(f, what); ok {
+		*dst = &v
+	}
+}
+
+// decodeConfig decodes an agent configuration file.
+func decodeConfig(src []byte, filename string) (*fileConfig, error) {
+	var e errs
+	root, ok := parseFile(src, filename, &e)
+	if !ok {
+		return nil, e.err()
+	}
+	root.what = filename
+	c := &fileConfig{}
+	const top = "config"
+	for _, f := range root.fields(&e) {
+		switch f.key {
+		case "datacenter":
+			setStr(&e, f, top, &c.Datacenter)
+		case "node_name":
+			setStr(&e, f, top, &c.NodeName)
+		case "node_id":
+			setStr(&e, f, top, &c.NodeID)
+		case "data_dir":
+			setStr(&e, f, top, &c.DataDir)
+		case "server":
+			setBool(&e, f, top, &c.Server)
+		case "bootstrap":
+			setBool(&e, f, top, &c.Bootstrap)
+		case "bind_addr":
+			setStr(&e, f, top, &c.BindAddr)
+		case "client_addr":
+			setStr(&e, f, top, &c.ClientAddr)
+		case "advertise_addr":
+			setStr(&e, f, top, &c.AdvertiseAddr)
+		case "domain":
+			setStr(&e, f, top, &c.Domain)
+		case "log_level":
+			setStr(&e, f, top, &c.LogLevel)
+		case "log_json":
+			setBool(&e, f, top, &c.LogJSON)
+		case "ui":
+			setBool(&e, f, top, &c.UIEnabled)
+		case "ui_config":
+			decodeSection(&e, f, "ui_config", map[string]func(field, string){
+				"enabled": func(f field, w string) { setBool(&e, f, w, &c.UIEnabled) },
+			})
+		case "connect":
+			decodeSection(&e, f, "connect", map[string]func(field, string){
+				"enabled": func(f field, w string) { setBool(&e, f, w, &c.ConnectEnabled) },
+			})
+		case "ports":
+			decodeSection(&e, f, "ports", map[string]func(field, string){
+				"http":     func(f field, w string) { setInt(&e, f, w, &c.HTTPPort) },
+				"dns":      func(f field, w string) { setInt(&e, f, w, &c.DNSPort) },
+				"server":   func(f field, w string) { setInt(&e, f, w, &c.ServerPort) },
+				"serf_lan": func(f field, w string) { setInt(&e, f, w, &c.SerfLANPort) },
+			})
+		case "dns_config":
+			decodeSection(&e, f, "dns_config", map[string]func(field, string){
+				"node_ttl":         func(f field, w string) { setDuration(&e, f, w, &c.DNSNodeTTL) },
+				"service_ttl":      func(f field, w string) { setDuration(&e, f, w, &c.DNSServiceTTL) },
+				"udp_answer_limit": func(f field, w string) { setInt(&e, f, w, &c.DNSUDPAnswerLimit) },
+			})
+		case "service", "services":
+			nodes, _ := e.objects(f, "service")
+			for _, n := range nodes {
+				n.what = "service"
+				if s, ok := decodeService(n, &e); ok {
+					c.Services = append(c.Services, s)
+				}
+			}
+		default:
+			e.unknown(f, top, topKeys)
+		}
+	}
+	if err := e.err(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// decodeSection decodes a nested block such as ports { http = 8500 }.
+func decodeSection(e *errs, f field, what string, keys map[string]func(field, string)) {
+	n, ok := e.object(f, what)
+	if !ok {
+		return
+	}
+	var known []string
+	for k := range keys {
+		known = append(known, k)
+	}
+	for _, sf := range n.fields(e) {
+		if set, ok := keys[sf.key]; ok {
+			set(sf, what)
+		} else {
+			e.unknown(sf, what, known)
+		}
+	}
+}
+
+// readConfigFile decodes one file from disk.
+func readConfigFile(path string) (*fileConfig, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config file: %w", err)
+	}
+	return decodeConfig(src, path)
+}
+
+// merge lays src over c: every field src sets wins; services accumulate.
+func (c *fileConfig) merge(src *fileConfig) {
+	over := func(dst **string, v *string) {
+		if v != nil {
+			*dst = v
+		}
+	}
+	overB := func(dst **bool, v *bool) {
+		if v != nil {
+			*dst = v
+		}
+	}
+	overI := func(dst **int, v *int) {
+		if v != nil {
+			*dst = v
+		}
+	}
+	overD := func(dst **time.Duration, v *time.Duration) {
+		if v != nil {
+			*dst = v
+		}
+	}
+	over(&c.Datacenter, src.Datacenter)
+	over(&c.NodeName, src.NodeName)
+	over(&c.NodeID, src.NodeID)
+	over(&c.DataDir, src.DataDir)
+	overB(&c.Server, src.Server)
+	overB(&c.Bootstrap, src.Bootstrap)
+	over(&c.BindAddr, src.BindAddr)
+	over(&c.ClientAddr, src.ClientAddr)
+	over(&c.AdvertiseAddr, src.AdvertiseAddr)
+	over(&c.Domain, src.Domain)
+	over(&c.LogLevel, src.LogLevel)
+	overB(&c.LogJSON, src.LogJSON)
+	overB(&c.UIEnabled, src.UIEnabled)
+	overB(&c.ConnectEnabled, src.ConnectEnabled)
+	overI(&c.HTTPPort, src.HTTPPort)
+	overI(&c.DNSPort, src.DNSPort)
+	overI(&c.ServerPort, src.ServerPort)
+	overI(&c.SerfLANPort, src.SerfLANPort)
+	overD(&c.DNSNodeTTL, src.DNSNodeTTL)
+	overD(&c.DNSServiceTTL, src.DNSServiceTTL)
+	overI(&c.DNSUDPAnswerLimit, src.DNSUDPAnswerLimit)
+	c.Services = append(c.Services, src.Services...)
+}
