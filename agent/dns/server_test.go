@@ -314,5 +314,5 @@ type recorder struct {
 }
 
 func (r *recorder) WriteMsg(m *dns.Msg) error { r.msg = m; return nil }
-func (r *recorder) LocalAddr() net.Addr        { return &net.UDPAddr{} }
-func (r *recorder) RemoteAddr() net.Addr       { return &net.UDPAddr{} }
+func (r *recorder) LocalAddr() net.Addr       { return &net.UDPAddr{} }
+func (r *recorder) RemoteAddr() net.Addr      { return &net.UDPAddr{} }
