@@ -5,6 +5,7 @@ import (
 
 	"github.com/hashicorp/cli"
 
+	agentcmd "github.com/trellismesh/trellis/command/agent"
 	catalognodes "github.com/trellismesh/trellis/command/catalog/nodes"
 	catalogservices "github.com/trellismesh/trellis/command/catalog/services"
 	"github.com/trellismesh/trellis/command/members"
@@ -14,6 +15,7 @@ import (
 // registryMore lists the commands beyond version.
 func registryMore(ui cli.Ui) []entry {
 	return []entry{
+		{"agent", func() (cli.Command, error) { return agentcmd.New(ui), nil }},
 		{"members", func() (cli.Command, error) { return members.New(ui), nil }},
 		{"catalog", group("Lists what the catalog holds", `
 Usage: trellis catalog <subcommand> [options]

@@ -1,0 +1,306 @@
+// Package agent wires a Trellis agent together: the server (Raft and the
+// catalog), the local state of the services registered here, their health
+// checks, anti-entropy, the HTTP API and DNS. It is the one place that knows
+// every component; only command/agent (and test harnesses) import it.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/trellismesh/trellis/agent/ae"
+	"github.com/trellismesh/trellis/agent/checks"
+	"github.com/trellismesh/trellis/agent/config"
+	"github.com/trellismesh/trellis/agent/dns"
+	"github.com/trellismesh/trellis/agent/httpapi"
+	"github.com/trellismesh/trellis/agent/local"
+	"github.com/trellismesh/trellis/agent/telemetry"
+	"github.com/trellismesh/trellis/raftstore"
+	"github.com/trellismesh/trellis/raftstore/structs"
+)
+
+// Agent is a running Trellis agent.
+type Agent struct {
+	cfg    config.RuntimeConfig
+	logger hclog.Logger
+
+	tel    *telemetry.Telemetry
+	server *raftstore.Server
+	state  *local.State
+	syncer *ae.StateSyncer
+	reaper *local.Reaper
+	http   *httpapi.Server
+	dns    *dns.Server
+
+	// runMu serialises changes to the registered services and checks, so a
+	// check's runner and its state change together.
+	runMu   sync.Mutex
+	runners map[string]checks.Check // by check ID; guarded by runMu
+
+	cancel       context.CancelFunc
+	wg           sync.WaitGroup
+	shutdownOnce sync.Once
+	shutdownErr  error
+}
+
+// New checks cfg and returns an agent; Start runs it.
+func New(cfg config.RuntimeConfig, logger hclog.Logger) (*Agent, error) {
+	if !cfg.Server {
+		return nil, errors.New("client agents (server = false) join a cluster of servers, which this version cannot do yet: run with server = true and bootstrap = true, or -dev")
+	}
+	if logger == nil {
+		logger = hclog.Default()
+	}
+	return &Agent{cfg: cfg, logger: logger, runners: make(map[string]checks.Check)}, nil
+}
+
+// Start starts every component. On error, what was started is shut down.
+// ctx bounds the start itself (a signal during start cancels it).
+func (a *Agent) Start(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			a.Shutdown(context.Background())
+		}
+	}()
+	runCtx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+
+	if a.tel, err = telemetry.Setup(telemetry.DefaultConfig()); err != nil {
+		return err
+	}
+	if err := a.startServer(); err != nil {
+		return err
+	}
+
+	trigger := ae.NewTrigger()
+	a.state, err = local.New(local.Config{
+		NodeName:        a.cfg.NodeName,
+		NodeID:          a.cfg.NodeID,
+		Datacenter:      a.cfg.Datacenter,
+		Address:         a.cfg.AdvertiseAddr,
+		TaggedAddresses: map[string]string{"lan": a.cfg.AdvertiseAddr, "wan": a.cfg.AdvertiseAddr},
+		OnChange:        trigger.Fire,
+		Logger:          a.logger,
+	}, a)
+	if err != nil {
+		return fmt.Errorf("local state: %w", err)
+	}
+	for _, def := range a.cfg.Services {
+		if err := a.AddService(ctx, def.NodeService(), def.CheckTypes(), false); err != nil {
+			return fmt.Errorf("register service %q from %s: %w", def.ID, def.Source, err)
+		}
+	}
+
+	// A bootstrapping server leads within moments; waiting for that keeps
+	// the first sync from failing (and backing off) for want of a leader.
+	if a.cfg.Bootstrap {
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := a.server.WaitForLeader(wctx)
+		cancel()
+		if err != nil && ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	a.syncer, err = ae.NewStateSyncer(ae.Config{State: a.state, Trigger: trigger, Logger: a.logger})
+	if err != nil {
+		return fmt.Errorf("anti-entropy: %w", err)
+	}
+	a.reaper, err = local.NewReaper(local.ReaperConfig{State: a.state, Remove: a.reapService, Logger: a.logger})
+	if err != nil {
+		return fmt.Errorf("reaper: %w", err)
+	}
+	a.wg.Add(2)
+	go func() {
+		defer a.wg.Done()
+		if err := a.syncer.Run(runCtx); err != nil {
+			a.logger.Error("anti-entropy stopped", "error", err)
+		}
+	}()
+	go func() {
+		defer a.wg.Done()
+		a.reaper.Run(runCtx)
+	}()
+
+	if err := a.startDNS(); err != nil {
+		return err
+	}
+	if err := a.startHTTP(); err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+func (a *Agent) startServer() error {
+	scfg := raftstore.DefaultConfig()
+	scfg.NodeName = a.cfg.NodeName
+	scfg.NodeID = a.cfg.NodeID
+	scfg.Datacenter = a.cfg.Datacenter
+	scfg.DataDir = a.cfg.DataDir
+	scfg.BindAddr = net.JoinHostPort(a.cfg.BindAddr, strconv.Itoa(a.cfg.ServerPort))
+	scfg.AdvertiseAddr = net.JoinHostPort(a.cfg.AdvertiseAddr, strconv.Itoa(a.cfg.ServerPort))
+	scfg.Bootstrap = a.cfg.Bootstrap
+	if a.cfg.DevMode {
+		scfg.Timing = raftstore.DevTiming()
+	}
+	scfg.Logger = a.logger
+	s, err := raftstore.NewServer(scfg)
+	if err != nil {
+		return fmt.Errorf("start server: %w", err)
+	}
+	a.server = s
+	return nil
+}
+
+// clientAddrs returns host:port for each client address.
+func (a *Agent) clientAddrs(port int) []string {
+	var out []string
+	for _, ip := range a.cfg.ClientAddrs {
+		out = append(out, net.JoinHostPort(ip, strconv.Itoa(port)))
+	}
+	return out
+}
+
+func (a *Agent) startDNS() error {
+	if a.cfg.DNSPort < 0 {
+		return nil
+	}
+	d, err := dns.New(dns.Config{
+		Addrs:          a.clientAddrs(a.cfg.DNSPort),
+		Domain:         a.cfg.DNSDomain,
+		Datacenter:     a.cfg.Datacenter,
+		NodeTTL:        a.cfg.DNSNodeTTL,
+		ServiceTTL:     a.cfg.DNSServiceTTL,
+		UDPAnswerLimit: a.cfg.DNSUDPAnswerLimit,
+		Logger:         a.logger,
+	}, dnsSource{a})
+	if err != nil {
+		return err
+	}
+	if err := d.Start(); err != nil {
+		return err
+	}
+	a.dns = d
+	return nil
+}
+
+func (a *Agent) startHTTP() error {
+	if a.cfg.HTTPPort < 0 {
+		return nil
+	}
+	h := httpapi.New(httpapi.Config{Addrs: a.clientAddrs(a.cfg.HTTPPort), Logger: a.logger}, a)
+	if err := h.Start(); err != nil {
+		return err
+	}
+	a.http = h
+	return nil
+}
+
+// HTTPAddr returns the first address of the HTTP API ("" when disabled).
+func (a *Agent) HTTPAddr() string {
+	if a.http == nil || len(a.http.Addrs()) == 0 {
+		return ""
+	}
+	return a.http.Addrs()[0].String()
+}
+
+// DNSAddr returns the first UDP address of the DNS interface ("" when disabled).
+func (a *Agent) DNSAddr() string {
+	if a.dns == nil {
+		return ""
+	}
+	udp, _ := a.dns.Addrs()
+	if len(udp) == 0 {
+		return ""
+	}
+	return udp[0].String()
+}
+
+// ServerAddr returns the address of the server port.
+func (a *Agent) ServerAddr() string { return a.server.Addr() }
+
+// WaitForLeader returns once the cluster has a leader, or ctx's error.
+func (a *Agent) WaitForLeader(ctx context.Context) error { return a.server.WaitForLeader(ctx) }
+
+// Shutdown stops the agent: the HTTP API and DNS first (no new requests),
+// then anti-entropy and the checks, then the server. It returns once every
+// goroutine of the agent is gone; ctx bounds how long requests in flight may
+// finish. It is idempotent.
+func (a *Agent) Shutdown(ctx context.Context) error {
+	a.shutdownOnce.Do(func() {
+		var errs []error
+		if a.http != nil {
+			if err := a.http.Shutdown(ctx); err != nil {
+				errs = append(errs, fmt.Errorf("stop HTTP API: %w", err))
+			}
+		}
+		if a.dns != nil {
+			_ = a.dns.Shutdown()
+		}
+		if a.cancel != nil {
+			a.cancel()
+		}
+		a.wg.Wait()
+		a.runMu.Lock()
+		for id, r := range a.runners {
+			r.Stop()
+			delete(a.runners, id)
+		}
+		a.runMu.Unlock()
+		if a.state != nil {
+			a.state.Close()
+		}
+		if a.server != nil {
+			if err := a.server.Shutdown(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if a.tel != nil {
+			a.tel.Close()
+		}
+		a.shutdownErr = errors.Join(errs...)
+	})
+	return a.shutdownErr
+}
+
+// RPC serves a catalog read or write (in process on a server agent).
+func (a *Agent) RPC(ctx context.Context, method string, args, reply any) error {
+	defer func(start time.Time) {
+		a.logger.Trace("rpc", "method", method, "duration", time.Since(start))
+	}(time.Now())
+	return a.server.RPC(ctx, method, args, reply)
+}
+
+// dnsSource answers DNS from the catalog. DNS reads may be served by any
+// server (stale), as DNS answers are cached anyway.
+type dnsSource struct{ a *Agent }
+
+func (d dnsSource) ServiceNodes(ctx context.Context, name, tag string) ([]structs.CheckServiceNode, error) {
+	req := &structs.ServiceSpecificRequest{ServiceName: name, QueryOptions: structs.QueryOptions{AllowStale: true}}
+	if tag != "" {
+		req.ServiceTags, req.TagFilter = []string{tag}, true
+	}
+	var reply structs.IndexedCheckServiceNodes
+	if err := d.a.RPC(ctx, structs.MethodHealthServiceNodes, req, &reply); err != nil {
+		return nil, err
+	}
+	return reply.Nodes, nil
+}
+
+func (d dnsSource) Node(ctx context.Context, name string) (*structs.Node, error) {
+	req := &structs.NodeSpecificRequest{Node: name, QueryOptions: structs.QueryOptions{AllowStale: true}}
+	var reply structs.IndexedNodeServices
+	if err := d.a.RPC(ctx, structs.MethodCatalogNodeServices, req, &reply); err != nil {
+		return nil, err
+	}
+	if reply.NodeServices == nil {
+		return nil, nil
+	}
+	return reply.NodeServices.Node, nil
+}
