@@ -56,22 +56,36 @@ func TestDeps(t *testing.T) {
 	}
 }
 
-// TestBinaryDeps keeps test-only packages out of the trellis binary.
+// TestBinaryDeps keeps test-only packages out of the trellis binary. (The
+// testing package itself is linked: hashicorp/raft exports test helpers from
+// a non-test file. None of ours may import it.)
 func TestBinaryDeps(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs go list over the module")
 	}
-	pkgs := deptest.List(t, ".", ".")
-	for _, dep := range pkgs[0].Deps {
+	deps := deptest.List(t, ".", ".")[0].Deps
+	for _, dep := range deps {
 		switch {
-		case dep == "testing", dep == "net/http/httptest",
-			strings.HasPrefix(dep, deptest.Module+"/internal/testutil"),
+		case strings.HasPrefix(dep, deptest.Module+"/internal/testutil"),
 			strings.HasPrefix(dep, deptest.Module+"/internal/retry"),
 			strings.HasPrefix(dep, deptest.Module+"/internal/testcluster"),
 			strings.HasPrefix(dep, deptest.Module+"/internal/deptest"),
 			strings.HasPrefix(dep, "github.com/hashicorp/consul/"),
 			strings.HasPrefix(dep, "go.uber.org/goleak"):
 			t.Errorf("the trellis binary depends on %s, a test-only package", dep)
+		}
+	}
+	var ours []string
+	for _, dep := range deps {
+		if strings.HasPrefix(dep, deptest.Module) {
+			ours = append(ours, dep)
+		}
+	}
+	for _, p := range deptest.List(t, ".", ours...) {
+		for _, imp := range p.Imports {
+			if imp == "testing" || imp == "net/http/httptest" {
+				t.Errorf("%s, part of the binary, imports %s", p.ImportPath, imp)
+			}
 		}
 	}
 }

@@ -10,6 +10,9 @@ import (
 	catalogservices "github.com/trellismesh/trellis/command/catalog/services"
 	"github.com/trellismesh/trellis/command/members"
 	"github.com/trellismesh/trellis/command/operator/raft/listpeers"
+	servicesderegister "github.com/trellismesh/trellis/command/services/deregister"
+	servicesregister "github.com/trellismesh/trellis/command/services/register"
+	"github.com/trellismesh/trellis/command/validate"
 )
 
 // registryMore lists the commands beyond version.
@@ -27,6 +30,17 @@ Usage: trellis catalog <subcommand> [options]
 `)},
 		{"catalog services", func() (cli.Command, error) { return catalogservices.New(ui), nil }},
 		{"catalog nodes", func() (cli.Command, error) { return catalognodes.New(ui), nil }},
+		{"services", group("Registers and deregisters services", `
+Usage: trellis services <subcommand> [options]
+
+  Registers services with the local agent, or deregisters them.
+
+      $ trellis services register web.hcl
+      $ trellis services deregister -id=web
+`)},
+		{"services register", func() (cli.Command, error) { return servicesregister.New(ui), nil }},
+		{"services deregister", func() (cli.Command, error) { return servicesderegister.New(ui), nil }},
+		{"validate", func() (cli.Command, error) { return validate.New(ui), nil }},
 		{"operator", group("Operates the cluster's servers", `
 Usage: trellis operator <subcommand> [options]
 
