@@ -304,3 +304,10 @@ func (d dnsSource) Node(ctx context.Context, name string) (*structs.Node, error)
 	}
 	return reply.NodeServices.Node, nil
 }
+
+// TriggerFullSync asks anti-entropy for a full sync now.
+func (a *Agent) TriggerFullSync() {
+	if a.syncer != nil {
+		a.syncer.TriggerFull()
+	}
+}
