@@ -161,6 +161,10 @@ func TestAPI_CatalogAndHealthWithConsulClient(t *testing.T) {
 	if err != nil || len(filtered) != 1 || filtered[0].Node.Node != "n3" {
 		t.Errorf("filtered health = %v, %v", filtered, err)
 	}
+	byCheck, _, err := cc.Health().Service("web", "", false, &consulapi.QueryOptions{Filter: `Checks.0.Status == critical`})
+	if err != nil || len(byCheck) != 1 || byCheck[0].Node.Node != "n2" {
+		t.Errorf("filter on a check = %v, %v", byCheck, err)
+	}
 	byMeta, _, err := cat.Service("web", "", &consulapi.QueryOptions{Filter: `ServiceMeta.env == prod and Node != n2`})
 	if err != nil || len(byMeta) != 2 {
 		t.Errorf("filtered catalog = %d entries, %v", len(byMeta), err)
