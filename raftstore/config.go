@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -29,12 +30,42 @@ type Config struct {
 	// Bootstrap makes this server form a single-server cluster when it has
 	// no Raft state yet.
 	Bootstrap bool
+	// BootstrapExpect, when above 0, makes the servers form a cluster by
+	// themselves once that many servers of the datacenter are alive in
+	// Membership and none of them has Raft state yet.
+	BootstrapExpect int
+	// Membership is how this server learns the cluster's members (the agent
+	// feeds it from gossip). The leader reconciles it into the catalog and
+	// the Raft configuration. May be nil for a lone server.
+	Membership Membership
+	// ServerStabilizationTime is how long a new server must be healthy as a
+	// non-voter before the leader makes it a voter.
+	ServerStabilizationTime time.Duration
+	// ReconcileInterval is how often the leader reconciles membership even
+	// without a change.
+	ReconcileInterval time.Duration
+	// RPCHoldTimeout is how long a request that needs the leader waits for
+	// one (during an election) before failing with ErrNoLeader.
+	RPCHoldTimeout time.Duration
+	// TLS secures Raft and internal RPC between agents; nil means plaintext.
+	TLS *TLSConfig
 	// Timing holds the Raft timers; DefaultTiming for production.
 	Timing Timing
 	// ApplyTimeout bounds how long a write waits to be enqueued in Raft.
 	ApplyTimeout time.Duration
 	// Logger is named "server"; nil means hclog.Default().
 	Logger hclog.Logger
+}
+
+// TLSConfig is the TLS of the server port.
+type TLSConfig struct {
+	// Incoming is the server side: the certificate shown, and the client
+	// certificates required when VerifyIncoming.
+	Incoming *tls.Config
+	// Outgoing is the client side for dialing other servers.
+	Outgoing *tls.Config
+	// RequireIncoming refuses plaintext connections.
+	RequireIncoming bool
 }
 
 // Timing holds the Raft timers of a server.
@@ -86,10 +117,13 @@ func DevTiming() Timing {
 // DefaultConfig returns a complete configuration but for NodeName.
 func DefaultConfig() Config {
 	return Config{
-		Datacenter:   "dc1",
-		BindAddr:     "0.0.0.0:8300",
-		Timing:       DefaultTiming(),
-		ApplyTimeout: 30 * time.Second,
+		Datacenter:              "dc1",
+		BindAddr:                "0.0.0.0:8300",
+		Timing:                  DefaultTiming(),
+		ApplyTimeout:            30 * time.Second,
+		ServerStabilizationTime: 10 * time.Second,
+		ReconcileInterval:       60 * time.Second,
+		RPCHoldTimeout:          7 * time.Second,
 	}
 }
 
@@ -119,6 +153,15 @@ func (c *Config) Validate() error {
 	}
 	if t.LeaderLeaseTimeout <= 0 || t.LeaderLeaseTimeout > t.HeartbeatTimeout {
 		return fmt.Errorf("timing: LeaderLeaseTimeout (%s) must be positive and at most HeartbeatTimeout (%s)", t.LeaderLeaseTimeout, t.HeartbeatTimeout)
+	}
+	if c.Bootstrap && c.BootstrapExpect > 0 {
+		return errors.New("bootstrap and bootstrap_expect are mutually exclusive")
+	}
+	if c.BootstrapExpect < 0 {
+		return errors.New("bootstrap_expect must be 0 or more")
+	}
+	if c.ServerStabilizationTime < 0 || c.ReconcileInterval <= 0 || c.RPCHoldTimeout <= 0 {
+		return errors.New("ServerStabilizationTime must be 0 or more; ReconcileInterval and RPCHoldTimeout positive")
 	}
 	if c.ApplyTimeout <= 0 {
 		return errors.New("apply timeout must be positive (ApplyTimeout)")

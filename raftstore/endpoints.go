@@ -2,7 +2,12 @@ package raftstore
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
+	"strconv"
+	"time"
 	"maps"
 	"slices"
 	"strings"
@@ -11,6 +16,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/trellismesh/trellis/raftstore/blocking"
+	"github.com/trellismesh/trellis/raftstore/rpc"
 	"github.com/trellismesh/trellis/raftstore/state"
 	"github.com/trellismesh/trellis/raftstore/structs"
 )
@@ -58,10 +64,33 @@ var endpoints = map[string]endpoint{
 	structs.MethodStatusLeader:           typed((*Server).statusLeader),
 	structs.MethodStatusPeers:            typed((*Server).statusPeers),
 	structs.MethodOperatorRaftConfig:     typed((*Server).operatorRaftConfig),
+	structs.MethodOperatorRaftRemovePeer: typed((*Server).operatorRaftRemovePeer),
+	structs.MethodStatusRaftStats:        typed((*Server).statusRaftStats),
 }
 
-// RPC serves one request in process. args and reply are pointers to the
-// types named beside the method constant in raftstore/structs.
+// writeMethods always run on the leader.
+var writeMethods = map[string]bool{
+	structs.MethodCatalogRegister:        true,
+	structs.MethodCatalogDeregister:      true,
+	structs.MethodOperatorRaftRemovePeer: true,
+}
+
+// needsLeader reports whether a request must be served by the leader:
+// writes, and reads that do not allow a stale answer.
+func needsLeader(method string, args any) bool {
+	if writeMethods[method] {
+		return true
+	}
+	if q, ok := args.(interface{ QueryOpts() *structs.QueryOptions }); ok {
+		return !q.QueryOpts().AllowStale
+	}
+	return false
+}
+
+// RPC serves one request. args and reply are pointers to the types named
+// beside the method constant in raftstore/structs. A request that needs the
+// leader is forwarded to it when this server does not lead, waiting up to
+// RPCHoldTimeout for one during an election.
 func (s *Server) RPC(ctx context.Context, method string, args, reply any) error {
 	ep, ok := endpoints[method]
 	if !ok {
@@ -72,7 +101,71 @@ func (s *Server) RPC(ctx context.Context, method string, args, reply any) error 
 		return structs.ErrShutdown
 	default:
 	}
+	if needsLeader(method, args) && !s.IsLeader() {
+		return s.forward(ctx, ep, method, args, reply)
+	}
 	return ep.call(s, ctx, args, reply)
+}
+
+// forward sends a request to the leader, retrying while there is none or
+// it cannot be reached, for up to RPCHoldTimeout.
+func (s *Server) forward(ctx context.Context, ep endpoint, method string, args, reply any) error {
+	deadline := time.Now().Add(s.cfg.RPCHoldTimeout)
+	lastErr := structs.ErrNoLeader
+	for attempt := 0; ; attempt++ {
+		switch leader := s.Leader(); {
+		case s.IsLeader():
+			return ep.call(s, ctx, args, reply)
+		case leader != "" && leader != s.Addr():
+			err := s.rpcClient.Call(ctx, leader, method, args, reply)
+			if err == nil || !retryable(err) {
+				return err
+			}
+			lastErr = err
+		}
+		if time.Now().After(deadline) {
+			if errors.Is(lastErr, rpc.ErrUnavailable) {
+				return fmt.Errorf("%w (last attempt: %v)", structs.ErrNoLeader, lastErr)
+			}
+			return lastErr
+		}
+		wait := time.Duration(min(attempt+1, 10)) * 20 * time.Millisecond
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.shutdownCh:
+			return structs.ErrShutdown
+		case <-time.After(wait):
+		}
+	}
+}
+
+// retryable reports whether a forwarded request may be tried again: the
+// leader was unreachable, or leadership moved.
+func retryable(err error) bool {
+	return errors.Is(err, rpc.ErrUnavailable) || errors.Is(err, structs.ErrNoLeader) ||
+		errors.Is(err, structs.ErrNotLeader) || errors.Is(err, structs.ErrShutdown)
+}
+
+// serveRPCConn serves the internal RPC on one connection.
+func (s *Server) serveRPCConn(ctx context.Context, conn net.Conn) {
+	rpc.ServeConn(ctx, conn, s.handleRPC, s.logger)
+}
+
+// handleRPC decodes a request from the network and serves it.
+func (s *Server) handleRPC(ctx context.Context, method string, body json.RawMessage) (any, error) {
+	ep, ok := endpoints[method]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", structs.ErrUnknownMethod, method)
+	}
+	args, reply := ep.newArgs(), ep.newReply()
+	if err := json.Unmarshal(body, args); err != nil {
+		return nil, structs.Invalid("", "decode %s arguments: %v", method, err)
+	}
+	if err := s.RPC(ctx, method, args, reply); err != nil {
+		return nil, err
+	}
+	return reply, nil
 }
 
 func (s *Server) checkDC(dc string) error {
@@ -394,5 +487,42 @@ func (s *Server) operatorRaftConfig(_ context.Context, req *structs.DCSpecificRe
 		})
 	}
 	reply.Index = f.Index()
+	return nil
+}
+
+func (s *Server) operatorRaftRemovePeer(_ context.Context, req *structs.RaftRemovePeerRequest, _ *struct{}) error {
+	if err := s.checkWrite(req.Datacenter); err != nil {
+		return err
+	}
+	if (req.ID == "") == (req.Address == "") {
+		return structs.Invalid("ID", "give the server's ID or its address, not both")
+	}
+	f := s.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return fmt.Errorf("read raft configuration: %w", err)
+	}
+	for _, srv := range f.Configuration().Servers {
+		if (req.ID != "" && string(srv.ID) == req.ID) || (req.Address != "" && string(srv.Address) == req.Address) {
+			if err := s.raft.RemoveServer(srv.ID, 0, 0).Error(); err != nil {
+				return fmt.Errorf("remove server %s: %w", srv.ID, err)
+			}
+			s.logger.Info("removed a server from the raft configuration", "id", srv.ID, "address", srv.Address)
+			return nil
+		}
+	}
+	if req.ID != "" {
+		return fmt.Errorf("no server with ID %q in the raft configuration: %w", req.ID, structs.ErrNotFound)
+	}
+	return fmt.Errorf("no server at %q in the raft configuration: %w", req.Address, structs.ErrNotFound)
+}
+
+func (s *Server) statusRaftStats(_ context.Context, _ *struct{}, reply *structs.RaftStats) error {
+	*reply = structs.RaftStats{
+		LastIndex: s.raft.LastIndex(), AppliedIndex: s.raft.AppliedIndex(),
+		LastContact: s.lastContact(), State: s.raft.State().String(),
+	}
+	if t, err := strconv.ParseUint(s.raft.Stats()["term"], 10, 64); err == nil {
+		reply.Term = t
+	}
 	return nil
 }

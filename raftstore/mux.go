@@ -1,6 +1,8 @@
 package raftstore
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"sync"
@@ -8,30 +10,42 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+
+	"github.com/trellismesh/trellis/raftstore/rpc"
 )
 
-// Protocol bytes: the first byte of every connection to the server port.
-// Byte 0x02 is reserved for the internal RPC of client agents.
-const protoRaft byte = 0x01
-
 // handshakeTimeout bounds how long a new connection may take to send its
-// protocol byte.
+// protocol byte (and finish its TLS handshake).
 const handshakeTimeout = 5 * time.Second
 
 // mux accepts connections on the server port and hands each to the protocol
-// its first byte names.
+// its first byte names: rpc.ProtoRaft, rpc.ProtoRPC, or rpc.ProtoTLS
+// followed, inside TLS, by one of the other two.
 type mux struct {
 	ln     net.Listener
 	logger hclog.Logger
 	raft   *streamLayer
+	// tls is the server side of TLS; nil when TLS is off.
+	tls *tls.Config
+	// requireTLS refuses plaintext connections (verify_incoming).
+	requireTLS bool
+	// serveRPC serves one internal RPC connection until it closes.
+	serveRPC func(ctx context.Context, conn net.Conn)
 
+	ctx       context.Context
+	cancel    context.CancelFunc
 	wg        sync.WaitGroup
+	mu        sync.Mutex
+	conns     map[net.Conn]struct{} // RPC connections; guarded by mu
 	closeOnce sync.Once
 }
 
-func newMux(ln net.Listener, advertise net.Addr, logger hclog.Logger) *mux {
-	m := &mux{ln: ln, logger: logger}
-	m.raft = &streamLayer{addr: advertise, conns: make(chan net.Conn), done: make(chan struct{})}
+func newMux(ln net.Listener, advertise net.Addr, dialer rpc.Dialer, tlsCfg *tls.Config, requireTLS bool,
+	serveRPC func(context.Context, net.Conn), logger hclog.Logger) *mux {
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &mux{ln: ln, logger: logger, tls: tlsCfg, requireTLS: requireTLS, serveRPC: serveRPC,
+		ctx: ctx, cancel: cancel, conns: map[net.Conn]struct{}{}}
+	m.raft = &streamLayer{addr: advertise, dialer: dialer, conns: make(chan net.Conn), done: make(chan struct{})}
 	m.wg.Add(1)
 	go m.acceptLoop()
 	return m
@@ -47,7 +61,7 @@ func (m *mux) acceptLoop() {
 			}
 			m.logger.Error("accept on server port", "error", err)
 			select {
-			case <-m.raft.done:
+			case <-m.ctx.Done():
 				return
 			case <-time.After(100 * time.Millisecond): // back off a failing accept
 			}
@@ -60,40 +74,84 @@ func (m *mux) acceptLoop() {
 
 func (m *mux) route(conn net.Conn) {
 	defer m.wg.Done()
-	_ = conn.SetReadDeadline(time.Now().Add(handshakeTimeout))
-	var b [1]byte
-	if _, err := conn.Read(b[:]); err != nil {
+	_ = conn.SetDeadline(time.Now().Add(handshakeTimeout))
+	proto, err := readByte(conn)
+	if err != nil {
 		m.logger.Debug("connection closed before its protocol byte", "remote", conn.RemoteAddr(), "error", err)
 		conn.Close()
 		return
 	}
-	_ = conn.SetReadDeadline(time.Time{})
-	switch b[0] {
-	case protoRaft:
+	if proto == rpc.ProtoTLS {
+		if m.tls == nil {
+			m.logger.Warn("refused a TLS connection: TLS is not configured on this server", "remote", conn.RemoteAddr())
+			conn.Close()
+			return
+		}
+		tc := tls.Server(conn, m.tls)
+		if err := tc.HandshakeContext(m.ctx); err != nil {
+			m.logger.Warn("refused a connection: TLS handshake failed", "remote", conn.RemoteAddr(), "error", err)
+			conn.Close()
+			return
+		}
+		conn = tc
+		if proto, err = readByte(conn); err != nil || proto == rpc.ProtoTLS {
+			conn.Close()
+			return
+		}
+	} else if m.requireTLS {
+		m.logger.Warn("refused a plaintext connection: verify_incoming requires TLS", "remote", conn.RemoteAddr())
+		conn.Close()
+		return
+	}
+	_ = conn.SetDeadline(time.Time{})
+	switch proto {
+	case rpc.ProtoRaft:
 		select {
 		case m.raft.conns <- conn:
 		case <-m.raft.done:
 			conn.Close()
 		}
+	case rpc.ProtoRPC:
+		m.mu.Lock()
+		m.conns[conn] = struct{}{}
+		m.mu.Unlock()
+		m.serveRPC(m.ctx, conn)
+		m.mu.Lock()
+		delete(m.conns, conn)
+		m.mu.Unlock()
 	default:
-		m.logger.Warn("unknown protocol on server port; closing", "remote", conn.RemoteAddr(), "byte", b[0])
+		m.logger.Warn("unknown protocol on server port; closing", "remote", conn.RemoteAddr(), "byte", proto)
 		conn.Close()
 	}
 }
 
-// Close stops accepting and waits for the routing goroutines.
+func readByte(conn net.Conn) (byte, error) {
+	var b [1]byte
+	_, err := conn.Read(b[:])
+	return b[0], err
+}
+
+// Close stops accepting, ends the RPC connections and waits for every
+// goroutine of the mux.
 func (m *mux) Close() {
 	m.closeOnce.Do(func() {
+		m.cancel()
 		m.ln.Close()
 		m.raft.Close()
+		m.mu.Lock()
+		for c := range m.conns {
+			c.Close()
+		}
+		m.mu.Unlock()
 	})
 	m.wg.Wait()
 }
 
 // streamLayer is the raft.StreamLayer over the mux: it accepts the
-// connections whose first byte was protoRaft and dials with that byte.
+// connections whose first byte was ProtoRaft and dials with that byte.
 type streamLayer struct {
 	addr      net.Addr
+	dialer    rpc.Dialer
 	conns     chan net.Conn
 	done      chan struct{}
 	closeOnce sync.Once
@@ -118,13 +176,7 @@ func (l *streamLayer) Close() error {
 func (l *streamLayer) Addr() net.Addr { return l.addr }
 
 func (l *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	conn, err := net.DialTimeout("tcp", string(address), timeout)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := conn.Write([]byte{protoRaft}); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	return conn, nil
+	d := l.dialer
+	d.Timeout = timeout
+	return d.Dial(context.Background(), string(address), rpc.ProtoRaft)
 }

@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -17,6 +18,7 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
 	"github.com/trellismesh/trellis/raftstore/fsm"
+	"github.com/trellismesh/trellis/raftstore/rpc"
 	"github.com/trellismesh/trellis/raftstore/state"
 	"github.com/trellismesh/trellis/raftstore/structs"
 )
@@ -31,6 +33,8 @@ type Server struct {
 	transport *raft.NetworkTransport
 	mux       *mux
 	bolt      *raftboltdb.BoltStore // nil in memory
+	// rpcClient forwards requests to the leader and asks other servers.
+	rpcClient *rpc.Client
 
 	// leaderReady is true while this server is the leader and has applied
 	// every entry of earlier terms (a barrier after winning the election),
@@ -76,7 +80,16 @@ func (s *Server) start() error {
 		ln.Close()
 		return err
 	}
-	s.mux = newMux(ln, advertise, s.logger.Named("mux"))
+	var (
+		dialer     rpc.Dialer
+		serverTLS  *tls.Config
+		requireTLS bool
+	)
+	if t := s.cfg.TLS; t != nil {
+		dialer.TLS, serverTLS, requireTLS = t.Outgoing, t.Incoming, t.RequireIncoming
+	}
+	s.rpcClient = rpc.NewClient(dialer, s.logger.Named("rpc"))
+	s.mux = newMux(ln, advertise, dialer, serverTLS, requireTLS, s.serveRPCConn, s.logger.Named("mux"))
 	s.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  s.mux.raft,
 		MaxPool: 3,
@@ -148,6 +161,10 @@ func (s *Server) start() error {
 	}
 	s.wg.Add(1)
 	go s.leaderLoop()
+	if s.cfg.BootstrapExpect > 0 && s.cfg.Membership != nil {
+		s.wg.Add(1)
+		go s.bootstrapWatcher()
+	}
 	return nil
 }
 
@@ -173,24 +190,27 @@ func (s *Server) leaderLoop() {
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
-				s.establishLeadership(ctx)
+				if s.establishLeadership(ctx) {
+					s.leaderDuties(ctx)
+				}
 			}()
 			stop = func() { cancel(); <-done }
 		}
 	}
 }
 
-// establishLeadership makes a new leader ready to serve.
-func (s *Server) establishLeadership(ctx context.Context) {
+// establishLeadership makes a new leader ready to serve; it reports
+// whether it did.
+func (s *Server) establishLeadership(ctx context.Context) bool {
 	for ctx.Err() == nil {
 		err := s.raft.Barrier(s.cfg.ApplyTimeout).Error()
 		if err == nil {
 			s.leaderReady.Store(true)
 			s.logger.Info("leader ready", "index", s.raft.AppliedIndex())
-			return
+			return true
 		}
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) || errors.Is(err, raft.ErrRaftShutdown) {
-			return
+			return false
 		}
 		s.logger.Error("barrier after election failed; retrying", "error", err)
 		select {
@@ -198,6 +218,7 @@ func (s *Server) establishLeadership(ctx context.Context) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+	return false
 }
 
 // advertiseAddr picks the address other servers dial.
@@ -323,6 +344,10 @@ func (s *Server) Shutdown() error {
 	s.shutdownOnce.Do(func() {
 		close(s.shutdownCh)
 		var errs []error
+		// RPC first: requests in flight are cancelled, none arrive.
+		if s.rpcClient != nil {
+			s.rpcClient.Close()
+		}
 		// Raft first: it stops using the transport and the stores, and fails
 		// any barrier the leader loop waits on, so the loop can end.
 		if s.raft != nil {
@@ -330,7 +355,7 @@ func (s *Server) Shutdown() error {
 				errs = append(errs, fmt.Errorf("shut down raft: %w", err))
 			}
 		}
-		s.wg.Wait() // the leader loop
+		s.wg.Wait() // the leader loop and the bootstrap watcher
 		if s.transport != nil {
 			if err := s.transport.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close raft transport: %w", err))

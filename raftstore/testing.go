@@ -1,5 +1,7 @@
 package raftstore
 
+import "time"
+
 // TestConfig returns a configuration for a single bootstrapped server on a
 // free loopback port with fast timers, in memory unless dataDir is set.
 func TestConfig(name, dataDir string) Config {
@@ -9,5 +11,7 @@ func TestConfig(name, dataDir string) Config {
 	cfg.BindAddr = "127.0.0.1:0"
 	cfg.Bootstrap = true
 	cfg.Timing = DevTiming()
+	cfg.ServerStabilizationTime = 200 * time.Millisecond
+	cfg.ReconcileInterval = time.Second
 	return cfg
 }

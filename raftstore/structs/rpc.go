@@ -20,7 +20,31 @@ const (
 	MethodStatusLeader           = "Status.Leader"                 // struct{} → string (the leader's RPC address, "" when none)
 	MethodStatusPeers            = "Status.Peers"                  // struct{} → []string (voters' RPC addresses)
 	MethodOperatorRaftConfig     = "Operator.RaftGetConfiguration" // DCSpecificRequest → RaftConfigurationResponse
+	MethodOperatorRaftRemovePeer = "Operator.RaftRemovePeer"       // RaftRemovePeerRequest → struct{}
+	MethodStatusRaftStats        = "Status.RaftStats"              // struct{} → RaftStats (of the server asked)
 )
+
+// RaftRemovePeerRequest removes a server from the Raft configuration, named
+// by its ID or its server address.
+type RaftRemovePeerRequest struct {
+	Datacenter string
+	ID         string
+	Address    string
+	WriteRequest
+}
+
+// RaftStats is a server's view of its own Raft log, for the leader's health
+// checks of other servers.
+type RaftStats struct {
+	// LastIndex and AppliedIndex are the server's last log entry and the
+	// last it applied.
+	LastIndex, AppliedIndex uint64
+	// LastContact is the time since it heard from the leader (0 on the leader).
+	LastContact time.Duration
+	// Term is its current term; State "Leader", "Follower" or "Candidate".
+	Term  uint64
+	State string
+}
 
 // RaftServer is one server of the Raft configuration.
 type RaftServer struct {

@@ -1,0 +1,254 @@
+package rpc
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// Protocol bytes of the server port (see raftstore's mux).
+const (
+	ProtoRaft byte = 0x01
+	ProtoRPC  byte = 0x02
+	ProtoTLS  byte = 0x03
+)
+
+// Dialer opens connections to a server port for one inner protocol.
+type Dialer struct {
+	// TLS, when set, wraps connections: the ProtoTLS byte, a TLS handshake,
+	// then the inner protocol byte inside TLS.
+	TLS *tls.Config
+	// Timeout bounds the dial and handshake (default 10s).
+	Timeout time.Duration
+}
+
+// Dial connects to addr and announces proto (ProtoRaft or ProtoRPC).
+func (d Dialer) Dial(ctx context.Context, addr string, proto byte) (net.Conn, error) {
+	timeout := d.Timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if d.TLS == nil {
+		if _, err := conn.Write([]byte{proto}); err != nil {
+			conn.Close()
+			return nil, err
+		}
+		return conn, nil
+	}
+	if _, err := conn.Write([]byte{ProtoTLS}); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	tc := tls.Client(conn, d.TLS)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
+	}
+	if _, err := tc.Write([]byte{proto}); err != nil {
+		tc.Close()
+		return nil, err
+	}
+	return tc, nil
+}
+
+// Client calls servers. It keeps one multiplexed connection per server and
+// is safe for concurrent use.
+type Client struct {
+	dialer Dialer
+	logger hclog.Logger
+
+	mu     sync.Mutex
+	conns  map[string]*clientConn // guarded by mu
+	closed bool                   // guarded by mu
+}
+
+// NewClient returns a client that dials with d.
+func NewClient(d Dialer, logger hclog.Logger) *Client {
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	return &Client{dialer: d, logger: logger, conns: map[string]*clientConn{}}
+}
+
+// Call runs method on the server at addr. args is encoded as JSON; the answer
+// is decoded into reply. A failure to reach the server wraps ErrUnavailable;
+// an error the server returned is a *structs.RemoteError.
+func (c *Client) Call(ctx context.Context, addr, method string, args, reply any) error {
+	cc, err := c.conn(ctx, addr)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrUnavailable, addr, err)
+	}
+	return cc.call(ctx, method, args, reply)
+}
+
+func (c *Client) conn(ctx context.Context, addr string) (*clientConn, error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, errors.New("client closed")
+	}
+	if cc, ok := c.conns[addr]; ok && !cc.isBroken() {
+		c.mu.Unlock()
+		return cc, nil
+	}
+	c.mu.Unlock()
+	conn, err := c.dialer.Dial(ctx, addr, ProtoRPC)
+	if err != nil {
+		return nil, err
+	}
+	cc := newClientConn(conn, c.logger)
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		cc.close()
+		return nil, errors.New("client closed")
+	}
+	if old, ok := c.conns[addr]; ok && !old.isBroken() {
+		// Another call dialed meanwhile; keep that one.
+		c.mu.Unlock()
+		cc.close()
+		return old, nil
+	}
+	stale := c.conns[addr]
+	c.conns[addr] = cc
+	c.mu.Unlock()
+	if stale != nil {
+		stale.close()
+	}
+	return cc, nil
+}
+
+// Close closes every connection and waits for their readers. Calls in
+// flight fail.
+func (c *Client) Close() {
+	c.mu.Lock()
+	c.closed = true
+	conns := c.conns
+	c.conns = map[string]*clientConn{}
+	c.mu.Unlock()
+	for _, cc := range conns {
+		cc.close()
+	}
+}
+
+// clientConn is one multiplexed connection.
+type clientConn struct {
+	conn   net.Conn
+	logger hclog.Logger
+
+	writeMu sync.Mutex
+	mu      sync.Mutex
+	nextID  uint64                   // guarded by mu
+	pending map[uint64]chan response // guarded by mu
+	err     error                    // guarded by mu; set once broken
+	done    chan struct{}            // closed when the reader exits
+}
+
+func newClientConn(conn net.Conn, logger hclog.Logger) *clientConn {
+	cc := &clientConn{conn: conn, logger: logger, pending: map[uint64]chan response{}, done: make(chan struct{})}
+	go cc.readLoop()
+	return cc
+}
+
+func (cc *clientConn) isBroken() bool {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return cc.err != nil
+}
+
+func (cc *clientConn) close() {
+	cc.conn.Close()
+	<-cc.done
+}
+
+func (cc *clientConn) readLoop() {
+	defer close(cc.done)
+	for {
+		var resp response
+		if err := readFrame(cc.conn, &resp); err != nil {
+			cc.mu.Lock()
+			cc.err = err
+			for id, ch := range cc.pending {
+				close(ch)
+				delete(cc.pending, id)
+			}
+			cc.mu.Unlock()
+			cc.conn.Close()
+			return
+		}
+		cc.mu.Lock()
+		ch := cc.pending[resp.ID]
+		delete(cc.pending, resp.ID)
+		cc.mu.Unlock()
+		if ch != nil {
+			ch <- resp
+		}
+	}
+}
+
+func (cc *clientConn) call(ctx context.Context, method string, args, reply any) error {
+	body, err := json.Marshal(args)
+	if err != nil {
+		return fmt.Errorf("encode %s arguments: %w", method, err)
+	}
+	ch := make(chan response, 1)
+	cc.mu.Lock()
+	if cc.err != nil {
+		err := cc.err
+		cc.mu.Unlock()
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	cc.nextID++
+	id := cc.nextID
+	cc.pending[id] = ch
+	cc.mu.Unlock()
+
+	cc.writeMu.Lock()
+	err = writeFrame(cc.conn, request{ID: id, Method: method, Body: body})
+	cc.writeMu.Unlock()
+	if err != nil {
+		cc.conn.Close()
+		cc.forget(id)
+		return fmt.Errorf("%w: send %s: %v", ErrUnavailable, method, err)
+	}
+	select {
+	case resp, ok := <-ch:
+		if !ok {
+			return fmt.Errorf("%w: connection lost during %s", ErrUnavailable, method)
+		}
+		if resp.Error != nil {
+			return resp.Error
+		}
+		if reply != nil {
+			if err := json.Unmarshal(resp.Body, reply); err != nil {
+				return fmt.Errorf("decode %s reply: %w", method, err)
+			}
+		}
+		return nil
+	case <-ctx.Done():
+		cc.forget(id)
+		cc.writeMu.Lock()
+		_ = writeFrame(cc.conn, request{ID: id, Cancel: true})
+		cc.writeMu.Unlock()
+		return ctx.Err()
+	}
+}
+
+func (cc *clientConn) forget(id uint64) {
+	cc.mu.Lock()
+	delete(cc.pending, id)
+	cc.mu.Unlock()
+}
