@@ -2,6 +2,7 @@ package config
 
 import (
 	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -35,6 +36,9 @@ func defaults() *fileConfig {
 		LogLevel: ptr("info"), LogJSON: ptr(false), UIEnabled: ptr(false), ConnectEnabled: ptr(true),
 		HTTPPort: ptr(8500), DNSPort: ptr(8600), ServerPort: ptr(8300), SerfLANPort: ptr(8301),
 		DNSNodeTTL: ptr(time.Duration(0)), DNSServiceTTL: ptr(time.Duration(0)), DNSUDPAnswerLimit: ptr(3),
+		BootstrapExpect: ptr(0), RetryInterval: ptr(30 * time.Second), Encrypt: ptr(""),
+		ReconnectTimeout: ptr(72 * time.Hour), StabilizationTime: ptr(10 * time.Second),
+		TLSCAFile: ptr(""), TLSCertFile: ptr(""), TLSKeyFile: ptr(""), TLSVerifyIncoming: ptr(false), TLSVerifyOutgoing: ptr(false),
 	}
 }
 
@@ -42,7 +46,8 @@ func defaults() *fileConfig {
 func devOverlay() *fileConfig {
 	return &fileConfig{
 		Server: ptr(true), Bootstrap: ptr(true), BindAddr: ptr("127.0.0.1"), ClientAddr: ptr("127.0.0.1"),
-		UIEnabled: ptr(true), ConnectEnabled: ptr(true), NodeName: nil,
+		UIEnabled: ptr(true), ConnectEnabled: ptr(true), RetryInterval: ptr(time.Second),
+		StabilizationTime: ptr(time.Second),
 	}
 }
 
@@ -116,21 +121,29 @@ var (
 func build(c *fileConfig, opts LoadOpts) (RuntimeConfig, []string, error) {
 	var warnings []string
 	rc := RuntimeConfig{
-		DevMode:           opts.Flags.Dev,
-		Datacenter:        strings.ToLower(*c.Datacenter),
-		Server:            *c.Server,
-		Bootstrap:         *c.Bootstrap,
-		LogJSON:           *c.LogJSON,
-		UIEnabled:         *c.UIEnabled,
-		ConnectEnabled:    *c.ConnectEnabled,
-		HTTPPort:          *c.HTTPPort,
-		DNSPort:           *c.DNSPort,
-		ServerPort:        *c.ServerPort,
-		SerfLANPort:       *c.SerfLANPort,
-		DNSNodeTTL:        *c.DNSNodeTTL,
-		DNSServiceTTL:     *c.DNSServiceTTL,
-		DNSUDPAnswerLimit: *c.DNSUDPAnswerLimit,
-		Services:          c.Services,
+		DevMode:                 opts.Flags.Dev,
+		Datacenter:              strings.ToLower(*c.Datacenter),
+		Server:                  *c.Server,
+		Bootstrap:               *c.Bootstrap,
+		LogJSON:                 *c.LogJSON,
+		UIEnabled:               *c.UIEnabled,
+		ConnectEnabled:          *c.ConnectEnabled,
+		HTTPPort:                *c.HTTPPort,
+		DNSPort:                 *c.DNSPort,
+		ServerPort:              *c.ServerPort,
+		SerfLANPort:             *c.SerfLANPort,
+		DNSNodeTTL:              *c.DNSNodeTTL,
+		DNSServiceTTL:           *c.DNSServiceTTL,
+		DNSUDPAnswerLimit:       *c.DNSUDPAnswerLimit,
+		Services:                c.Services,
+		BootstrapExpect:         *c.BootstrapExpect,
+		RetryJoin:               c.RetryJoin,
+		RetryInterval:           *c.RetryInterval,
+		EncryptKey:              *c.Encrypt,
+		ReconnectTimeout:        *c.ReconnectTimeout,
+		ServerStabilizationTime: *c.StabilizationTime,
+		TLS: TLSConfig{CAFile: *c.TLSCAFile, CertFile: *c.TLSCertFile, KeyFile: *c.TLSKeyFile,
+			VerifyIncoming: *c.TLSVerifyIncoming, VerifyOutgoing: *c.TLSVerifyOutgoing},
 	}
 	if !dcRE.MatchString(rc.Datacenter) {
 		return rc, nil, fmt.Errorf("datacenter %q: use only letters, digits, '-' and '_'", *c.Datacenter)
@@ -251,9 +264,51 @@ func build(c *fileConfig, opts LoadOpts) (RuntimeConfig, []string, error) {
 		return rc, nil, fmt.Errorf("dns_config.udp_answer_limit %d: must be 0 (no limit) or more", rc.DNSUDPAnswerLimit)
 	}
 
-	// Roles.
+	// Roles and cluster.
 	if rc.Bootstrap && !rc.Server {
 		return rc, nil, errors.New("bootstrap is set but server is not: only a server can bootstrap")
+	}
+	if rc.BootstrapExpect < 0 {
+		return rc, nil, fmt.Errorf("bootstrap_expect %d: must be 0 or more", rc.BootstrapExpect)
+	}
+	if rc.BootstrapExpect > 0 && !rc.Server {
+		return rc, nil, errors.New("bootstrap_expect is set but server is not: only servers bootstrap")
+	}
+	if rc.BootstrapExpect > 0 && rc.Bootstrap {
+		if rc.DevMode {
+			rc.Bootstrap = false // bootstrap_expect in a file wins over the -dev default
+		} else {
+			return rc, nil, errors.New("bootstrap and bootstrap_expect are mutually exclusive: use bootstrap_expect for several servers")
+		}
+	}
+	if rc.BootstrapExpect == 1 {
+		warnings = append(warnings, "bootstrap_expect = 1: a single server has no fault tolerance; use 3 or 5")
+	} else if rc.BootstrapExpect == 2 || rc.BootstrapExpect == 4 {
+		warnings = append(warnings, fmt.Sprintf("bootstrap_expect = %d: an even number of servers tolerates no more failures than one fewer; use 3 or 5", rc.BootstrapExpect))
+	}
+	if rc.RetryInterval <= 0 {
+		return rc, nil, fmt.Errorf("retry_interval %s: must be positive", rc.RetryInterval)
+	}
+	if rc.ReconnectTimeout < time.Minute {
+		return rc, nil, fmt.Errorf("reconnect_timeout %s: must be at least 1m (a failed agent is reaped after it)", rc.ReconnectTimeout)
+	}
+	if rc.EncryptKey != "" {
+		k, err := base64.StdEncoding.DecodeString(rc.EncryptKey)
+		if err != nil || (len(k) != 16 && len(k) != 24 && len(k) != 32) {
+			return rc, nil, errors.New("encrypt: not a base64 key of 16, 24 or 32 bytes (make one with trellis keygen)")
+		}
+	}
+	if t := rc.TLS; t.Enabled() {
+		for _, f := range []struct{ key, path string }{{"tls.defaults.ca_file", t.CAFile}, {"tls.defaults.cert_file", t.CertFile}, {"tls.defaults.key_file", t.KeyFile}} {
+			if f.path == "" {
+				return rc, nil, fmt.Errorf("%s: required when TLS is configured", f.key)
+			}
+			if _, err := os.Stat(f.path); err != nil {
+				return rc, nil, fmt.Errorf("%s: %w", f.key, err)
+			}
+		}
+	} else if rc.TLS.VerifyIncoming || rc.TLS.VerifyOutgoing {
+		return rc, nil, errors.New("tls.defaults.verify_incoming and verify_outgoing need ca_file, cert_file and key_file")
 	}
 	if rc.Bootstrap && !rc.DevMode {
 		warnings = append(warnings, "bootstrap mode: this server forms a cluster alone; never start several servers with bootstrap")

@@ -196,6 +196,12 @@ func TestLoad_Errors(t *testing.T) {
 		{"bad node id", "a.hcl", "node_id = \"abc\"\n", []string{"node_id", "UUID"}},
 		{"bad dc", "a.hcl", "datacenter = \"dc 1\"\n", []string{"datacenter"}},
 		{"bad ext", "a.yaml", "x: 1\n", []string{"a.yaml", ".hcl or .json"}},
+		{"expect on client", "a.hcl", "server = false\nbootstrap = false\nbootstrap_expect = 3\n", []string{"only servers bootstrap"}},
+		{"bad encrypt", "a.hcl", "encrypt = \"abc\"\n", []string{"encrypt", "keygen"}},
+		{"tls without ca", "a.hcl", "tls {\n  defaults {\n    verify_incoming = true\n  }\n}\n", []string{"verify_incoming"}},
+		{"tls missing file", "a.hcl", "tls {\n  defaults {\n    ca_file = \"/nope/ca.pem\"\n    cert_file = \"/nope/c.pem\"\n    key_file = \"/nope/k.pem\"\n  }\n}\n", []string{"tls.defaults.ca_file", "/nope/ca.pem"}},
+		{"tls unknown key", "a.hcl", "tls {\n  defaults {\n    ca = \"x\"\n  }\n}\n", []string{"a.hcl:3:5", `unknown key "ca"`}},
+		{"short reconnect", "a.hcl", "reconnect_timeout = \"1s\"\n", []string{"reconnect_timeout"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

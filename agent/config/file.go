@@ -31,11 +31,23 @@ type fileConfig struct {
 	DNSNodeTTL        *time.Duration
 	DNSServiceTTL     *time.Duration
 	DNSUDPAnswerLimit *int
+	BootstrapExpect   *int
+	RetryJoin         []string
+	RetryInterval     *time.Duration
+	Encrypt           *string
+	ReconnectTimeout  *time.Duration
+	StabilizationTime *time.Duration
+	TLSCAFile         *string
+	TLSCertFile       *string
+	TLSKeyFile        *string
+	TLSVerifyIncoming *bool
+	TLSVerifyOutgoing *bool
 	Services          []ServiceDefinition
 }
 
 var topKeys = []string{"datacenter", "node_name", "node_id", "data_dir", "server", "bootstrap", "bind_addr", "client_addr",
-	"advertise_addr", "domain", "log_level", "log_json", "ui", "ui_config", "connect", "ports", "dns_config", "service", "services"}
+	"advertise_addr", "domain", "log_level", "log_json", "ui", "ui_config", "connect", "ports", "dns_config", "service", "services",
+	"bootstrap_expect", "retry_join", "retry_interval", "encrypt", "reconnect_timeout", "autopilot", "tls"}
 
 func setStr(e *errs, f field, what string, dst **string) {
 	if v, ok := e.str(f, what); ok {
@@ -119,6 +131,34 @@ func decodeConfig(src []byte, filename string) (*fileConfig, error) {
 				"node_ttl":         func(f field, w string) { setDuration(&e, f, w, &c.DNSNodeTTL) },
 				"service_ttl":      func(f field, w string) { setDuration(&e, f, w, &c.DNSServiceTTL) },
 				"udp_answer_limit": func(f field, w string) { setInt(&e, f, w, &c.DNSUDPAnswerLimit) },
+			})
+		case "bootstrap_expect":
+			setInt(&e, f, top, &c.BootstrapExpect)
+		case "retry_join":
+			if v, ok := e.strings(f, top); ok {
+				c.RetryJoin = append(c.RetryJoin, v...)
+			}
+		case "retry_interval":
+			setDuration(&e, f, top, &c.RetryInterval)
+		case "encrypt":
+			setStr(&e, f, top, &c.Encrypt)
+		case "reconnect_timeout":
+			setDuration(&e, f, top, &c.ReconnectTimeout)
+		case "autopilot":
+			decodeSection(&e, f, "autopilot", map[string]func(field, string){
+				"server_stabilization_time": func(f field, w string) { setDuration(&e, f, w, &c.StabilizationTime) },
+			})
+		case "tls":
+			decodeSection(&e, f, "tls", map[string]func(field, string){
+				"defaults": func(f field, w string) {
+					decodeSection(&e, f, "tls.defaults", map[string]func(field, string){
+						"ca_file":         func(f field, w string) { setStr(&e, f, w, &c.TLSCAFile) },
+						"cert_file":       func(f field, w string) { setStr(&e, f, w, &c.TLSCertFile) },
+						"key_file":        func(f field, w string) { setStr(&e, f, w, &c.TLSKeyFile) },
+						"verify_incoming": func(f field, w string) { setBool(&e, f, w, &c.TLSVerifyIncoming) },
+						"verify_outgoing": func(f field, w string) { setBool(&e, f, w, &c.TLSVerifyOutgoing) },
+					})
+				},
 			})
 		case "service", "services":
 			nodes, _ := e.objects(f, "service")
@@ -209,5 +249,16 @@ func (c *fileConfig) merge(src *fileConfig) {
 	overD(&c.DNSNodeTTL, src.DNSNodeTTL)
 	overD(&c.DNSServiceTTL, src.DNSServiceTTL)
 	overI(&c.DNSUDPAnswerLimit, src.DNSUDPAnswerLimit)
+	overI(&c.BootstrapExpect, src.BootstrapExpect)
+	c.RetryJoin = append(c.RetryJoin, src.RetryJoin...)
+	overD(&c.RetryInterval, src.RetryInterval)
+	over(&c.Encrypt, src.Encrypt)
+	overD(&c.ReconnectTimeout, src.ReconnectTimeout)
+	overD(&c.StabilizationTime, src.StabilizationTime)
+	over(&c.TLSCAFile, src.TLSCAFile)
+	over(&c.TLSCertFile, src.TLSCertFile)
+	over(&c.TLSKeyFile, src.TLSKeyFile)
+	overB(&c.TLSVerifyIncoming, src.TLSVerifyIncoming)
+	overB(&c.TLSVerifyOutgoing, src.TLSVerifyOutgoing)
 	c.Services = append(c.Services, src.Services...)
 }

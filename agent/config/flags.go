@@ -101,4 +101,7 @@ func AddFlags(fs *flag.FlagSet, f *Flags) {
 	fs.Var(stringValue{&c.LogLevel}, "log-level", "The `level` of logs: trace, debug, info, warn or error. Defaults to info.")
 	fs.Var(boolValue{&c.LogJSON}, "log-json", "Write logs as JSON, one object a line.")
 	fs.Var(boolValue{&c.UIEnabled}, "ui", "Serve the web UI on the HTTP port.")
+	fs.Var(intValue{&c.BootstrapExpect}, "bootstrap-expect", "The `number` of servers to wait for before they form the cluster together (3 or 5).")
+	fs.Var(listValue{&c.RetryJoin}, "retry-join", "An `address` (host or host:port) of an agent to join, retried until it answers; may be repeated.")
+	fs.Var(stringValue{&c.Encrypt}, "encrypt", "The gossip encryption `key` (base64, from trellis keygen).")
 }

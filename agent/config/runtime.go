@@ -40,8 +40,34 @@ type RuntimeConfig struct {
 	DNSUDPAnswerLimit int
 	UIEnabled         bool
 	ConnectEnabled    bool
+	// BootstrapExpect is the number of servers that form the cluster
+	// together; 0 when not set.
+	BootstrapExpect int
+	// RetryJoin are the agents to join at start, tried every RetryInterval
+	// until one answers.
+	RetryJoin     []string
+	RetryInterval time.Duration
+	// EncryptKey is the gossip key (base64); empty means no encryption.
+	EncryptKey string `json:"-"`
+	// ReconnectTimeout is how long a failed member is kept (and retried)
+	// before it is reaped from the catalog.
+	ReconnectTimeout time.Duration
+	// ServerStabilizationTime is how long a new server stays healthy as a
+	// non-voter before it votes.
+	ServerStabilizationTime time.Duration
+	// TLS secures Raft and internal RPC between agents.
+	TLS TLSConfig
 	// Services are registered at start.
 	Services []ServiceDefinition
 	// Sources lists the files read, in order.
 	Sources []string
 }
+
+// TLSConfig is the tls { defaults { ... } } block.
+type TLSConfig struct {
+	CAFile, CertFile, KeyFile      string
+	VerifyIncoming, VerifyOutgoing bool
+}
+
+// Enabled reports whether TLS is configured.
+func (t TLSConfig) Enabled() bool { return t.CAFile != "" || t.CertFile != "" || t.KeyFile != "" }

@@ -9,6 +9,14 @@ client_addr = "127.0.0.1 10.0.0.5"
 domain     = "mesh.internal"
 log_level  = "DEBUG"
 log_json   = true
+retry_join = ["10.0.0.6", "10.0.0.7:8301"]
+retry_interval = "15s"
+encrypt    = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s="
+reconnect_timeout = "8h"
+
+autopilot {
+  server_stabilization_time = "20s"
+}
 
 ports {
   http     = 18500
