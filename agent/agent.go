@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -22,7 +23,9 @@ import (
 	"github.com/trellismesh/trellis/agent/httpapi"
 	"github.com/trellismesh/trellis/agent/local"
 	"github.com/trellismesh/trellis/agent/telemetry"
+	"github.com/trellismesh/trellis/gossip"
 	"github.com/trellismesh/trellis/raftstore"
+	"github.com/trellismesh/trellis/raftstore/rpc"
 	"github.com/trellismesh/trellis/raftstore/structs"
 )
 
@@ -31,34 +34,42 @@ type Agent struct {
 	cfg    config.RuntimeConfig
 	logger hclog.Logger
 
-	tel    *telemetry.Telemetry
-	server *raftstore.Server
-	state  *local.State
-	syncer *ae.StateSyncer
-	reaper *local.Reaper
-	http   *httpapi.Server
-	dns    *dns.Server
+	tel       *telemetry.Telemetry
+	tls       *tlsConfigs
+	gossip    *gossip.Pool
+	server    *raftstore.Server // nil on a client agent
+	rpcClient *rpc.Client       // client agents' link to the servers
+	persist   *persister        // nil without a data directory
+	state     *local.State
+	syncer    *ae.StateSyncer
+	reaper    *local.Reaper
+	http      *httpapi.Server
+	dns       *dns.Server
 
 	// runMu serialises changes to the registered services and checks, so a
 	// check's runner and its state change together.
 	runMu   sync.Mutex
 	runners map[string]checks.Check // by check ID; guarded by runMu
 
+	serverMu      sync.Mutex
+	currentServer string // guarded by serverMu
+
 	cancel       context.CancelFunc
 	wg           sync.WaitGroup
 	shutdownOnce sync.Once
 	shutdownErr  error
+	shutdownCh   chan struct{} // closed when Shutdown has finished
 }
 
 // New checks cfg and returns an agent; Start runs it.
 func New(cfg config.RuntimeConfig, logger hclog.Logger) (*Agent, error) {
-	if !cfg.Server {
-		return nil, errors.New("client agents (server = false) join a cluster of servers, which this version cannot do yet: run with server = true and bootstrap = true, or -dev")
+	if !cfg.Server && len(cfg.RetryJoin) == 0 {
+		logger.Warn("client agent without retry_join: it serves nothing until joined to a cluster with trellis join")
 	}
 	if logger == nil {
 		logger = hclog.Default()
 	}
-	return &Agent{cfg: cfg, logger: logger, runners: make(map[string]checks.Check)}, nil
+	return &Agent{cfg: cfg, logger: logger, runners: make(map[string]checks.Check), shutdownCh: make(chan struct{})}, nil
 }
 
 // Start starts every component. On error, what was started is shut down.
@@ -75,32 +86,69 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	if a.tel, err = telemetry.Setup(telemetry.DefaultConfig()); err != nil {
 		return err
 	}
-	if err := a.startServer(); err != nil {
+	if a.tls, err = newTLSConfigs(a.cfg.TLS, a.cfg.Datacenter, a.logger); err != nil {
 		return err
+	}
+	if err := a.startGossip(); err != nil {
+		return err
+	}
+	if a.cfg.Server {
+		if err := a.startServer(); err != nil {
+			return err
+		}
+		// The server port is known now (it may have been 0): publish it.
+		_, port, _ := net.SplitHostPort(a.server.Addr())
+		p, _ := strconv.Atoi(port)
+		if err := a.gossip.SetTags(a.tags(p)); err != nil {
+			return fmt.Errorf("publish the server port: %w", err)
+		}
+	} else {
+		a.rpcClient = rpc.NewClient(rpc.Dialer{TLS: a.tls.outgoing()}, a.logger.Named("rpc"))
 	}
 
 	trigger := ae.NewTrigger()
 	a.state, err = local.New(local.Config{
-		NodeName:        a.cfg.NodeName,
-		NodeID:          a.cfg.NodeID,
-		Datacenter:      a.cfg.Datacenter,
-		Address:         a.cfg.AdvertiseAddr,
-		TaggedAddresses: map[string]string{"lan": a.cfg.AdvertiseAddr, "wan": a.cfg.AdvertiseAddr},
-		OnChange:        trigger.Fire,
-		Logger:          a.logger,
+		NodeName:            a.cfg.NodeName,
+		NodeID:              a.cfg.NodeID,
+		Datacenter:          a.cfg.Datacenter,
+		Address:             a.cfg.AdvertiseAddr,
+		TaggedAddresses:     map[string]string{"lan": a.cfg.AdvertiseAddr, "wan": a.cfg.AdvertiseAddr},
+		ServerOwnedCheckIDs: []string{raftstore.SerfCheckID},
+		OnChange:            trigger.Fire,
+		Logger:              a.logger,
 	}, a)
 	if err != nil {
 		return fmt.Errorf("local state: %w", err)
 	}
+	if a.cfg.DataDir != "" {
+		a.persist = newPersister(filepath.Join(a.cfg.DataDir, "local", "state.json"), a.logger)
+		if err := a.restoreLocal(ctx); err != nil {
+			return err
+		}
+	}
 	for _, def := range a.cfg.Services {
-		if err := a.AddService(ctx, def.NodeService(), def.CheckTypes(), false); err != nil {
+		if err := a.addService(ctx, def.NodeService(), def.CheckTypes(), false, false); err != nil {
 			return fmt.Errorf("register service %q from %s: %w", def.ID, def.Source, err)
 		}
+	}
+	if len(a.cfg.RetryJoin) > 0 {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.retryJoin(runCtx)
+		}()
+	}
+	if a.persist != nil {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.persistLoop(runCtx)
+		}()
 	}
 
 	// A bootstrapping server leads within moments; waiting for that keeps
 	// the first sync from failing (and backing off) for want of a leader.
-	if a.cfg.Bootstrap {
+	if a.cfg.Bootstrap && a.cfg.Server {
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := a.server.WaitForLeader(wctx)
 		cancel()
@@ -108,7 +156,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 			return ctx.Err()
 		}
 	}
-	a.syncer, err = ae.NewStateSyncer(ae.Config{State: a.state, Trigger: trigger, Logger: a.logger})
+	a.syncer, err = ae.NewStateSyncer(ae.Config{State: a.state, Trigger: trigger, Logger: a.logger, ClusterSize: a.gossip.NumAlive})
 	if err != nil {
 		return fmt.Errorf("anti-entropy: %w", err)
 	}
@@ -146,8 +194,13 @@ func (a *Agent) startServer() error {
 	scfg.BindAddr = net.JoinHostPort(a.cfg.BindAddr, strconv.Itoa(a.cfg.ServerPort))
 	scfg.AdvertiseAddr = net.JoinHostPort(a.cfg.AdvertiseAddr, strconv.Itoa(a.cfg.ServerPort))
 	scfg.Bootstrap = a.cfg.Bootstrap
+	scfg.BootstrapExpect = a.cfg.BootstrapExpect
+	scfg.Membership = membership{a.gossip}
+	scfg.ServerStabilizationTime = a.cfg.ServerStabilizationTime
+	scfg.TLS = a.tls.server()
 	if a.cfg.DevMode {
 		scfg.Timing = raftstore.DevTiming()
+		scfg.ReconcileInterval = 5 * time.Second
 	}
 	scfg.Logger = a.logger
 	s, err := raftstore.NewServer(scfg)
@@ -222,11 +275,70 @@ func (a *Agent) DNSAddr() string {
 	return udp[0].String()
 }
 
-// ServerAddr returns the address of the server port.
-func (a *Agent) ServerAddr() string { return a.server.Addr() }
+// ServerAddr returns the address of the server port ("" on a client).
+func (a *Agent) ServerAddr() string {
+	if a.server == nil {
+		return ""
+	}
+	return a.server.Addr()
+}
 
-// WaitForLeader returns once the cluster has a leader, or ctx's error.
-func (a *Agent) WaitForLeader(ctx context.Context) error { return a.server.WaitForLeader(ctx) }
+// GossipAddr returns the advertised address of the gossip port.
+func (a *Agent) GossipAddr() string { return a.gossip.LocalAddr() }
+
+// IsServer reports whether this agent is a server.
+func (a *Agent) IsServer() bool { return a.server != nil }
+
+// IsLeader reports whether this agent is the Raft leader.
+func (a *Agent) IsLeader() bool { return a.server != nil && a.server.IsLeader() }
+
+// WaitForLeader returns once the cluster has a leader (as this agent can
+// tell), or ctx's error.
+func (a *Agent) WaitForLeader(ctx context.Context) error {
+	if a.server != nil {
+		return a.server.WaitForLeader(ctx)
+	}
+	for {
+		var leader string
+		if err := a.RPC(ctx, structs.MethodStatusLeader, &struct{}{}, &leader); err == nil && leader != "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// ShutdownCh is closed once the agent has shut down (after a leave through
+// the API, for instance).
+func (a *Agent) ShutdownCh() <-chan struct{} { return a.shutdownCh }
+
+// LeaveAndShutdown leaves the cluster gracefully, then shuts the agent
+// down: a server first leaves the Raft configuration (handing leadership
+// over if it leads); then the agent tells the other members it leaves.
+func (a *Agent) LeaveAndShutdown(ctx context.Context) error {
+	err := a.leaveCluster(ctx)
+	return errors.Join(err, a.Shutdown(ctx))
+}
+
+// leaveCluster is the graceful leave, without the shutdown.
+func (a *Agent) leaveCluster(ctx context.Context) error {
+	var errs []error
+	if a.server != nil {
+		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := a.server.Leave(lctx); err != nil {
+			errs = append(errs, err)
+		}
+		cancel()
+	}
+	if err := a.gossip.Leave(5 * time.Second); err != nil {
+		errs = append(errs, err)
+	}
+	a.logger.Info("left the cluster")
+	return errors.Join(errs...)
+}
 
 // Shutdown stops the agent: the HTTP API and DNS first (no new requests),
 // then anti-entropy and the checks, then the server. It returns once every
@@ -256,15 +368,31 @@ func (a *Agent) Shutdown(ctx context.Context) error {
 		if a.state != nil {
 			a.state.Close()
 		}
+		if a.persist != nil {
+			if err := a.persist.save(a.state); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if a.rpcClient != nil {
+			a.rpcClient.Close()
+		}
 		if a.server != nil {
 			if err := a.server.Shutdown(); err != nil {
 				errs = append(errs, err)
+			}
+		}
+		// Gossip last, without leaving: to the others this agent fails
+		// (Leave says goodbye first).
+		if a.gossip != nil {
+			if err := a.gossip.Shutdown(); err != nil {
+				errs = append(errs, fmt.Errorf("stop gossip: %w", err))
 			}
 		}
 		if a.tel != nil {
 			a.tel.Close()
 		}
 		a.shutdownErr = errors.Join(errs...)
+		close(a.shutdownCh)
 	})
 	return a.shutdownErr
 }
@@ -274,7 +402,10 @@ func (a *Agent) RPC(ctx context.Context, method string, args, reply any) error {
 	defer func(start time.Time) {
 		a.logger.Trace("rpc", "method", method, "duration", time.Since(start))
 	}(time.Now())
-	return a.server.RPC(ctx, method, args, reply)
+	if a.server != nil {
+		return a.server.RPC(ctx, method, args, reply)
+	}
+	return a.clientRPC(ctx, method, args, reply)
 }
 
 // dnsSource answers DNS from the catalog. DNS reads may be served by any

@@ -10,7 +10,6 @@ import (
 
 	"github.com/trellismesh/trellis/agent/checks"
 	"github.com/trellismesh/trellis/agent/httpapi"
-	"github.com/trellismesh/trellis/api"
 	"github.com/trellismesh/trellis/raftstore/structs"
 	"github.com/trellismesh/trellis/version"
 )
@@ -36,26 +35,6 @@ func (a *Agent) Self() httpapi.Self {
 	}
 }
 
-// member is this agent as a cluster member.
-func (a *Agent) member() api.AgentMember {
-	role := "client"
-	if a.cfg.Server {
-		role = "server"
-	}
-	return api.AgentMember{
-		Name: a.cfg.NodeName, Addr: a.cfg.AdvertiseAddr, Port: uint16(a.cfg.SerfLANPort), Status: api.MemberStatusAlive,
-		Tags: map[string]string{
-			"role": role, "dc": a.cfg.Datacenter, "build": version.Short(), "id": a.cfg.NodeID,
-			"port": fmt.Sprint(a.cfg.ServerPort),
-		},
-		ProtocolMin: 1, ProtocolMax: 1, ProtocolCur: 1, DelegateMin: 1, DelegateMax: 1, DelegateCur: 1,
-	}
-}
-
-// Members lists the cluster members. A single-server agent knows itself;
-// gossip membership comes with the cluster work.
-func (a *Agent) Members() []api.AgentMember { return []api.AgentMember{a.member()} }
-
 // LocalServices returns the services registered here, sorted by ID.
 func (a *Agent) LocalServices() []*structs.NodeService {
 	svcs := a.state.Services()
@@ -76,10 +55,20 @@ func (a *Agent) LocalChecks() []*structs.HealthCheck {
 	return out
 }
 
-// AddService registers a service and its checks and starts the checks.
-func (a *Agent) AddService(_ context.Context, svc *structs.NodeService, defs []*structs.CheckType, replaceExistingChecks bool) error {
+// AddService registers a service and its checks and starts the checks. It
+// is kept in the data directory, so it survives a restart of the agent.
+func (a *Agent) AddService(ctx context.Context, svc *structs.NodeService, defs []*structs.CheckType, replaceExistingChecks bool) error {
+	return a.addService(ctx, svc, defs, replaceExistingChecks, true)
+}
+
+// addService registers a service; persist says whether it is kept across
+// restarts (services from config files are not: the files are read again).
+func (a *Agent) addService(_ context.Context, svc *structs.NodeService, defs []*structs.CheckType, replaceExistingChecks, persist bool) error {
 	a.runMu.Lock()
 	defer a.runMu.Unlock()
+	if a.persist != nil {
+		a.persist.setPersisted(svc.ID, persist)
+	}
 	if err := a.state.AddService(svc); err != nil {
 		return err
 	}
@@ -128,6 +117,9 @@ func (a *Agent) removeServiceLocked(id string) error {
 	}
 	for cid := range a.state.ChecksForService(id) {
 		a.stopRunnerLocked(cid)
+	}
+	if a.persist != nil {
+		a.persist.setPersisted(id, false)
 	}
 	return a.state.RemoveService(id)
 }

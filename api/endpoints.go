@@ -131,6 +131,24 @@ func (a *Agent) UpdateTTL(id, output, status string) error {
 	return err
 }
 
+// Join asks the agent to join the cluster through the agent at addr.
+func (a *Agent) Join(addr string) error {
+	_, err := a.c.write("/v1/agent/join/"+url.PathEscape(addr), nil, nil, nil, nil)
+	return err
+}
+
+// Leave asks the agent to leave the cluster gracefully and stop.
+func (a *Agent) Leave() error {
+	_, err := a.c.write("/v1/agent/leave", nil, nil, nil, nil)
+	return err
+}
+
+// ForceLeave asks the agent to forget a failed member at once.
+func (a *Agent) ForceLeave(node string) error {
+	_, err := a.c.write("/v1/agent/force-leave/"+url.PathEscape(node), nil, nil, nil, nil)
+	return err
+}
+
 // Metrics returns the agent's metrics as JSON, decoded generically.
 func (a *Agent) Metrics() (map[string]any, error) {
 	var out map[string]any
@@ -278,4 +296,54 @@ func (o *Operator) RaftGetConfiguration(q *QueryOptions) (*RaftConfiguration, er
 		return nil, err
 	}
 	return &out, nil
+}
+
+// RaftRemovePeerByID removes a server from the Raft configuration.
+func (o *Operator) RaftRemovePeerByID(id string) error {
+	return o.raftRemove(url.Values{"id": {id}})
+}
+
+// RaftRemovePeerByAddress removes the server at addr from the Raft configuration.
+func (o *Operator) RaftRemovePeerByAddress(addr string) error {
+	return o.raftRemove(url.Values{"address": {addr}})
+}
+
+func (o *Operator) raftRemove(params url.Values) error {
+	r := o.c.newRequest(http.MethodDelete, "/v1/operator/raft/peer")
+	for k, v := range params {
+		r.params[k] = v
+	}
+	resp, _, err := o.c.do(r)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
+
+// KeyringList lists the gossip keys of every member.
+func (o *Operator) KeyringList() ([]*KeyringResponse, error) {
+	var out []*KeyringResponse
+	_, err := o.c.query("/v1/operator/keyring", &out, nil, nil)
+	return out, err
+}
+
+// KeyringInstall installs a gossip key on every member.
+func (o *Operator) KeyringInstall(key string) error { return o.keyring(http.MethodPost, key) }
+
+// KeyringUse makes a key the primary (encrypting) key on every member.
+func (o *Operator) KeyringUse(key string) error { return o.keyring(http.MethodPut, key) }
+
+// KeyringRemove removes a key from every member.
+func (o *Operator) KeyringRemove(key string) error { return o.keyring(http.MethodDelete, key) }
+
+func (o *Operator) keyring(method, key string) error {
+	r := o.c.newRequest(method, "/v1/operator/keyring")
+	r.body = &KeyringRequest{Key: key}
+	resp, _, err := o.c.do(r)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
 }

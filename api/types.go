@@ -345,3 +345,23 @@ type RaftConfiguration struct {
 	Servers []*RaftServer
 	Index   uint64
 }
+
+// KeyringResponse is one answer of /v1/operator/keyring: the keys of the
+// members of one pool (Trellis has one, the LAN).
+type KeyringResponse struct {
+	WAN        bool
+	Datacenter string
+	Segment    string
+	// Messages holds each member's error, by member name.
+	Messages map[string]string
+	// Keys counts the members holding each key; PrimaryKeys those using it.
+	Keys        map[string]int
+	PrimaryKeys map[string]int
+	// NumNodes is the number of members asked.
+	NumNodes int
+}
+
+// KeyringRequest is the body of the keyring write operations.
+type KeyringRequest struct {
+	Key string
+}

@@ -42,6 +42,18 @@ type Agent interface {
 	// unknown → structs.ErrNotFound, not a TTL check → *structs.ValidationError.
 	UpdateTTLCheck(ctx context.Context, id, status, output string) error
 
+	// Join joins the cluster through the agents at addrs and returns how
+	// many answered.
+	Join(ctx context.Context, addrs []string) (int, error)
+	// Leave leaves the cluster gracefully; the agent shuts down once the
+	// answer is sent.
+	Leave(ctx context.Context) error
+	// ForceLeave forgets a failed member at once.
+	ForceLeave(ctx context.Context, node string) error
+	// Keyring runs a gossip keyring operation ("list", "install", "use",
+	// "remove") on every member; key is base64 (empty for list).
+	Keyring(ctx context.Context, op, key string) (*api.KeyringResponse, error)
+
 	// MetricsJSON returns the metrics summary served as JSON.
 	MetricsJSON() (any, error)
 	// WritePrometheus writes the metrics in Prometheus text format.

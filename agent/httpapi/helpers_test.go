@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -190,4 +191,15 @@ func startAPIOnce(t testing.TB) (*testAgent, *Server, *consulapi.Client, *api.Cl
 		t.Fatal(err)
 	}
 	return a, hs, cc, ours
+}
+
+// The cluster operations have no cluster behind them here; they are tested
+// end to end with real agents.
+func (a *testAgent) Join(context.Context, []string) (int, error) {
+	return 0, errors.New("no cluster in this test")
+}
+func (a *testAgent) Leave(context.Context) error              { return nil }
+func (a *testAgent) ForceLeave(context.Context, string) error { return nil }
+func (a *testAgent) Keyring(context.Context, string, string) (*api.KeyringResponse, error) {
+	return &api.KeyringResponse{NumNodes: 1, Keys: map[string]int{}, PrimaryKeys: map[string]int{}}, nil
 }

@@ -36,6 +36,9 @@ var routes = []route{
 	{put, "/v1/agent/check/update/{id}", func(s *Server) handlerFunc { return s.agentCheckUpdate }},
 	{get, "/v1/agent/health/service/name/{name}", func(s *Server) handlerFunc { return s.agentHealthByName }},
 	{get, "/v1/agent/health/service/id/{id}", func(s *Server) handlerFunc { return s.agentHealthByID }},
+	{put, "/v1/agent/join/{address}", func(s *Server) handlerFunc { return s.agentJoin }},
+	{put, "/v1/agent/leave", func(s *Server) handlerFunc { return s.agentLeave }},
+	{put, "/v1/agent/force-leave/{node}", func(s *Server) handlerFunc { return s.agentForceLeave }},
 
 	// The catalog.
 	{put, "/v1/catalog/register", func(s *Server) handlerFunc { return s.catalogRegister }},
@@ -58,6 +61,8 @@ var routes = []route{
 
 	// Operator.
 	{get, "/v1/operator/raft/configuration", func(s *Server) handlerFunc { return s.operatorRaftConfiguration }},
+	{[]string{http.MethodDelete}, "/v1/operator/raft/peer", func(s *Server) handlerFunc { return s.operatorRaftRemovePeer }},
+	{[]string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete}, "/v1/operator/keyring", func(s *Server) handlerFunc { return s.operatorKeyring }},
 }
 
 func (s *Server) registerRoutes(ui http.Handler) {
