@@ -103,7 +103,11 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 			return fmt.Errorf("publish the server port: %w", err)
 		}
 	} else {
-		a.rpcClient = rpc.NewClient(rpc.Dialer{TLS: a.tls.outgoing()}, a.logger.Named("rpc"))
+		d := rpc.Dialer{TLS: a.tls.outgoing()}
+		if ip := net.ParseIP(a.cfg.BindAddr); ip != nil && !ip.IsUnspecified() {
+			d.LocalIP = ip
+		}
+		a.rpcClient = rpc.NewClient(d, a.logger.Named("rpc"))
 	}
 
 	trigger := ae.NewTrigger()

@@ -2,6 +2,7 @@ package gossip
 
 import (
 	"encoding/json"
+	"log"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -81,9 +82,15 @@ func New(cfg Config) (*Pool, error) {
 	mc.Events = &events{p: p}
 	mc.Logger = p.logger.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true, InferLevelsWithTimestamp: true})
 	mc.LogOutput = nil
+	transport, err := newTransport(cfg.BindAddr, cfg.BindPort, &memberlistLogger{mc.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("start gossip on %s:%d: %w", cfg.BindAddr, cfg.BindPort, err)
+	}
+	mc.Transport = transport
 	if len(keys) > 0 {
 		kr, err := memberlist.NewKeyring(keys, keys[0])
 		if err != nil {
+			transport.Shutdown()
 			return nil, fmt.Errorf("gossip keyring: %w", err)
 		}
 		p.keyring = kr
@@ -91,12 +98,14 @@ func New(cfg Config) (*Pool, error) {
 		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
 		if cfg.KeyringFile != "" {
 			if err := writeKeyringFile(cfg.KeyringFile, kr); err != nil {
+				transport.Shutdown()
 				return nil, err
 			}
 		}
 	}
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		transport.Shutdown()
 		return nil, fmt.Errorf("start gossip on %s:%d: %w", cfg.BindAddr, cfg.BindPort, err)
 	}
 	p.ml = ml
@@ -432,3 +441,6 @@ func (e *events) NotifyUpdate(n *memberlist.Node) {
 	defer e.p.mu.Unlock()
 	e.p.setStatusLocked(n, StatusAlive)
 }
+
+// memberlistLogger carries the standard logger memberlist's transport takes.
+type memberlistLogger struct{ *log.Logger }

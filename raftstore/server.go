@@ -88,6 +88,11 @@ func (s *Server) start() error {
 	if t := s.cfg.TLS; t != nil {
 		dialer.TLS, serverTLS, requireTLS = t.Outgoing, t.Incoming, t.RequireIncoming
 	}
+	if host, _, err := net.SplitHostPort(s.cfg.BindAddr); err == nil {
+		if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+			dialer.LocalIP = ip
+		}
+	}
 	s.rpcClient = rpc.NewClient(dialer, s.logger.Named("rpc"))
 	s.mux = newMux(ln, advertise, dialer, serverTLS, requireTLS, s.serveRPCConn, s.logger.Named("mux"))
 	s.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{

@@ -289,8 +289,8 @@ func build(c *fileConfig, opts LoadOpts) (RuntimeConfig, []string, error) {
 	if rc.RetryInterval <= 0 {
 		return rc, nil, fmt.Errorf("retry_interval %s: must be positive", rc.RetryInterval)
 	}
-	if rc.ReconnectTimeout < time.Minute {
-		return rc, nil, fmt.Errorf("reconnect_timeout %s: must be at least 1m (a failed agent is reaped after it)", rc.ReconnectTimeout)
+	if rc.ReconnectTimeout < time.Minute && !(rc.DevMode && rc.ReconnectTimeout > 0) {
+		return rc, nil, fmt.Errorf("reconnect_timeout %s: must be at least 1m (a failed agent is reaped after it; -dev allows less)", rc.ReconnectTimeout)
 	}
 	if rc.EncryptKey != "" {
 		k, err := base64.StdEncoding.DecodeString(rc.EncryptKey)

@@ -201,7 +201,7 @@ func TestLoad_Errors(t *testing.T) {
 		{"tls without ca", "a.hcl", "tls {\n  defaults {\n    verify_incoming = true\n  }\n}\n", []string{"verify_incoming"}},
 		{"tls missing file", "a.hcl", "tls {\n  defaults {\n    ca_file = \"/nope/ca.pem\"\n    cert_file = \"/nope/c.pem\"\n    key_file = \"/nope/k.pem\"\n  }\n}\n", []string{"tls.defaults.ca_file", "/nope/ca.pem"}},
 		{"tls unknown key", "a.hcl", "tls {\n  defaults {\n    ca = \"x\"\n  }\n}\n", []string{"a.hcl:3:5", `unknown key "ca"`}},
-		{"short reconnect", "a.hcl", "reconnect_timeout = \"1s\"\n", []string{"reconnect_timeout"}},
+		{"zero reconnect", "a.hcl", "reconnect_timeout = \"0s\"\n", []string{"reconnect_timeout"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -18,15 +18,27 @@ import (
 	"github.com/trellismesh/trellis/internal/testutil"
 )
 
-// Options shape a test agent.
+// Options shape a test agent. Every agent runs with the -dev profile's
+// fast timers; the options pick its role.
 type Options struct {
 	// Name is the node name; the test's name when empty.
 	Name string
-	// DataDir makes a persistent (non-dev) bootstrapped server there; empty
-	// starts a -dev agent.
+	// DataDir keeps the agent's state there (a restart on it resumes);
+	// empty keeps it in memory.
 	DataDir string
-	// ServerPort fixes the server port (a restart must keep it); 0 picks one.
-	ServerPort int
+	// Client makes a client agent (no Raft); otherwise it is a server.
+	Client bool
+	// BootstrapExpect > 0 makes a server of a cluster of that many servers;
+	// 0 (for a server) bootstraps alone.
+	BootstrapExpect int
+	// RetryJoin are gossip addresses to join.
+	RetryJoin []string
+	// BindIP is the loopback address the agent binds (default 127.0.0.1);
+	// distinct addresses let a test cut traffic between agents.
+	BindIP string
+	// ServerPort and SerfPort fix those ports (a restart must keep the
+	// server port; 0 picks one).
+	ServerPort, SerfPort int
 	// HCL is extra configuration, written to a file the agent loads.
 	HCL string
 	// Args are extra agent flags.
@@ -50,13 +62,24 @@ func StartAgent(t testing.TB, opts Options) *Agent {
 	if name == "" {
 		name = sanitize(t.Name())
 	}
-	args := []string{"-node", name, "-bind", "127.0.0.1", "-client", "127.0.0.1",
-		"-http-port", "0", "-dns-port", "0", "-serf-lan-port", "0",
+	ip := opts.BindIP
+	if ip == "" {
+		ip = "127.0.0.1"
+	}
+	args := []string{"-dev", "-node", name, "-bind", ip, "-client", ip,
+		"-http-port", "0", "-dns-port", "0", "-serf-lan-port", strconv.Itoa(opts.SerfPort),
 		"-server-port", strconv.Itoa(opts.ServerPort)}
-	if opts.DataDir == "" {
-		args = append(args, "-dev")
-	} else {
-		args = append(args, "-server", "-bootstrap", "-data-dir", opts.DataDir)
+	if opts.DataDir != "" {
+		args = append(args, "-data-dir", opts.DataDir)
+	}
+	switch {
+	case opts.Client:
+		args = append(args, "-server=false", "-bootstrap=false")
+	case opts.BootstrapExpect > 0:
+		args = append(args, "-bootstrap-expect", strconv.Itoa(opts.BootstrapExpect))
+	}
+	for _, j := range opts.RetryJoin {
+		args = append(args, "-retry-join", j)
 	}
 	if opts.HCL != "" {
 		p := filepath.Join(t.TempDir(), "extra.hcl")
@@ -88,8 +111,10 @@ func StartAgent(t testing.TB, opts Options) *Agent {
 	}
 	ta := &Agent{Agent: a, Config: rc}
 	t.Cleanup(func() { ta.Stop() })
-	if err := a.WaitForLeader(ctx); err != nil {
-		t.Fatalf("agent has no leader: %v", err)
+	if opts.BootstrapExpect == 0 && !opts.Client && len(opts.RetryJoin) == 0 {
+		if err := a.WaitForLeader(ctx); err != nil {
+			t.Fatalf("agent has no leader: %v", err)
+		}
 	}
 	cfg := consulapi.DefaultConfig()
 	cfg.Address = a.HTTPAddr()

@@ -27,6 +27,9 @@ type Dialer struct {
 	TLS *tls.Config
 	// Timeout bounds the dial and handshake (default 10s).
 	Timeout time.Duration
+	// LocalIP, when set, is the source address of connections (the bind
+	// address of a multi-homed host).
+	LocalIP net.IP
 }
 
 // Dial connects to addr and announces proto (ProtoRaft or ProtoRPC).
@@ -37,7 +40,11 @@ func (d Dialer) Dial(ctx context.Context, addr string, proto byte) (net.Conn, er
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	nd := &net.Dialer{}
+	if d.LocalIP != nil {
+		nd.LocalAddr = &net.TCPAddr{IP: d.LocalIP}
+	}
+	conn, err := nd.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
