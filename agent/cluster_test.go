@@ -293,7 +293,15 @@ func TestCluster_OperatorRemovePeer(t *testing.T) {
 	}
 	addr := victim.ServerAddr()
 	victim.Stop()
-	leader := c.Leader()
+	leader := c.WaitForLeader(t)
+	// Until gossip sees it failed, autopilot would add a live server back.
+	retry.Run(t, func(r *retry.R) {
+		for _, m := range leader.Members() {
+			if m.Name == victim.Config.NodeName && m.Status != 4 {
+				r.Fatalf("victim is %d, not failed yet", m.Status)
+			}
+		}
+	})
 	if err := leader.Client.Operator().RaftRemovePeerByAddress(addr, nil); err != nil {
 		t.Fatal(err)
 	}
