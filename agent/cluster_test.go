@@ -293,7 +293,12 @@ func TestCluster_OperatorRemovePeer(t *testing.T) {
 	}
 	addr := victim.ServerAddr()
 	victim.Stop()
-	leader := c.WaitForLeader(t)
+	var leader *testcluster.Agent
+	retry.Run(t, func(r *retry.R) {
+		if leader = c.Leader(); leader == nil {
+			r.Fatal("no leader")
+		}
+	})
 	// Until gossip sees it failed, autopilot would add a live server back.
 	retry.Run(t, func(r *retry.R) {
 		for _, m := range leader.Members() {
