@@ -8,10 +8,17 @@ import (
 	agentcmd "github.com/trellismesh/trellis/command/agent"
 	catalognodes "github.com/trellismesh/trellis/command/catalog/nodes"
 	catalogservices "github.com/trellismesh/trellis/command/catalog/services"
+	"github.com/trellismesh/trellis/command/join"
+	"github.com/trellismesh/trellis/command/keygen"
+	"github.com/trellismesh/trellis/command/keyring"
+	"github.com/trellismesh/trellis/command/leave"
 	"github.com/trellismesh/trellis/command/members"
 	"github.com/trellismesh/trellis/command/operator/raft/listpeers"
+	"github.com/trellismesh/trellis/command/operator/raft/removepeer"
 	servicesderegister "github.com/trellismesh/trellis/command/services/deregister"
 	servicesregister "github.com/trellismesh/trellis/command/services/register"
+	"github.com/trellismesh/trellis/command/tls/cacreate"
+	"github.com/trellismesh/trellis/command/tls/certcreate"
 	"github.com/trellismesh/trellis/command/validate"
 )
 
@@ -56,6 +63,23 @@ Usage: trellis operator raft <subcommand> [options]
       $ trellis operator raft list-peers
 `)},
 		{"operator raft list-peers", func() (cli.Command, error) { return listpeers.New(ui), nil }},
+		{"operator raft remove-peer", func() (cli.Command, error) { return removepeer.New(ui), nil }},
+		{"join", func() (cli.Command, error) { return join.New(ui), nil }},
+		{"leave", func() (cli.Command, error) { return leave.New(ui), nil }},
+		{"keygen", func() (cli.Command, error) { return keygen.New(ui), nil }},
+		{"keyring", func() (cli.Command, error) { return keyring.New(ui), nil }},
+		{"tls", group("Makes the CA and certificates for the cluster's TLS", `
+Usage: trellis tls <subcommand> [options]
+
+  Makes the files of the tls { defaults { ... } } block.
+
+      $ trellis tls ca create
+      $ trellis tls cert create -server -dc=dc1
+`)},
+		{"tls ca", group("Makes a certificate authority", "Usage: trellis tls ca create [options]")},
+		{"tls ca create", func() (cli.Command, error) { return cacreate.New(ui), nil }},
+		{"tls cert", group("Makes agent certificates", "Usage: trellis tls cert create [options] -server | -client")},
+		{"tls cert create", func() (cli.Command, error) { return certcreate.New(ui), nil }},
 	}
 }
 

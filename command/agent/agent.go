@@ -110,7 +110,14 @@ func (c *cmd) Run(args []string) int {
 	cancelStart()
 	c.banner(rc, a)
 
-	for sig := range sigs {
+	for {
+		var sig os.Signal
+		select {
+		case <-a.ShutdownCh():
+			logger.Info("agent stopped after leaving the cluster")
+			return 0
+		case sig = <-sigs:
+		}
 		if sig == syscall.SIGHUP {
 			logger.Warn("configuration reload (SIGHUP) is not supported yet; restart the agent to apply changes")
 			continue
@@ -118,7 +125,16 @@ func (c *cmd) Run(args []string) int {
 		logger.Info("caught signal; shutting down", "signal", sig.String())
 		ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 		done := make(chan error, 1)
-		go func() { done <- a.Shutdown(ctx) }()
+		go func() {
+			// A client leaves the cluster on the way out, so its node is
+			// removed instead of turning critical; a server does not, so a
+			// restart keeps the Raft quorum (use trellis leave to retire one).
+			if rc.Server {
+				done <- a.Shutdown(ctx)
+			} else {
+				done <- a.LeaveAndShutdown(ctx)
+			}
+		}()
 		select {
 		case err := <-done:
 			cancel()
@@ -133,13 +149,15 @@ func (c *cmd) Run(args []string) int {
 			return 1
 		}
 	}
-	return 0
 }
 
 func (c *cmd) banner(rc config.RuntimeConfig, a *agent.Agent) {
-	mode := "server"
-	if rc.DevMode {
+	mode := "client"
+	switch {
+	case rc.Server && rc.DevMode && rc.DataDir == "":
 		mode = "server (development mode: state is in memory and lost on exit)"
+	case rc.Server:
+		mode = "server"
 	}
 	lines := []string{
 		"Trellis agent running!",
@@ -148,7 +166,10 @@ func (c *cmd) banner(rc config.RuntimeConfig, a *agent.Agent) {
 		"           Node ID: " + rc.NodeID,
 		"        Datacenter: " + rc.Datacenter,
 		"              Mode: " + mode,
-		"       Server port: " + a.ServerAddr(),
+		"       Gossip port: " + a.GossipAddr(),
+	}
+	if addr := a.ServerAddr(); addr != "" {
+		lines = append(lines, "       Server port: "+addr)
 	}
 	if addr := a.HTTPAddr(); addr != "" {
 		lines = append(lines, "          HTTP API: http://"+addr)
