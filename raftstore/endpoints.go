@@ -476,10 +476,18 @@ func (s *Server) operatorRaftConfig(_ context.Context, req *structs.DCSpecificRe
 		return fmt.Errorf("read raft configuration: %w", err)
 	}
 	leader := s.Leader()
+	names := map[string]string{s.cfg.NodeID: s.cfg.NodeName}
+	if s.cfg.Membership != nil {
+		for _, m := range s.cfg.Membership.Members() {
+			if m.Server && m.ID != "" {
+				names[m.ID] = m.Name
+			}
+		}
+	}
 	for _, srv := range f.Configuration().Servers {
-		node := string(srv.ID)
-		if srv.ID == raft.ServerID(s.cfg.NodeID) {
-			node = s.cfg.NodeName
+		node := names[string(srv.ID)]
+		if node == "" {
+			node = "(unknown)"
 		}
 		reply.Servers = append(reply.Servers, &structs.RaftServer{
 			ID: string(srv.ID), Node: node, Address: string(srv.Address),
