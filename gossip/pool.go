@@ -2,9 +2,9 @@ package gossip
 
 import (
 	"encoding/json"
-	"log"
 	"errors"
 	"fmt"
+	"log"
 	"math/rand/v2"
 	"net"
 	"slices"
