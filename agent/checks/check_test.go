@@ -248,12 +248,17 @@ func TestHTTP_TLSSkipVerify(t *testing.T) {
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
 
+	// TLS handshakes under the race detector can take longer than the
+	// 100ms of httpDef's interval (which also bounds the timeout).
 	def := httpDef(srv.URL)
 	def.TLSSkipVerify = true
+	def.Interval = 2 * time.Second
 	rec, _ := startCheck(t, def)
 	rec.waitStatus(t, structs.HealthPassing)
 
-	rec2, _ := startCheck(t, httpDef(srv.URL))
+	def2 := httpDef(srv.URL)
+	def2.Interval = 2 * time.Second
+	rec2, _ := startCheck(t, def2)
 	if got := rec2.waitStatus(t, structs.HealthCritical); !strings.Contains(got.output, "certificate") {
 		t.Errorf("output %q, want a certificate error", got.output)
 	}
