@@ -251,7 +251,7 @@ func (a *Agent) startHTTP() error {
 	if a.cfg.HTTPPort < 0 {
 		return nil
 	}
-	h := httpapi.New(httpapi.Config{Addrs: a.clientAddrs(a.cfg.HTTPPort), Logger: a.logger}, a)
+	h := httpapi.New(httpapi.Config{Addrs: a.clientAddrs(a.cfg.HTTPPort), EnableDebug: a.cfg.EnableDebug, Logger: a.logger}, a)
 	if err := h.Start(); err != nil {
 		return err
 	}

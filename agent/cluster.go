@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -190,7 +191,8 @@ func (a *Agent) clientRPC(ctx context.Context, method string, args, reply any) e
 		servers := a.servers()
 		if len(servers) > 0 {
 			addr := a.preferredServer(servers)
-			err := a.rpcClient.Call(ctx, addr, method, args, reply)
+			leader, err := a.rpcClient.CallLeader(ctx, addr, method, args, reply)
+			a.followLeader(addr, leader, servers)
 			if err == nil || !(errors.Is(err, rpc.ErrUnavailable) || errors.Is(err, structs.ErrNoLeader) || errors.Is(err, structs.ErrShutdown)) {
 				return err
 			}
@@ -222,6 +224,20 @@ func (a *Agent) preferredServer(servers []string) string {
 	}
 	a.currentServer = servers[rand.N(len(servers))]
 	return a.currentServer
+}
+
+// followLeader makes the leader the current server when the server that
+// answered named it: requests that need the leader then go there directly
+// instead of through a follower.
+func (a *Agent) followLeader(asked, leader string, servers []string) {
+	if leader == "" || leader == asked || !slices.Contains(servers, leader) {
+		return
+	}
+	a.serverMu.Lock()
+	defer a.serverMu.Unlock()
+	if a.currentServer == asked {
+		a.currentServer = leader
+	}
 }
 
 // rotateServer drops addr as the current server.

@@ -95,9 +95,12 @@ func DefaultTiming() Timing {
 		HeartbeatTimeout:   1000 * time.Millisecond,
 		ElectionTimeout:    1000 * time.Millisecond,
 		LeaderLeaseTimeout: 500 * time.Millisecond,
-		CommitTimeout:      50 * time.Millisecond,
-		SnapshotInterval:   120 * time.Second,
-		SnapshotThreshold:  8192,
+		// Followers learn of a commit at the next AppendEntries; waiting
+		// at most this long for one keeps a write visible on every
+		// server within a few tens of milliseconds.
+		CommitTimeout:     15 * time.Millisecond,
+		SnapshotInterval:  120 * time.Second,
+		SnapshotThreshold: 8192,
 	}
 }
 

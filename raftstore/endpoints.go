@@ -149,7 +149,7 @@ func retryable(err error) bool {
 
 // serveRPCConn serves the internal RPC on one connection.
 func (s *Server) serveRPCConn(ctx context.Context, conn net.Conn) {
-	rpc.ServeConn(ctx, conn, s.handleRPC, s.logger)
+	rpc.ServeConn(ctx, conn, s.handleRPC, s.Leader, s.logger)
 }
 
 // handleRPC decodes a request from the network and serves it.

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/go-metrics"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
@@ -35,6 +34,8 @@ type Server struct {
 	bolt      *raftboltdb.BoltStore // nil in memory
 	// rpcClient forwards requests to the leader and asks other servers.
 	rpcClient *rpc.Client
+	// writes queues catalog writes for the batch workers.
+	writes chan *pendingWrite
 
 	// leaderReady is true while this server is the leader and has applied
 	// every entry of earlier terms (a barrier after winning the election),
@@ -166,6 +167,11 @@ func (s *Server) start() error {
 	}
 	s.wg.Add(1)
 	go s.leaderLoop()
+	s.writes = make(chan *pendingWrite, maxBatch*batchWorkers)
+	for range batchWorkers {
+		s.wg.Add(1)
+		go s.batchWorker()
+	}
 	if s.cfg.BootstrapExpect > 0 && s.cfg.Membership != nil {
 		s.wg.Add(1)
 		go s.bootstrapWatcher()
@@ -312,35 +318,38 @@ func (s *Server) lastContact() time.Duration {
 	return time.Since(last)
 }
 
-// apply writes one entry through Raft and returns its index. It is the one
-// place that writes: requests are validated before they get here.
+// apply writes a catalog write through the batcher and returns its index.
+// Requests are validated before they get here.
 func (s *Server) apply(ctx context.Context, t structs.MessageType, msg any) (uint64, error) {
-	defer metrics.MeasureSince([]string{"trellis", "raft", "apply"}, time.Now())
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	buf, err := structs.Encode(t, msg)
-	if err != nil {
-		return 0, err
+	var op state.Op
+	switch m := msg.(type) {
+	case *structs.RegisterRequest:
+		op.Register = m
+	case *structs.DeregisterRequest:
+		op.Deregister = m
+	default:
+		idx, _, err := s.applyEntry(t, msg)
+		return idx, err
 	}
-	f := s.raft.Apply(buf, s.cfg.ApplyTimeout)
-	if err := f.Error(); err != nil {
-		switch {
-		case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
-			errors.Is(err, raft.ErrLeadershipTransferInProgress):
-			if s.Leader() == "" {
-				return 0, structs.ErrNoLeader
-			}
-			return 0, structs.ErrNotLeader
-		case errors.Is(err, raft.ErrRaftShutdown):
-			return 0, structs.ErrShutdown
+	return s.submit(ctx, op)
+}
+
+// raftError turns an error of raft.Apply into ours.
+func (s *Server) raftError(t structs.MessageType, err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
+		errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		if s.Leader() == "" {
+			return structs.ErrNoLeader
 		}
-		return 0, fmt.Errorf("apply %s: %w", t, err)
+		return structs.ErrNotLeader
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return structs.ErrShutdown
 	}
-	if resErr, ok := f.Response().(error); ok && resErr != nil {
-		return 0, resErr
-	}
-	return f.Index(), nil
+	return fmt.Errorf("apply %s: %w", t, err)
 }
 
 // Shutdown stops Raft, closes the server port and the stores, and returns

@@ -39,6 +39,7 @@ func defaults() *fileConfig {
 		BootstrapExpect: ptr(0), RetryInterval: ptr(30 * time.Second), Encrypt: ptr(""),
 		ReconnectTimeout: ptr(72 * time.Hour), StabilizationTime: ptr(10 * time.Second),
 		TLSCAFile: ptr(""), TLSCertFile: ptr(""), TLSKeyFile: ptr(""), TLSVerifyIncoming: ptr(false), TLSVerifyOutgoing: ptr(false),
+		EnableDebug: ptr(false),
 	}
 }
 
@@ -142,6 +143,7 @@ func build(c *fileConfig, opts LoadOpts) (RuntimeConfig, []string, error) {
 		EncryptKey:              *c.Encrypt,
 		ReconnectTimeout:        *c.ReconnectTimeout,
 		ServerStabilizationTime: *c.StabilizationTime,
+		EnableDebug:             *c.EnableDebug,
 		TLS: TLSConfig{CAFile: *c.TLSCAFile, CertFile: *c.TLSCertFile, KeyFile: *c.TLSKeyFile,
 			VerifyIncoming: *c.TLSVerifyIncoming, VerifyOutgoing: *c.TLSVerifyOutgoing},
 	}

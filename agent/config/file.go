@@ -42,12 +42,13 @@ type fileConfig struct {
 	TLSKeyFile        *string
 	TLSVerifyIncoming *bool
 	TLSVerifyOutgoing *bool
+	EnableDebug       *bool
 	Services          []ServiceDefinition
 }
 
 var topKeys = []string{"datacenter", "node_name", "node_id", "data_dir", "server", "bootstrap", "bind_addr", "client_addr",
 	"advertise_addr", "domain", "log_level", "log_json", "ui", "ui_config", "connect", "ports", "dns_config", "service", "services",
-	"bootstrap_expect", "retry_join", "retry_interval", "encrypt", "reconnect_timeout", "autopilot", "tls"}
+	"enable_debug", "bootstrap_expect", "retry_join", "retry_interval", "encrypt", "reconnect_timeout", "autopilot", "tls"}
 
 func setStr(e *errs, f field, what string, dst **string) {
 	if v, ok := e.str(f, what); ok {
@@ -132,6 +133,8 @@ func decodeConfig(src []byte, filename string) (*fileConfig, error) {
 				"service_ttl":      func(f field, w string) { setDuration(&e, f, w, &c.DNSServiceTTL) },
 				"udp_answer_limit": func(f field, w string) { setInt(&e, f, w, &c.DNSUDPAnswerLimit) },
 			})
+		case "enable_debug":
+			setBool(&e, f, top, &c.EnableDebug)
 		case "bootstrap_expect":
 			setInt(&e, f, top, &c.BootstrapExpect)
 		case "retry_join":
@@ -260,5 +263,6 @@ func (c *fileConfig) merge(src *fileConfig) {
 	over(&c.TLSKeyFile, src.TLSKeyFile)
 	overB(&c.TLSVerifyIncoming, src.TLSVerifyIncoming)
 	overB(&c.TLSVerifyOutgoing, src.TLSVerifyOutgoing)
+	overB(&c.EnableDebug, src.EnableDebug)
 	c.Services = append(c.Services, src.Services...)
 }

@@ -57,6 +57,8 @@ type RuntimeConfig struct {
 	ServerStabilizationTime time.Duration
 	// TLS secures Raft and internal RPC between agents.
 	TLS TLSConfig
+	// EnableDebug serves Go's profiler on the HTTP port.
+	EnableDebug bool
 	// Services are registered at start.
 	Services []ServiceDefinition
 	// Sources lists the files read, in order.

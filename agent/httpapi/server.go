@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"slices"
 	"strings"
@@ -42,6 +43,8 @@ type Config struct {
 	Addrs []string
 	// UI, when set, is served under /ui/, and / redirects there.
 	UI http.Handler
+	// EnableDebug serves Go's profiler under /debug/pprof/ (enable_debug).
+	EnableDebug bool
 	// Logger is named "http"; nil means hclog.Default().
 	Logger hclog.Logger
 }
@@ -67,6 +70,13 @@ func New(cfg Config, agent Agent) *Server {
 	}
 	s := &Server{agent: agent, logger: logger.Named("http"), mux: http.NewServeMux()}
 	s.registerRoutes(cfg.UI)
+	if cfg.EnableDebug {
+		s.mux.HandleFunc("/debug/pprof/", pprof.Index)
+		s.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		s.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		s.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		s.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	s.srv = &http.Server{
 		Handler:           s.mux,
 		ReadHeaderTimeout: 10 * time.Second,

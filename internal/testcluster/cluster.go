@@ -23,6 +23,8 @@ type ClusterOptions struct {
 	Persistent bool
 	// IPs, when set, gives agent i the address IPs[i] (servers first).
 	IPs []string
+	// Production runs every agent with the production timers.
+	Production bool
 	// Modify, when set, adjusts each agent's options before it starts
 	// (i counts servers first, then clients).
 	Modify func(i int, o *Options)
@@ -36,7 +38,7 @@ func StartCluster(t testing.TB, co ClusterOptions) *Cluster {
 	c := &Cluster{}
 	var join []string
 	opts := func(i int, name string, client bool) Options {
-		o := Options{Name: name, Client: client, RetryJoin: join}
+		o := Options{Name: name, Client: client, RetryJoin: join, Production: co.Production}
 		if !client {
 			o.BootstrapExpect = co.Servers
 		}

@@ -39,6 +39,9 @@ type Options struct {
 	// ServerPort and SerfPort fix those ports (a restart must keep the
 	// server port; 0 picks one).
 	ServerPort, SerfPort int
+	// Production runs with the production timers (Raft, gossip) instead
+	// of -dev's fast ones; it needs a DataDir (one is made when empty).
+	Production bool
 	// HCL is extra configuration, written to a file the agent loads.
 	HCL string
 	// Args are extra agent flags.
@@ -66,9 +69,15 @@ func StartAgent(t testing.TB, opts Options) *Agent {
 	if ip == "" {
 		ip = "127.0.0.1"
 	}
-	args := []string{"-dev", "-node", name, "-bind", ip, "-client", ip,
+	args := []string{"-node", name, "-bind", ip, "-client", ip,
 		"-http-port", "0", "-dns-port", "0", "-serf-lan-port", strconv.Itoa(opts.SerfPort),
 		"-server-port", strconv.Itoa(opts.ServerPort)}
+	if opts.Production && opts.DataDir == "" {
+		opts.DataDir = t.TempDir()
+	}
+	if !opts.Production {
+		args = append(args, "-dev")
+	}
 	if opts.DataDir != "" {
 		args = append(args, "-data-dir", opts.DataDir)
 	}
@@ -76,7 +85,9 @@ func StartAgent(t testing.TB, opts Options) *Agent {
 	case opts.Client:
 		args = append(args, "-server=false", "-bootstrap=false")
 	case opts.BootstrapExpect > 0:
-		args = append(args, "-bootstrap-expect", strconv.Itoa(opts.BootstrapExpect))
+		args = append(args, "-server", "-bootstrap-expect", strconv.Itoa(opts.BootstrapExpect))
+	case opts.Production:
+		args = append(args, "-server", "-bootstrap")
 	}
 	for _, j := range opts.RetryJoin {
 		args = append(args, "-retry-join", j)

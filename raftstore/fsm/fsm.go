@@ -32,6 +32,12 @@ type handler func(f *FSM, body []byte, index uint64) any
 var handlers = map[structs.MessageType]handler{
 	structs.RegisterRequestType:   (*FSM).applyRegister,
 	structs.DeregisterRequestType: (*FSM).applyDeregister,
+	structs.BatchRequestType:      (*FSM).applyBatch,
+}
+
+// BatchResult is the result of a batch entry: one error (or nil) per write.
+type BatchResult struct {
+	Errors []error
 }
 
 // FSM is the Raft state machine of a server.
@@ -121,6 +127,14 @@ func (f *FSM) applyDeregister(body []byte, index uint64) any {
 		return fmt.Errorf("deregister on node %q: %w", req.Node, err)
 	}
 	return nil
+}
+
+func (f *FSM) applyBatch(body []byte, index uint64) any {
+	var ops []state.Op
+	if err := structs.Decode(body, &ops); err != nil {
+		return fmt.Errorf("decode batch entry %d: %w", index, err)
+	}
+	return BatchResult{Errors: f.State().ApplyBatch(index, ops)}
 }
 
 // snapshotHeader starts every snapshot stream.

@@ -6,6 +6,7 @@ import (
 	"github.com/hashicorp/go-memdb"
 	"github.com/hashicorp/raft"
 
+	"github.com/trellismesh/trellis/raftstore/state"
 	"github.com/trellismesh/trellis/raftstore/structs"
 )
 
@@ -15,6 +16,7 @@ func TestMessageTypesPinned(t *testing.T) {
 	pinned := map[structs.MessageType]uint8{
 		structs.RegisterRequestType:   0,
 		structs.DeregisterRequestType: 1,
+		structs.BatchRequestType:      2,
 		structs.IgnoreUnknownTypeFlag: 128,
 	}
 	for typ, want := range pinned {
@@ -22,7 +24,7 @@ func TestMessageTypesPinned(t *testing.T) {
 			t.Errorf("%s = %d, want %d (values are persisted: never renumber)", typ, uint8(typ), want)
 		}
 	}
-	if len(handlers) != 2 {
+	if len(handlers) != 3 {
 		t.Errorf("%d handlers; add the new type to this test's pinned table", len(handlers))
 	}
 }
@@ -97,6 +99,27 @@ func TestFSM_ApplyAndSnapshotRestore(t *testing.T) {
 	}
 	if _, nodes, _ := f.State().Nodes(nil); len(nodes) != 0 {
 		t.Errorf("nodes after deregister = %v", nodes)
+	}
+}
+
+func TestFSM_Batch(t *testing.T) {
+	t.Parallel()
+	f := New(nil)
+	res := f.Apply(entry(t, 9, structs.BatchRequestType, []state.Op{
+		{Register: &structs.RegisterRequest{Node: "n1", Address: "a", Service: &structs.NodeService{ID: "web", Service: "web"}}},
+		{Register: &structs.RegisterRequest{Node: "n1", Address: "a", Check: &structs.HealthCheck{CheckID: "c", ServiceID: "ghost"}}},
+		{Register: &structs.RegisterRequest{Node: "n2", Address: "b", Service: &structs.NodeService{ID: "db", Service: "db"}}},
+		{Deregister: &structs.DeregisterRequest{Node: "n2", ServiceID: "db"}},
+	}))
+	br, ok := res.(BatchResult)
+	if !ok || len(br.Errors) != 4 || br.Errors[0] != nil || br.Errors[1] == nil || br.Errors[2] != nil || br.Errors[3] != nil {
+		t.Fatalf("batch result = %#v", res)
+	}
+	if _, svcs, _ := f.State().Services(nil); len(svcs) != 1 || svcs["web"] == nil {
+		t.Errorf("services after batch = %v", svcs)
+	}
+	if idx := f.State().Index("service.db"); idx != 9 {
+		t.Errorf("service.db index = %d, want 9", idx)
 	}
 }
 

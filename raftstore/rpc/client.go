@@ -94,9 +94,16 @@ func NewClient(d Dialer, logger hclog.Logger) *Client {
 // is decoded into reply. A failure to reach the server wraps ErrUnavailable;
 // an error the server returned is a *structs.RemoteError.
 func (c *Client) Call(ctx context.Context, addr, method string, args, reply any) error {
+	_, err := c.CallLeader(ctx, addr, method, args, reply)
+	return err
+}
+
+// CallLeader is Call that also returns the leader's address as the server
+// knew it ("" when it did not say).
+func (c *Client) CallLeader(ctx context.Context, addr, method string, args, reply any) (string, error) {
 	cc, err := c.conn(ctx, addr)
 	if err != nil {
-		return fmt.Errorf("%w: %s: %v", ErrUnavailable, addr, err)
+		return "", fmt.Errorf("%w: %s: %v", ErrUnavailable, addr, err)
 	}
 	return cc.call(ctx, method, args, reply)
 }
@@ -206,17 +213,17 @@ func (cc *clientConn) readLoop() {
 	}
 }
 
-func (cc *clientConn) call(ctx context.Context, method string, args, reply any) error {
+func (cc *clientConn) call(ctx context.Context, method string, args, reply any) (string, error) {
 	body, err := json.Marshal(args)
 	if err != nil {
-		return fmt.Errorf("encode %s arguments: %w", method, err)
+		return "", fmt.Errorf("encode %s arguments: %w", method, err)
 	}
 	ch := make(chan response, 1)
 	cc.mu.Lock()
 	if cc.err != nil {
 		err := cc.err
 		cc.mu.Unlock()
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return "", fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	cc.nextID++
 	id := cc.nextID
@@ -229,28 +236,28 @@ func (cc *clientConn) call(ctx context.Context, method string, args, reply any) 
 	if err != nil {
 		cc.conn.Close()
 		cc.forget(id)
-		return fmt.Errorf("%w: send %s: %v", ErrUnavailable, method, err)
+		return "", fmt.Errorf("%w: send %s: %v", ErrUnavailable, method, err)
 	}
 	select {
 	case resp, ok := <-ch:
 		if !ok {
-			return fmt.Errorf("%w: connection lost during %s", ErrUnavailable, method)
+			return "", fmt.Errorf("%w: connection lost during %s", ErrUnavailable, method)
 		}
 		if resp.Error != nil {
-			return resp.Error
+			return resp.Leader, resp.Error
 		}
 		if reply != nil {
 			if err := json.Unmarshal(resp.Body, reply); err != nil {
-				return fmt.Errorf("decode %s reply: %w", method, err)
+				return resp.Leader, fmt.Errorf("decode %s reply: %w", method, err)
 			}
 		}
-		return nil
+		return resp.Leader, nil
 	case <-ctx.Done():
 		cc.forget(id)
 		cc.writeMu.Lock()
 		_ = writeFrame(cc.conn, request{ID: id, Cancel: true})
 		cc.writeMu.Unlock()
-		return ctx.Err()
+		return "", ctx.Err()
 	}
 }
 

@@ -43,6 +43,9 @@ type response struct {
 	ID    uint64
 	Error *structs.RemoteError `json:",omitempty"`
 	Body  json.RawMessage      `json:",omitempty"`
+	// Leader is the server-port address of the leader as the answering
+	// server knows it, so clients can send the next request straight there.
+	Leader string `json:",omitempty"`
 }
 
 func writeFrame(w io.Writer, v any) error {

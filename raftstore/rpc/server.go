@@ -21,7 +21,8 @@ const MaxInFlight = 4096
 
 // ServeConn serves requests on conn until it closes or ctx ends, then waits
 // for the requests still running to finish (their contexts are cancelled).
-func ServeConn(ctx context.Context, conn net.Conn, h Handler, logger hclog.Logger) {
+// leader, when set, names the leader in every response.
+func ServeConn(ctx context.Context, conn net.Conn, h Handler, leader func() string, logger hclog.Logger) {
 	ctx, cancelAll := context.WithCancel(ctx)
 	var (
 		wg      sync.WaitGroup
@@ -76,6 +77,9 @@ func ServeConn(ctx context.Context, conn net.Conn, h Handler, logger hclog.Logge
 			}()
 			reply, err := h(reqCtx, req.Method, req.Body)
 			resp := response{ID: req.ID}
+			if leader != nil {
+				resp.Leader = leader()
+			}
 			if err != nil {
 				resp.Error = structs.ToRemote(err)
 			} else if resp.Body, err = json.Marshal(reply); err != nil {

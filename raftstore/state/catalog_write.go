@@ -14,26 +14,107 @@ import (
 // no index. The request must have been validated; the store checks only
 // references (a check naming a service that is not on the node).
 func (s *Store) EnsureRegistration(idx uint64, req *structs.RegisterRequest) error {
-	return s.write(idx, func(tx *writeTxn) error {
-		if err := tx.ensureNode(req); err != nil {
+	return s.write(idx, func(tx *writeTxn) error { return tx.ensureRegistration(req) })
+}
+
+// checkRegistration reports, without changing anything, why req would fail:
+// a check naming a service that is neither in req nor on the node.
+func (tx *writeTxn) checkRegistration(req *structs.RegisterRequest) error {
+	checks := req.Checks
+	if req.Check != nil {
+		checks = append(slices.Clip(checks), req.Check)
+	}
+	for _, c := range checks {
+		if c.ServiceID == "" || (req.Service != nil && req.Service.ID == c.ServiceID) {
+			continue
+		}
+		raw, err := tx.First(tableServices, "id", req.Node, c.ServiceID)
+		if err != nil {
 			return err
 		}
-		if req.Service != nil {
-			if err := tx.ensureService(req.Node, req.Service); err != nil {
-				return err
-			}
+		if raw == nil {
+			return structs.Invalid("Check.ServiceID", "check %q refers to service %q, which is not registered on node %q", c.CheckID, c.ServiceID, req.Node)
 		}
-		checks := req.Checks
-		if req.Check != nil {
-			checks = append(slices.Clip(checks), req.Check)
+	}
+	return nil
+}
+
+func (tx *writeTxn) ensureRegistration(req *structs.RegisterRequest) error {
+	if err := tx.checkRegistration(req); err != nil {
+		return err
+	}
+	if err := tx.ensureNode(req); err != nil {
+		return err
+	}
+	if req.Service != nil {
+		if err := tx.ensureService(req.Node, req.Service); err != nil {
+			return err
 		}
-		for _, c := range checks {
-			if err := tx.ensureCheck(req.Node, c); err != nil {
-				return err
+	}
+	checks := req.Checks
+	if req.Check != nil {
+		checks = append(slices.Clip(checks), req.Check)
+	}
+	for _, c := range checks {
+		if err := tx.ensureCheck(req.Node, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Op is one write of a batch: exactly one field is set.
+type Op struct {
+	Register   *structs.RegisterRequest   `json:",omitempty"`
+	Deregister *structs.DeregisterRequest `json:",omitempty"`
+}
+
+// ApplyBatch applies several writes at one Raft index in one transaction,
+// so a blocking query sees all of them or none. A write that would fail
+// (a check of an unknown service) is skipped with its error, which is
+// returned at its position; the others apply.
+func (s *Store) ApplyBatch(idx uint64, ops []Op) []error {
+	results := make([]error, len(ops))
+	err := s.write(idx, func(tx *writeTxn) error {
+		for i, op := range ops {
+			switch {
+			case op.Register != nil:
+				if err := tx.checkRegistration(op.Register); err != nil {
+					results[i] = err
+					continue
+				}
+				if err := tx.ensureRegistration(op.Register); err != nil {
+					return err
+				}
+			case op.Deregister != nil:
+				if err := tx.deregister(op.Deregister); err != nil {
+					return err
+				}
+			default:
+				results[i] = structs.Invalid("", "empty batch operation")
 			}
 		}
 		return nil
 	})
+	if err != nil {
+		for i := range results {
+			if results[i] == nil {
+				results[i] = err
+			}
+		}
+	}
+	return results
+}
+
+// deregister applies a DeregisterRequest.
+func (tx *writeTxn) deregister(req *structs.DeregisterRequest) error {
+	switch {
+	case req.ServiceID != "":
+		return tx.deleteService(req.Node, req.ServiceID)
+	case req.CheckID != "":
+		return tx.deleteCheck(req.Node, req.CheckID)
+	}
+	return tx.deleteNode(req.Node)
 }
 
 func (tx *writeTxn) ensureNode(req *structs.RegisterRequest) error {
@@ -137,7 +218,8 @@ func (tx *writeTxn) ensureCheck(node string, chk *structs.HealthCheck) error {
 			return fmt.Errorf("look up service %q on node %q: %w", c.ServiceID, node, err)
 		}
 		if raw == nil {
-			return structs.Invalid("Check.ServiceID", "check %q refers to service %q, which is not registered on node %q", c.CheckID, c.ServiceID, node)
+			// checkRegistration rules this out before anything changes.
+			return fmt.Errorf("check %q refers to service %q, which is not registered on node %q", c.CheckID, c.ServiceID, node)
 		}
 		svc := raw.(*serviceRow).Service
 		c.ServiceName, c.ServiceTags = svc.Service, slices.Clone(svc.Tags)
@@ -186,79 +268,85 @@ func (tx *writeTxn) touchForCheck(c *structs.HealthCheck) error {
 // DeleteNode removes a node with its services and checks. An unknown node is
 // not an error: deleting is idempotent.
 func (s *Store) DeleteNode(idx uint64, node string) error {
-	return s.write(idx, func(tx *writeTxn) error {
-		raw, err := tx.First(tableNodes, "id", node)
-		if err != nil || raw == nil {
-			return err
-		}
-		if err := tx.touchServicesOnNode(node); err != nil {
-			return err
-		}
-		nServices, err := tx.DeleteAll(tableServices, "node", node)
-		if err != nil {
-			return fmt.Errorf("delete services of node %q: %w", node, err)
-		}
-		nChecks, err := tx.DeleteAll(tableChecks, "node", node)
-		if err != nil {
-			return fmt.Errorf("delete checks of node %q: %w", node, err)
-		}
-		if err := tx.Delete(tableNodes, raw); err != nil {
-			return fmt.Errorf("delete node %q: %w", node, err)
-		}
-		tx.touch(indexNodes, nodeIndexKey(node))
-		if nServices > 0 {
-			tx.touch(indexServices)
-		}
-		if nChecks > 0 {
-			tx.touch(indexChecks)
-		}
-		return nil
-	})
+	return s.write(idx, func(tx *writeTxn) error { return tx.deleteNode(node) })
+}
+
+func (tx *writeTxn) deleteNode(node string) error {
+	raw, err := tx.First(tableNodes, "id", node)
+	if err != nil || raw == nil {
+		return err
+	}
+	if err := tx.touchServicesOnNode(node); err != nil {
+		return err
+	}
+	nServices, err := tx.DeleteAll(tableServices, "node", node)
+	if err != nil {
+		return fmt.Errorf("delete services of node %q: %w", node, err)
+	}
+	nChecks, err := tx.DeleteAll(tableChecks, "node", node)
+	if err != nil {
+		return fmt.Errorf("delete checks of node %q: %w", node, err)
+	}
+	if err := tx.Delete(tableNodes, raw); err != nil {
+		return fmt.Errorf("delete node %q: %w", node, err)
+	}
+	tx.touch(indexNodes, nodeIndexKey(node))
+	if nServices > 0 {
+		tx.touch(indexServices)
+	}
+	if nChecks > 0 {
+		tx.touch(indexChecks)
+	}
+	return nil
 }
 
 // DeleteService removes a service instance and its checks from a node.
 // Unknown ones are not an error.
 func (s *Store) DeleteService(idx uint64, node, serviceID string) error {
-	return s.write(idx, func(tx *writeTxn) error {
-		raw, err := tx.First(tableServices, "id", node, serviceID)
-		if err != nil || raw == nil {
-			return err
+	return s.write(idx, func(tx *writeTxn) error { return tx.deleteService(node, serviceID) })
+}
+
+func (tx *writeTxn) deleteService(node, serviceID string) error {
+	raw, err := tx.First(tableServices, "id", node, serviceID)
+	if err != nil || raw == nil {
+		return err
+	}
+	row := raw.(*serviceRow)
+	it, err := tx.Get(tableChecks, "node", node)
+	if err != nil {
+		return err
+	}
+	var checks []any
+	for r := it.Next(); r != nil; r = it.Next() {
+		if r.(*structs.HealthCheck).ServiceID == serviceID {
+			checks = append(checks, r)
 		}
-		row := raw.(*serviceRow)
-		it, err := tx.Get(tableChecks, "node", node)
-		if err != nil {
-			return err
+	}
+	for _, c := range checks {
+		if err := tx.Delete(tableChecks, c); err != nil {
+			return fmt.Errorf("delete check of service %q on node %q: %w", serviceID, node, err)
 		}
-		var checks []any
-		for r := it.Next(); r != nil; r = it.Next() {
-			if r.(*structs.HealthCheck).ServiceID == serviceID {
-				checks = append(checks, r)
-			}
-		}
-		for _, c := range checks {
-			if err := tx.Delete(tableChecks, c); err != nil {
-				return fmt.Errorf("delete check of service %q on node %q: %w", serviceID, node, err)
-			}
-			tx.touch(indexChecks)
-		}
-		if err := tx.Delete(tableServices, row); err != nil {
-			return fmt.Errorf("delete service %q on node %q: %w", serviceID, node, err)
-		}
-		tx.touch(indexServices, serviceIndexKey(row.Name), nodeIndexKey(node))
-		return nil
-	})
+		tx.touch(indexChecks)
+	}
+	if err := tx.Delete(tableServices, row); err != nil {
+		return fmt.Errorf("delete service %q on node %q: %w", serviceID, node, err)
+	}
+	tx.touch(indexServices, serviceIndexKey(row.Name), nodeIndexKey(node))
+	return nil
 }
 
 // DeleteCheck removes one check from a node. An unknown one is not an error.
 func (s *Store) DeleteCheck(idx uint64, node, checkID string) error {
-	return s.write(idx, func(tx *writeTxn) error {
-		raw, err := tx.First(tableChecks, "id", node, checkID)
-		if err != nil || raw == nil {
-			return err
-		}
-		if err := tx.Delete(tableChecks, raw); err != nil {
-			return fmt.Errorf("delete check %q on node %q: %w", checkID, node, err)
-		}
-		return tx.touchForCheck(raw.(*structs.HealthCheck))
-	})
+	return s.write(idx, func(tx *writeTxn) error { return tx.deleteCheck(node, checkID) })
+}
+
+func (tx *writeTxn) deleteCheck(node, checkID string) error {
+	raw, err := tx.First(tableChecks, "id", node, checkID)
+	if err != nil || raw == nil {
+		return err
+	}
+	if err := tx.Delete(tableChecks, raw); err != nil {
+		return fmt.Errorf("delete check %q on node %q: %w", checkID, node, err)
+	}
+	return tx.touchForCheck(raw.(*structs.HealthCheck))
 }

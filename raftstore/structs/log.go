@@ -14,6 +14,9 @@ type MessageType uint8
 const (
 	RegisterRequestType   MessageType = 0
 	DeregisterRequestType MessageType = 1
+	// BatchRequestType carries several catalog writes applied at one index
+	// in one transaction (a JSON list of state.Op).
+	BatchRequestType MessageType = 2
 )
 
 // IgnoreUnknownTypeFlag, set on a MessageType, lets an older server skip an
@@ -26,6 +29,8 @@ func (t MessageType) String() string {
 		return "Register"
 	case DeregisterRequestType:
 		return "Deregister"
+	case BatchRequestType:
+		return "Batch"
 	}
 	return fmt.Sprintf("MessageType(%d)", uint8(t))
 }
