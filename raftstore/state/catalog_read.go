@@ -152,7 +152,7 @@ func (s *Store) CheckServiceNodes(ws memdb.WatchSet, name string, tags []string)
 		return 0, nil, err
 	}
 	out := make([]structs.CheckServiceNode, 0, len(rows))
-	byNode := make(map[string]structs.HealthChecks)
+	nodeLevel := make(map[string]structs.HealthChecks) // node checks, by node
 	for _, row := range rows {
 		n, err := getNode(tx, row.Node)
 		if err != nil {
@@ -162,24 +162,25 @@ func (s *Store) CheckServiceNodes(ws memdb.WatchSet, name string, tags []string)
 			continue
 		}
 		key := strings.ToLower(row.Node)
-		checks, ok := byNode[key]
+		shared, ok := nodeLevel[key]
 		if !ok {
-			if checks, err = nodeChecks(tx, row.Node); err != nil {
+			all, err := nodeChecks(tx, row.Node)
+			if err != nil {
 				return 0, nil, err
 			}
-			byNode[key] = checks
-		}
-		var mine structs.HealthChecks
-		for _, c := range checks {
-			if c.ServiceID == "" {
-				mine = append(mine, c)
+			for _, c := range all {
+				if c.ServiceID == "" {
+					shared = append(shared, c)
+				}
 			}
+			nodeLevel[key] = shared
 		}
-		for _, c := range checks {
-			if c.ServiceID == row.ID {
-				mine = append(mine, c)
-			}
+		own, err := serviceChecks(tx, row.Node, row.ID)
+		if err != nil {
+			return 0, nil, err
 		}
+		slices.SortFunc(own, func(a, b *structs.HealthCheck) int { return strings.Compare(a.CheckID, b.CheckID) })
+		mine := append(slices.Clip(shared), own...)
 		out = append(out, structs.CheckServiceNode{Node: n, Service: row.Service, Checks: mine})
 	}
 	return idx, out, nil

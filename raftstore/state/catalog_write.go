@@ -5,6 +5,8 @@ import (
 	"maps"
 	"slices"
 
+	"github.com/hashicorp/go-memdb"
+
 	"github.com/trellismesh/trellis/raftstore/structs"
 )
 
@@ -167,6 +169,7 @@ func (tx *writeTxn) ensureService(node string, svc *structs.NodeService) error {
 		return fmt.Errorf("look up service %q on node %q: %w", svc.ID, node, err)
 	}
 	s := svc.Clone()
+	renamed := false
 	if raw != nil {
 		old := raw.(*serviceRow).Service
 		if old.IsSame(s) {
@@ -176,6 +179,7 @@ func (tx *writeTxn) ensureService(node string, svc *structs.NodeService) error {
 		if old.Service != s.Service {
 			tx.touch(serviceIndexKey(old.Service))
 		}
+		renamed = old.Service != s.Service || !slices.Equal(old.Tags, s.Tags)
 	} else {
 		s.CreateIndex = tx.idx
 	}
@@ -185,17 +189,14 @@ func (tx *writeTxn) ensureService(node string, svc *structs.NodeService) error {
 	}
 	tx.touch(indexServices, serviceIndexKey(s.Service), nodeIndexKey(node))
 
-	// The service's checks carry its name and tags; keep them in step.
-	it, err := tx.Get(tableChecks, "node", node)
+	// The service's checks carry its name and tags; keep them in step. (A
+	// new service has no checks yet.)
+	if !renamed {
+		return nil
+	}
+	stale, err := serviceChecks(tx.Txn, node, s.ID)
 	if err != nil {
 		return err
-	}
-	var stale []*structs.HealthCheck
-	for r := it.Next(); r != nil; r = it.Next() {
-		c := r.(*structs.HealthCheck)
-		if c.ServiceID == s.ID && (c.ServiceName != s.Service || !slices.Equal(c.ServiceTags, s.Tags)) {
-			stale = append(stale, c)
-		}
 	}
 	for _, c := range stale {
 		nc := c.Clone()
@@ -312,15 +313,9 @@ func (tx *writeTxn) deleteService(node, serviceID string) error {
 		return err
 	}
 	row := raw.(*serviceRow)
-	it, err := tx.Get(tableChecks, "node", node)
+	checks, err := serviceChecks(tx.Txn, node, serviceID)
 	if err != nil {
 		return err
-	}
-	var checks []any
-	for r := it.Next(); r != nil; r = it.Next() {
-		if r.(*structs.HealthCheck).ServiceID == serviceID {
-			checks = append(checks, r)
-		}
 	}
 	for _, c := range checks {
 		if err := tx.Delete(tableChecks, c); err != nil {
@@ -349,4 +344,20 @@ func (tx *writeTxn) deleteCheck(node, checkID string) error {
 		return fmt.Errorf("delete check %q on node %q: %w", checkID, node, err)
 	}
 	return tx.touchForCheck(raw.(*structs.HealthCheck))
+}
+
+// serviceChecks returns the checks of one service instance on a node.
+func serviceChecks(tx *memdb.Txn, node, serviceID string) ([]*structs.HealthCheck, error) {
+	it, err := tx.Get(tableChecks, "node_service", node, serviceID)
+	if err != nil {
+		return nil, err
+	}
+	var out []*structs.HealthCheck
+	for r := it.Next(); r != nil; r = it.Next() {
+		c := r.(*structs.HealthCheck)
+		if c.ServiceID == serviceID { // node checks (no ServiceID) share the node prefix
+			out = append(out, c)
+		}
+	}
+	return out, nil
 }

@@ -59,7 +59,16 @@ func schema() *memdb.DBSchema {
 				}}},
 				"node":    {Name: "node", Indexer: &memdb.StringFieldIndex{Field: "Node", Lowercase: true}},
 				"service": {Name: "service", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "ServiceName", Lowercase: true}},
-				"status":  {Name: "status", Indexer: &memdb.StringFieldIndex{Field: "Status"}},
+				// node_service finds a service's checks without scanning
+				// every check of its node.
+				"node_service": {Name: "node_service", AllowMissing: true, Indexer: &memdb.CompoundIndex{
+					AllowMissing: true,
+					Indexes: []memdb.Indexer{
+						&memdb.StringFieldIndex{Field: "Node", Lowercase: true},
+						&memdb.StringFieldIndex{Field: "ServiceID"},
+					},
+				}},
+				"status": {Name: "status", Indexer: &memdb.StringFieldIndex{Field: "Status"}},
 			},
 		},
 		tableIndex: {
