@@ -54,12 +54,7 @@ func NewFirewall(t testing.TB) *Firewall {
 	if os.Geteuid() != 0 {
 		t.Skip("partition tests need root for iptables")
 	}
-	if _, err := exec.LookPath("iptables"); err != nil {
-		out, err := exec.Command("apt-get", "install", "-y", "iptables").CombinedOutput()
-		if err != nil {
-			t.Fatalf("install iptables: %v\n%s", err, out)
-		}
-	}
+	installIPTables(t)
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
 	f := &Firewall{t: t, chain: "TRELLIS-" + strings.ToUpper(hex.EncodeToString(b))}
@@ -71,6 +66,30 @@ func NewFirewall(t testing.TB) *Firewall {
 		_ = exec.Command("iptables", "-X", f.chain).Run()
 	})
 	return f
+}
+
+var installOnce sync.Once
+
+// installIPTables installs Debian's iptables when it is missing.
+func installIPTables(t testing.TB) {
+	t.Helper()
+	var failure string
+	installOnce.Do(func() {
+		if _, err := exec.LookPath("iptables"); err == nil {
+			return
+		}
+		if out, err := exec.Command("apt-get", "install", "-y", "iptables").CombinedOutput(); err == nil {
+			return
+		} else if out2, err2 := exec.Command("sh", "-c", "apt-get update && apt-get install -y iptables").CombinedOutput(); err2 != nil {
+			failure = fmt.Sprintf("install iptables: %v\n%s\n%s", err2, out, out2)
+		}
+	})
+	if failure != "" {
+		t.Fatal(failure)
+	}
+	if _, err := exec.LookPath("iptables"); err != nil {
+		t.Fatalf("iptables is missing and could not be installed: %v", err)
+	}
 }
 
 func (f *Firewall) run(args ...string) {
