@@ -2,12 +2,14 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/trellismesh/trellis/internal/retry"
 	"github.com/trellismesh/trellis/internal/testcluster"
@@ -176,5 +178,122 @@ func TestCLI_Offline(t *testing.T) {
 	// No agent to talk to: a clear error, exit 1.
 	if r := run(t, "127.0.0.1:1", "catalog", "services"); r.code != 1 || !strings.Contains(r.stderr, "connection refused") {
 		t.Errorf("no agent: %+v", r)
+	}
+}
+
+func TestCLI_ClusterCommands(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	t.Parallel()
+	// keygen, and a cluster whose gossip it encrypts.
+	r := run(t, "127.0.0.1:1", "keygen")
+	key := strings.TrimSpace(r.stdout)
+	if r.code != 0 || len(key) != 44 {
+		t.Fatalf("keygen: %+v", r)
+	}
+	hcl := fmt.Sprintf("encrypt = %q", key)
+	srv := testcluster.StartAgent(t, testcluster.Options{Name: "cli-server", HCL: hcl})
+	cl := testcluster.StartAgent(t, testcluster.Options{Name: "cli-client", Client: true, HCL: hcl})
+	if r := run(t, cl.HTTPAddr(), "join", srv.GossipAddr()); r.code != 0 || !strings.Contains(r.stdout, "Successfully joined") {
+		t.Fatalf("join: %+v", r)
+	}
+	if r := run(t, cl.HTTPAddr(), "join", "127.0.0.1:1"); r.code != 1 {
+		t.Errorf("join nowhere: %+v", r)
+	}
+	retry.Run(t, func(rr *retry.R) {
+		r := run(t, cl.HTTPAddr(), "members")
+		if !strings.Contains(r.stdout, "cli-server") || !strings.Contains(r.stdout, "client") {
+			rr.Fatalf("members: %+v", r)
+		}
+	})
+	if r := run(t, cl.HTTPAddr(), "keyring", "-list"); r.code != 0 || !strings.Contains(r.stdout, key+" [2/2]") {
+		t.Errorf("keyring -list: %+v", r)
+	}
+	newKey := strings.TrimSpace(run(t, "", "keygen").stdout)
+	for _, args := range [][]string{{"-install", newKey}, {"-use", newKey}, {"-remove", key}} {
+		if r := run(t, cl.HTTPAddr(), append([]string{"keyring"}, args...)...); r.code != 0 {
+			t.Fatalf("keyring %v: %+v", args, r)
+		}
+	}
+	if r := run(t, cl.HTTPAddr(), "keyring", "-list"); !strings.Contains(r.stdout, newKey+" [2/2] (primary on 2)") || strings.Contains(r.stdout, key) {
+		t.Errorf("keyring after rotation: %+v", r)
+	}
+	if r := run(t, cl.HTTPAddr(), "keyring", "-list", "-use", newKey); r.code != 1 {
+		t.Errorf("keyring with two operations: %+v", r)
+	}
+	if r := run(t, cl.HTTPAddr(), "operator", "raft", "remove-peer", "-address", "127.0.0.1:1"); r.code != 1 || !strings.Contains(r.stderr, "404") {
+		t.Errorf("remove-peer unknown: %+v", r)
+	}
+	// leave stops the client and takes it out of the cluster.
+	if r := run(t, cl.HTTPAddr(), "leave"); r.code != 0 || !strings.Contains(r.stdout, "Graceful leave complete") {
+		t.Fatalf("leave: %+v", r)
+	}
+	select {
+	case <-cl.ShutdownCh():
+	case <-time.After(20 * time.Second):
+		t.Fatal("the agent did not stop after leaving")
+	}
+	retry.Run(t, func(rr *retry.R) {
+		r := run(t, srv.HTTPAddr(), "members")
+		if !strings.Contains(r.stdout, "left") {
+			rr.Fatalf("members after leave: %+v", r)
+		}
+	})
+}
+
+func TestCLI_TLSCreate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	t.Parallel()
+	dir := t.TempDir()
+	in := func(args ...string) result {
+		cmd := exec.Command(trellis(t), args...)
+		cmd.Dir = dir
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		return result{out.String(), errb.String(), code}
+	}
+	if r := in("tls", "ca", "create"); r.code != 0 || !strings.Contains(r.stdout, "trellis-agent-ca.pem") {
+		t.Fatalf("ca create: %+v", r)
+	}
+	if r := in("tls", "ca", "create"); r.code != 1 || !strings.Contains(r.stderr, "exists") {
+		t.Errorf("ca create over an existing CA: %+v", r)
+	}
+	if r := in("tls", "cert", "create", "-server"); r.code != 0 || !strings.Contains(r.stdout, "dc1-server-trellis-0.pem") {
+		t.Fatalf("cert create -server: %+v", r)
+	}
+	if r := in("tls", "cert", "create", "-server"); r.code != 0 || !strings.Contains(r.stdout, "dc1-server-trellis-1.pem") {
+		t.Errorf("second server cert: %+v", r)
+	}
+	if r := in("tls", "cert", "create", "-client", "-dc", "eu"); r.code != 0 || !strings.Contains(r.stdout, "eu-client-trellis-0.pem") {
+		t.Errorf("cert create -client: %+v", r)
+	}
+	if r := in("tls", "cert", "create"); r.code != 1 {
+		t.Errorf("cert create without a role: %+v", r)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "dc1-server-trellis-0-key.pem"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("key file mode: %v, %v", fi, err)
+	}
+	// The files make a configuration the agent accepts.
+	cfg := filepath.Join(dir, "tls.hcl")
+	os.WriteFile(cfg, []byte(fmt.Sprintf(`tls {
+  defaults {
+    ca_file = %q
+    cert_file = %q
+    key_file = %q
+    verify_incoming = true
+    verify_outgoing = true
+  }
+}`, filepath.Join(dir, "trellis-agent-ca.pem"), filepath.Join(dir, "dc1-server-trellis-0.pem"), filepath.Join(dir, "dc1-server-trellis-0-key.pem"))), 0o600)
+	if r := in("validate", cfg); r.code != 0 {
+		t.Errorf("validate TLS config: %+v", r)
 	}
 }

@@ -205,6 +205,7 @@ func (a *Agent) startServer() error {
 	if a.cfg.DevMode {
 		scfg.Timing = raftstore.DevTiming()
 		scfg.ReconcileInterval = 5 * time.Second
+		scfg.MissingGrace = 2 * time.Second
 	}
 	scfg.Logger = a.logger
 	s, err := raftstore.NewServer(scfg)

@@ -166,16 +166,28 @@ func (a *Agent) retryJoin(ctx context.Context) {
 	}
 }
 
-// servers returns the server-port addresses of the alive servers of this
-// datacenter known through gossip.
+// servers returns the server-port addresses of the servers of this
+// datacenter known through gossip: the alive ones, or, when gossip sees
+// none alive, the failed ones (this agent's view may lag: a restarted server
+// can be back before gossip says so).
 func (a *Agent) servers() []string {
-	var out []string
+	var alive, failed []string
 	for _, m := range a.gossip.Members() {
-		if m.Status == gossip.StatusAlive && m.Tags[tagRole] == "server" && strings.EqualFold(m.Tags[tagDC], a.cfg.Datacenter) && m.Tags[tagPort] != "" {
-			out = append(out, net.JoinHostPort(m.Addr.String(), m.Tags[tagPort]))
+		if m.Tags[tagRole] != "server" || !strings.EqualFold(m.Tags[tagDC], a.cfg.Datacenter) || m.Tags[tagPort] == "" {
+			continue
+		}
+		addr := net.JoinHostPort(m.Addr.String(), m.Tags[tagPort])
+		switch m.Status {
+		case gossip.StatusAlive:
+			alive = append(alive, addr)
+		case gossip.StatusFailed:
+			failed = append(failed, addr)
 		}
 	}
-	return out
+	if len(alive) > 0 {
+		return alive
+	}
+	return failed
 }
 
 // rpcHoldTimeout bounds how long a client agent retries a request while no

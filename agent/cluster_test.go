@@ -324,3 +324,53 @@ func TestCluster_OperatorRemovePeer(t *testing.T) {
 		t.Errorf("removing again: %v, want 404", err)
 	}
 }
+
+// TestCluster_FailedClientReaped: a client that fails is critical at once
+// and deregistered once failed for reconnect_timeout; one that leaves is
+// deregistered at once.
+func TestCluster_FailedClientReaped(t *testing.T) {
+	t.Parallel()
+	c := testcluster.StartCluster(t, testcluster.ClusterOptions{Servers: 1, Clients: 2,
+		Modify: func(i int, o *testcluster.Options) { o.HCL = `reconnect_timeout = "3s"` }})
+	leader := c.Servers[0].Client
+	hasNode := func(name string) bool {
+		nodes, _, _ := leader.Catalog().Nodes(nil)
+		for _, n := range nodes {
+			if n.Node == name {
+				return true
+			}
+		}
+		return false
+	}
+	failed, leaving := c.Clients[0], c.Clients[1]
+	retry.Run(t, func(r *retry.R) {
+		if !hasNode(failed.Config.NodeName) || !hasNode(leaving.Config.NodeName) {
+			r.Fatal("clients not in the catalog yet")
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := leaving.LeaveAndShutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	retry.Run(t, func(r *retry.R) {
+		if hasNode(leaving.Config.NodeName) {
+			r.Fatal("the client that left is still in the catalog")
+		}
+	})
+	failed.Stop()
+	retry.Run(t, func(r *retry.R) {
+		checks, _, _ := leader.Health().Node(failed.Config.NodeName, nil)
+		for _, ch := range checks {
+			if ch.CheckID == "serfHealth" && ch.Status == "critical" {
+				return
+			}
+		}
+		r.Fatal("the failed client is not critical")
+	})
+	retry.RunWith(&retry.Timer{Timeout: 30 * time.Second, Wait: 100 * time.Millisecond}, t, func(r *retry.R) {
+		if hasNode(failed.Config.NodeName) {
+			r.Fatal("the failed client was not reaped")
+		}
+	})
+}

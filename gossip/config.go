@@ -30,6 +30,10 @@ type Config struct {
 	// at start (and then takes the place of Keys) and rewritten on every
 	// keyring change (mode 0600).
 	KeyringFile string
+	// SnapshotFile, when set, keeps the addresses of the known members, so
+	// a restarted agent rejoins them at once instead of knowing nobody until
+	// retry_join or another member reaches it.
+	SnapshotFile string
 	// Timing holds the protocol timers; LANTiming in production.
 	Timing Timing
 	// Logger is named "gossip"; nil means hclog.Default().

@@ -7,6 +7,8 @@ import (
 	"log"
 	"math/rand/v2"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -281,18 +283,77 @@ func (p *Pool) RemoveFailed(name string) error {
 	return nil
 }
 
-// maintain retries failed members and reaps old ones.
+// maintain rejoins the members of the snapshot, keeps the snapshot, retries
+// failed members and reaps old ones.
 func (p *Pool) maintain() {
 	defer p.wg.Done()
 	t := p.cfg.Timing
+	p.rejoinSnapshot()
+	timer := time.NewTimer(t.ReconnectInterval/2 + rand.N(t.ReconnectInterval))
+	defer timer.Stop()
 	for {
-		wait := t.ReconnectInterval/2 + rand.N(t.ReconnectInterval) // jittered
+		changed := p.ChangeCh()
 		select {
 		case <-p.shutdownCh:
 			return
-		case <-time.After(wait):
+		case <-changed:
+			p.writeSnapshot()
+		case <-timer.C:
+			p.reapAndReconnect()
+			timer.Reset(t.ReconnectInterval/2 + rand.N(t.ReconnectInterval)) // jittered
 		}
-		p.reapAndReconnect()
+	}
+}
+
+// snapshotEntry is a member as the snapshot keeps it.
+type snapshotEntry struct {
+	Name, Addr string
+}
+
+// writeSnapshot keeps the addresses of the members that are alive or failed.
+func (p *Pool) writeSnapshot() {
+	if p.cfg.SnapshotFile == "" {
+		return
+	}
+	var entries []snapshotEntry
+	for _, m := range p.Members() {
+		if m.Name != p.cfg.NodeName && (m.Status == StatusAlive || m.Status == StatusFailed) {
+			entries = append(entries, snapshotEntry{Name: m.Name, Addr: m.Address()})
+		}
+	}
+	b, _ := json.Marshal(entries)
+	if err := os.MkdirAll(filepath.Dir(p.cfg.SnapshotFile), 0o700); err == nil {
+		tmp := p.cfg.SnapshotFile + ".tmp"
+		if err = os.WriteFile(tmp, b, 0o600); err == nil {
+			err = os.Rename(tmp, p.cfg.SnapshotFile)
+		}
+		if err != nil {
+			p.logger.Warn("keep the member snapshot", "error", err)
+		}
+	}
+}
+
+// rejoinSnapshot joins the members known before a restart.
+func (p *Pool) rejoinSnapshot() {
+	if p.cfg.SnapshotFile == "" {
+		return
+	}
+	b, err := os.ReadFile(p.cfg.SnapshotFile)
+	if err != nil {
+		return
+	}
+	var entries []snapshotEntry
+	if err := json.Unmarshal(b, &entries); err != nil || len(entries) == 0 {
+		return
+	}
+	var addrs []string
+	for _, e := range entries {
+		addrs = append(addrs, e.Addr)
+	}
+	if n, err := p.ml.Join(addrs); err != nil {
+		p.logger.Info("could not rejoin the members known before the restart", "error", err)
+	} else {
+		p.logger.Info("rejoined the members known before the restart", "reached", n)
 	}
 }
 

@@ -44,6 +44,10 @@ type Config struct {
 	// ReconcileInterval is how often the leader reconciles membership even
 	// without a change.
 	ReconcileInterval time.Duration
+	// MissingGrace is how long a node or server must be absent from
+	// membership (reaped) before the leader removes it, so a leader that has
+	// just restarted and not yet relearned the members removes nobody.
+	MissingGrace time.Duration
 	// RPCHoldTimeout is how long a request that needs the leader waits for
 	// one (during an election) before failing with ErrNoLeader.
 	RPCHoldTimeout time.Duration
@@ -126,6 +130,7 @@ func DefaultConfig() Config {
 		ApplyTimeout:            30 * time.Second,
 		ServerStabilizationTime: 10 * time.Second,
 		ReconcileInterval:       60 * time.Second,
+		MissingGrace:            2 * time.Minute,
 		RPCHoldTimeout:          7 * time.Second,
 	}
 }
@@ -163,8 +168,8 @@ func (c *Config) Validate() error {
 	if c.BootstrapExpect < 0 {
 		return errors.New("bootstrap_expect must be 0 or more")
 	}
-	if c.ServerStabilizationTime < 0 || c.ReconcileInterval <= 0 || c.RPCHoldTimeout <= 0 {
-		return errors.New("ServerStabilizationTime must be 0 or more; ReconcileInterval and RPCHoldTimeout positive")
+	if c.ServerStabilizationTime < 0 || c.ReconcileInterval <= 0 || c.RPCHoldTimeout <= 0 || c.MissingGrace < 0 {
+		return errors.New("ServerStabilizationTime and MissingGrace must be 0 or more; ReconcileInterval and RPCHoldTimeout positive")
 	}
 	if c.ApplyTimeout <= 0 {
 		return errors.New("apply timeout must be positive (ApplyTimeout)")

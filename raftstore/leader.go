@@ -27,18 +27,20 @@ func (s *Server) leaderDuties(ctx context.Context) {
 		return
 	}
 	promote := map[raft.ServerID]time.Time{} // non-voters healthy since
+	missing := map[string]time.Time{}        // nodes and servers absent from membership, since
 	ticker := time.NewTicker(s.cfg.ReconcileInterval)
 	defer ticker.Stop()
 	step := max(s.cfg.ServerStabilizationTime/4, 50*time.Millisecond)
 	for {
 		changed := s.cfg.Membership.ChangeCh()
 		members := s.cfg.Membership.Members()
-		if err := s.reconcile(ctx, members); err != nil && ctx.Err() == nil {
+		if err := s.reconcile(ctx, members, missing); err != nil && ctx.Err() == nil {
 			s.logger.Warn("reconcile membership into the catalog", "error", err)
 		}
-		// While a non-voter waits for promotion, look again soon.
+		// While a non-voter waits for promotion, or an absent member for
+		// its grace to end, look again soon.
 		var soon <-chan time.Time
-		if pending := s.autopilot(ctx, members, promote); pending {
+		if pending := s.autopilot(ctx, members, promote, missing); pending || len(missing) > 0 {
 			soon = time.After(step)
 		}
 		select {
@@ -51,11 +53,25 @@ func (s *Server) leaderDuties(ctx context.Context) {
 	}
 }
 
+// absentLongEnough records that key is absent from membership and reports
+// whether it has been for MissingGrace. A member can be absent for a moment
+// without being gone: a leader that has just restarted learns the members
+// again within seconds, and must not deregister them meanwhile.
+func (s *Server) absentLongEnough(missing map[string]time.Time, key string) bool {
+	since, ok := missing[key]
+	if !ok {
+		missing[key] = time.Now()
+		return false
+	}
+	return time.Since(since) >= s.cfg.MissingGrace
+}
+
 // reconcile makes the catalog follow membership: each member of this
 // datacenter has a node with a serfHealth check, passing while it is alive and
 // critical once it failed; a member that left is deregistered, and so is a
-// node whose member was reaped (one that has a serfHealth check but no member).
-func (s *Server) reconcile(ctx context.Context, members []Member) error {
+// node whose member was reaped (one that has a serfHealth check but no
+// member, for MissingGrace).
+func (s *Server) reconcile(ctx context.Context, members []Member, missing map[string]time.Time) error {
 	defer metrics.MeasureSince([]string{"trellis", "leader", "reconcile"}, time.Now())
 	st := s.fsm.State()
 	known := map[string]bool{}
@@ -103,10 +119,23 @@ func (s *Server) reconcile(ctx context.Context, members []Member) error {
 	if err != nil {
 		return err
 	}
+	absent := map[string]bool{}
 	for _, c := range all {
-		if c.CheckID == SerfCheckID && !known[strings.ToLower(c.Node)] {
-			s.logger.Info("deregistering a node that is no longer a member", "node", c.Node)
-			errs = append(errs, s.RPC(ctx, structs.MethodCatalogDeregister, &structs.DeregisterRequest{Node: c.Node}, &structs.WriteReply{}))
+		key := "node:" + strings.ToLower(c.Node)
+		if c.CheckID != SerfCheckID || known[strings.ToLower(c.Node)] {
+			continue
+		}
+		absent[key] = true
+		if !s.absentLongEnough(missing, key) {
+			continue
+		}
+		s.logger.Info("deregistering a node that is no longer a member", "node", c.Node)
+		errs = append(errs, s.RPC(ctx, structs.MethodCatalogDeregister, &structs.DeregisterRequest{Node: c.Node}, &structs.WriteReply{}))
+		delete(missing, key)
+	}
+	for key := range missing {
+		if strings.HasPrefix(key, "node:") && !absent[key] {
+			delete(missing, key) // back, or gone from the catalog
 		}
 	}
 	return errors.Join(errs...)
@@ -130,7 +159,7 @@ func (s *Server) writeSerfCheck(ctx context.Context, m Member, nodeExists bool, 
 // membership: a new server joins as a non-voter and becomes a voter once it
 // has kept up for ServerStabilizationTime; a server that left, or was reaped,
 // is removed. It reports whether a non-voter waits for promotion.
-func (s *Server) autopilot(ctx context.Context, members []Member, promote map[raft.ServerID]time.Time) (pending bool) {
+func (s *Server) autopilot(ctx context.Context, members []Member, promote map[raft.ServerID]time.Time, missing map[string]time.Time) (pending bool) {
 	f := s.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
 		s.logger.Warn("autopilot: read raft configuration", "error", err)
@@ -189,14 +218,22 @@ func (s *Server) autopilot(ctx context.Context, members []Member, promote map[ra
 			}
 		}
 	}
-	// Servers reaped from membership (not seen at all) leave the configuration.
+	// Servers reaped from membership (absent for MissingGrace) leave the
+	// configuration.
 	for id, srv := range inRaft {
-		if !seen[id] && id != self {
-			s.logger.Info("autopilot: removing a server that is no longer a member", "id", id, "address", srv.Address)
-			if err := s.raft.RemoveServer(id, 0, 0).Error(); err != nil {
-				s.logger.Warn("autopilot: remove server", "id", id, "error", err)
-			}
+		key := "server:" + string(id)
+		if seen[id] || id == self {
+			delete(missing, key)
+			continue
 		}
+		if !s.absentLongEnough(missing, key) {
+			continue
+		}
+		s.logger.Info("autopilot: removing a server that is no longer a member", "id", id, "address", srv.Address)
+		if err := s.raft.RemoveServer(id, 0, 0).Error(); err != nil {
+			s.logger.Warn("autopilot: remove server", "id", id, "error", err)
+		}
+		delete(missing, key)
 	}
 	return pending
 }

@@ -13,5 +13,6 @@ func TestConfig(name, dataDir string) Config {
 	cfg.Timing = DevTiming()
 	cfg.ServerStabilizationTime = 200 * time.Millisecond
 	cfg.ReconcileInterval = time.Second
+	cfg.MissingGrace = time.Second
 	return cfg
 }
