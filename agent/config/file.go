@@ -48,7 +48,7 @@ type fileConfig struct {
 
 var topKeys = []string{"datacenter", "node_name", "node_id", "data_dir", "server", "bootstrap", "bind_addr", "client_addr",
 	"advertise_addr", "domain", "log_level", "log_json", "ui", "ui_config", "connect", "ports", "dns_config", "service", "services",
-	"enable_debug", "bootstrap_expect", "retry_join", "retry_interval", "encrypt", "reconnect_timeout", "autopilot", "tls"}
+	"enable_debug", "bootstrap_expect", "retry_join", "retry_interval", "encrypt", "reconnect_timeout", "autopilot", "server_stabilization_time", "tls"}
 
 func setStr(e *errs, f field, what string, dst **string) {
 	if v, ok := e.str(f, what); ok {
@@ -147,6 +147,8 @@ func decodeConfig(src []byte, filename string) (*fileConfig, error) {
 			setStr(&e, f, top, &c.Encrypt)
 		case "reconnect_timeout":
 			setDuration(&e, f, top, &c.ReconnectTimeout)
+		case "server_stabilization_time": // also accepted outside the autopilot block
+			setDuration(&e, f, top, &c.StabilizationTime)
 		case "autopilot":
 			decodeSection(&e, f, "autopilot", map[string]func(field, string){
 				"server_stabilization_time": func(f field, w string) { setDuration(&e, f, w, &c.StabilizationTime) },
