@@ -21,6 +21,8 @@ func TestDeps(t *testing.T) {
 		{From: "raftstore/...", Deny: []string{"agent/...", "gossip/...", "api/...", "command/...", "connect/proxy/..."}, Reason: "raftstore never imports gossip or the agent; membership reaches it through an interface"},
 		{From: "raftstore/structs", Deny: []string{"..."}, Allow: []string{"connect"}, Reason: "structs is a leaf type package"},
 		{From: "raftstore/state", Deny: []string{"..."}, Allow: []string{"raftstore/structs", "connect/..."}, Reason: "the state store knows only its records"},
+		{From: "raftstore/rpc", Deny: []string{"..."}, Allow: []string{"raftstore/structs"}, Reason: "the RPC wire knows only the request and error types"},
+		{From: "agent/tlsutil", Deny: []string{"..."}, Reason: "tlsutil is a leaf the CLI uses too"},
 		{From: "agent/...", Deny: []string{"command/..."}, Reason: "the agent never imports the CLI"},
 		{From: "agent/config", Deny: []string{"agent/...", "raftstore/...", "gossip/..."}, Allow: []string{"agent/config/...", "raftstore/structs"}, Reason: "config is below the agent"},
 		{From: "agent/local", Deny: []string{"agent/...", "raftstore", "gossip/..."}, Allow: []string{"agent/local/..."}, Reason: "local state takes its RPC as an interface"},

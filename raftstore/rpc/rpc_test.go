@@ -1,0 +1,180 @@
+package rpc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/trellismesh/trellis/internal/testutil"
+	"github.com/trellismesh/trellis/raftstore/structs"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// serve listens on loopback and serves h on every connection that
+// announces ProtoRPC, until the test ends.
+func serve(t *testing.T, h Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var b [1]byte
+				if _, err := c.Read(b[:]); err != nil || b[0] != ProtoRPC {
+					c.Close()
+					return
+				}
+				ServeConn(ctx, c, h, func() string { return "leader:1" }, testutil.Logger(t))
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		ln.Close()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+type echoArgs struct {
+	N     int
+	Delay time.Duration
+	Fail  bool
+}
+
+func echo(started chan<- struct{}, cancelled chan<- struct{}) Handler {
+	return func(ctx context.Context, method string, body json.RawMessage) (any, error) {
+		var a echoArgs
+		if err := json.Unmarshal(body, &a); err != nil {
+			return nil, err
+		}
+		if a.Fail {
+			return nil, structs.ErrNotFound
+		}
+		if started != nil {
+			started <- struct{}{}
+		}
+		select {
+		case <-time.After(a.Delay):
+		case <-ctx.Done():
+			if cancelled != nil {
+				cancelled <- struct{}{}
+			}
+			return nil, ctx.Err()
+		}
+		return a.N * 2, nil
+	}
+}
+
+func TestRPC_ConcurrentCallsShareAConnection(t *testing.T) {
+	t.Parallel()
+	addr := serve(t, echo(nil, nil))
+	c := NewClient(Dialer{}, nil)
+	defer c.Close()
+	var wg sync.WaitGroup
+	errs := make(chan error, 50)
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var out int
+			// Slow calls first in flight do not hold back the fast ones.
+			leader, err := c.CallLeader(t.Context(), addr, "Echo", echoArgs{N: i, Delay: time.Duration(50-i) * time.Millisecond}, &out)
+			if err == nil && (out != i*2 || leader != "leader:1") {
+				err = errors.New("wrong answer")
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.mu.Lock()
+	conns := len(c.conns)
+	c.mu.Unlock()
+	if conns != 1 {
+		t.Errorf("%d connections for one server, want 1", conns)
+	}
+}
+
+func TestRPC_RemoteErrorsKeepTheirSentinel(t *testing.T) {
+	t.Parallel()
+	addr := serve(t, echo(nil, nil))
+	c := NewClient(Dialer{}, nil)
+	defer c.Close()
+	err := c.Call(t.Context(), addr, "Echo", echoArgs{Fail: true}, nil)
+	if !errors.Is(err, structs.ErrNotFound) {
+		t.Errorf("error %v does not unwrap to ErrNotFound", err)
+	}
+}
+
+func TestRPC_CancelReachesTheServer(t *testing.T) {
+	t.Parallel()
+	started, cancelled := make(chan struct{}, 1), make(chan struct{}, 1)
+	addr := serve(t, echo(started, cancelled))
+	c := NewClient(Dialer{}, nil)
+	defer c.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- c.Call(ctx, addr, "Echo", echoArgs{Delay: time.Hour}, nil) }()
+	<-started
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled call = %v", err)
+	}
+	select {
+	case <-cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the server's request was not cancelled")
+	}
+}
+
+func TestRPC_Unavailable(t *testing.T) {
+	t.Parallel()
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	c := NewClient(Dialer{Timeout: time.Second}, nil)
+	defer c.Close()
+	if err := c.Call(t.Context(), addr, "Echo", echoArgs{}, nil); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("call to a closed port = %v, want ErrUnavailable", err)
+	}
+}
+
+func TestFrame_TooLarge(t *testing.T) {
+	t.Parallel()
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	go func() {
+		// A header announcing more than MaxFrame.
+		a.Write([]byte{0xff, 0xff, 0xff, 0xff})
+	}()
+	var r request
+	if err := readFrame(b, &r); err == nil {
+		t.Error("an oversized frame was accepted")
+	}
+}
