@@ -3,8 +3,10 @@ package httpapi
 import (
 	"context"
 	"io"
+	"time"
 
 	"github.com/trellismesh/trellis/api"
+	"github.com/trellismesh/trellis/connect/intentions"
 	"github.com/trellismesh/trellis/raftstore/structs"
 )
 
@@ -58,6 +60,30 @@ type Agent interface {
 	MetricsJSON() (any, error)
 	// WritePrometheus writes the metrics in Prometheus text format.
 	WritePrometheus(w io.Writer) error
+
+	ConnectAgent
+}
+
+// ConnectAgent is the mesh side of the agent: what it caches and decides
+// for the proxies it runs, served to others too.
+type ConnectAgent interface {
+	// ConnectRoots returns the trusted roots as this agent holds them
+	// (without signing keys). With minIndex above 0 it blocks until they are
+	// newer than minIndex or wait has passed (blocking.DefaultWait when 0).
+	ConnectRoots(ctx context.Context, minIndex uint64, wait time.Duration) (*structs.IndexedCARoots, error)
+	// ConnectLeaf returns the current leaf of service with its private key
+	// (PrivateKeyPEM set), signing one first if this agent has none. With
+	// minIndex above 0 it blocks until a newer leaf (ModifyIndex above
+	// minIndex) replaces it, or wait has passed.
+	ConnectLeaf(ctx context.Context, service string, minIndex uint64, wait time.Duration) (*structs.IssuedCert, error)
+	// ConnectAuthorize decides whether the holder of a certificate with
+	// clientCertURI (a SPIFFE ID) may connect to target, with the
+	// intentions this agent holds and its default policy. A URI that is not
+	// a service identity of this cluster is a *structs.ValidationError.
+	ConnectAuthorize(ctx context.Context, target, clientCertURI string) (intentions.Decision, error)
+	// DefaultIntentionAllow reports this agent's default intention policy
+	// (connect { default_intention_policy }): true for allow.
+	DefaultIntentionAllow() bool
 }
 
 // Self is the body of /v1/agent/self. Consul's clients read Config.NodeName

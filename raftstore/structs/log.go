@@ -17,6 +17,12 @@ const (
 	// BatchRequestType carries several catalog writes applied at one index
 	// in one transaction (a JSON list of state.Op).
 	BatchRequestType MessageType = 2
+	// CARequestType sets the CA configuration and roots (a CAWrite).
+	CARequestType MessageType = 3
+	// IntentionRequestType writes or deletes an intention (an IntentionWrite).
+	IntentionRequestType MessageType = 4
+	// LeafRequestType records issued leaves (a LeafWrite).
+	LeafRequestType MessageType = 5
 )
 
 // IgnoreUnknownTypeFlag, set on a MessageType, lets an older server skip an
@@ -31,6 +37,12 @@ func (t MessageType) String() string {
 		return "Deregister"
 	case BatchRequestType:
 		return "Batch"
+	case CARequestType:
+		return "CA"
+	case IntentionRequestType:
+		return "Intention"
+	case LeafRequestType:
+		return "Leaf"
 	}
 	return fmt.Sprintf("MessageType(%d)", uint8(t))
 }

@@ -153,7 +153,12 @@ type ServiceSpecificRequest struct {
 	ServiceTags []string
 	TagFilter   bool
 	// PassingOnly keeps instances whose checks are all passing (Health.ServiceNodes).
-	PassingOnly     bool
+	PassingOnly bool
+	// Connect asks for the mesh endpoints of the service instead of its
+	// instances: the sidecar proxies whose destination is ServiceName (with
+	// the checks of the instance each proxies folded in) and instances that
+	// are mesh-native.
+	Connect         bool
 	NodeMetaFilters map[string]string
 	QueryOptions
 }
