@@ -83,8 +83,11 @@ func ParseSigner(s string) (crypto.Signer, error) {
 // built-in CA signs with.
 func ValidateSigningKey(k crypto.Signer) error {
 	ec, ok := k.Public().(*ecdsa.PublicKey)
-	if !ok {
+	if !ok || ec == nil {
 		return fmt.Errorf("key of type %T: want ECDSA P-256", k.Public())
+	}
+	if ec.Curve == nil {
+		return errors.New("ECDSA key without a curve: want P-256")
 	}
 	if ec.Curve != elliptic.P256() {
 		return fmt.Errorf("ECDSA key on curve %s: want P-256", ec.Curve.Params().Name)

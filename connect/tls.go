@@ -47,7 +47,21 @@ func NewBundle(trustDomain, activeRootID string, rootPEMs ...string) (*Bundle, e
 }
 
 // Pool returns the roots as a pool. The pool must not be modified.
-func (b *Bundle) Pool() *x509.CertPool { return b.pool }
+func (b *Bundle) Pool() *x509.CertPool { return b.certPool() }
+
+// certPool returns the pool NewBundle made, or for a Bundle made some other
+// way one of exactly its Roots. It is never nil: a nil pool would make
+// x509 verification trust the system's roots.
+func (b *Bundle) certPool() *x509.CertPool {
+	if b.pool != nil {
+		return b.pool
+	}
+	p := x509.NewCertPool()
+	for _, c := range b.Roots {
+		p.AddCert(c)
+	}
+	return p
+}
 
 // Errors of peer verification; match them with errors.Is.
 var (
@@ -66,19 +80,27 @@ var (
 
 // Verify checks a peer's chain (leaf first, then any intermediates, such as
 // a cross-signed root during a rotation) against the bundle at time now, and
-// returns the leaf's service identity. It accepts only leaves whose SPIFFE ID
-// is a service of the bundle's trust domain.
+// returns the leaf's service identity. It accepts only leaves that are not
+// CA certificates and whose one SPIFFE ID is a service of the bundle's trust
+// domain, and trusts exactly b.Roots (never the system's roots).
 func (b *Bundle) Verify(chain []*x509.Certificate, now time.Time) (ServiceID, error) {
 	if len(chain) == 0 {
 		return ServiceID{}, ErrNoPeerCertificate
 	}
+	if len(b.Roots) == 0 {
+		return ServiceID{}, ErrNoRoots
+	}
 	leaf := chain[0]
+	if leaf.IsCA {
+		// An X.509-SVID leaf must not be a CA (SPIFFE X509-SVID, 4.1).
+		return ServiceID{}, fmt.Errorf("%w: the peer's leaf %s is a CA certificate", ErrUntrusted, leaf.Subject)
+	}
 	inter := x509.NewCertPool()
 	for _, c := range chain[1:] {
 		inter.AddCert(c)
 	}
 	_, err := leaf.Verify(x509.VerifyOptions{
-		Roots:         b.pool,
+		Roots:         b.certPool(),
 		Intermediates: inter,
 		CurrentTime:   now,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
@@ -117,7 +139,11 @@ const ALPNTunnel = "h2"
 func ServerTLSConfig(src CertSource, nextProtos ...string) *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
-		ClientAuth: tls.RequireAnyClientCert,
+		// Ask for a client certificate but let VerifyConnection refuse a
+		// missing one: it fails the handshake with ErrNoPeerCertificate,
+		// where RequireAnyClientCert would fail it with an error of
+		// crypto/tls that callers cannot match.
+		ClientAuth: tls.RequestClientCert,
 		NextProtos: nextProtos,
 		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 			if c := src.Certificate(); c != nil {

@@ -112,6 +112,13 @@ func (s *Server) applyEntry(t structs.MessageType, msg any) (uint64, any, error)
 	if err != nil {
 		return 0, nil, err
 	}
+	// Raft never answers an entry still queued when it shuts down: hold
+	// Shutdown off until this one is answered.
+	s.applyMu.RLock()
+	defer s.applyMu.RUnlock()
+	if s.closing {
+		return 0, nil, structs.ErrShutdown
+	}
 	f := s.raft.Apply(buf, s.cfg.ApplyTimeout)
 	if err := f.Error(); err != nil {
 		return 0, nil, s.raftError(t, err)

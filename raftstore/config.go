@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/trellismesh/trellis/raftstore/structs"
 )
 
 // Config configures a Server. Start from DefaultConfig.
@@ -57,6 +59,21 @@ type Config struct {
 	Timing Timing
 	// ApplyTimeout bounds how long a write waits to be enqueued in Raft.
 	ApplyTimeout time.Duration
+	// ConnectDisabled turns the mesh off: the leader makes no CA, and
+	// signing requests fail.
+	ConnectDisabled bool
+	// CA is the CA configuration the first leader starts with (the agent's
+	// connect { ca_config { ... } }); later changes go through
+	// ConnectCA.ConfigurationSet. The zero value generates a root with the
+	// default leaf TTL.
+	CA structs.CAConfig
+	// CAPruneInterval is how often the leader looks for rotated-out roots
+	// that no unexpired leaf depends on any more (and removes them).
+	CAPruneInterval time.Duration
+	// CARootGrace is the least time a rotated-out root stays trusted, so
+	// that every agent has seen the new roots before the old one goes.
+	CARootGrace time.Duration
+
 	// Logger is named "server"; nil means hclog.Default().
 	Logger hclog.Logger
 }
@@ -132,6 +149,8 @@ func DefaultConfig() Config {
 		ReconcileInterval:       60 * time.Second,
 		MissingGrace:            2 * time.Minute,
 		RPCHoldTimeout:          7 * time.Second,
+		CAPruneInterval:         10 * time.Second,
+		CARootGrace:             time.Minute,
 	}
 }
 
@@ -170,6 +189,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ServerStabilizationTime < 0 || c.ReconcileInterval <= 0 || c.RPCHoldTimeout <= 0 || c.MissingGrace < 0 {
 		return errors.New("ServerStabilizationTime and MissingGrace must be 0 or more; ReconcileInterval and RPCHoldTimeout positive")
+	}
+	if c.CAPruneInterval <= 0 || c.CARootGrace < 0 {
+		return errors.New("CAPruneInterval must be positive and CARootGrace 0 or more")
 	}
 	if c.ApplyTimeout <= 0 {
 		return errors.New("apply timeout must be positive (ApplyTimeout)")

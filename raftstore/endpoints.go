@@ -66,6 +66,14 @@ var endpoints = map[string]endpoint{
 	structs.MethodOperatorRaftConfig:     typed((*Server).operatorRaftConfig),
 	structs.MethodOperatorRaftRemovePeer: typed((*Server).operatorRaftRemovePeer),
 	structs.MethodStatusRaftStats:        typed((*Server).statusRaftStats),
+	structs.MethodCARoots:                typed((*Server).caRoots),
+	structs.MethodCAConfigurationGet:     typed((*Server).caConfigGet),
+	structs.MethodCAConfigurationSet:     typed((*Server).caConfigSet),
+	structs.MethodCASign:                 typed((*Server).caSign),
+	structs.MethodIntentionApply:         typed((*Server).intentionApply),
+	structs.MethodIntentionList:          typed((*Server).intentionList),
+	structs.MethodIntentionGet:           typed((*Server).intentionGet),
+	structs.MethodIntentionMatch:         typed((*Server).intentionMatch),
 }
 
 // writeMethods always run on the leader.
@@ -73,6 +81,9 @@ var writeMethods = map[string]bool{
 	structs.MethodCatalogRegister:        true,
 	structs.MethodCatalogDeregister:      true,
 	structs.MethodOperatorRaftRemovePeer: true,
+	structs.MethodCAConfigurationSet:     true,
+	structs.MethodCASign:                 true,
+	structs.MethodIntentionApply:         true,
 }
 
 // needsLeader reports whether a request must be served by the leader:
@@ -375,7 +386,20 @@ func (s *Server) catalogServiceNodes(ctx context.Context, req *structs.ServiceSp
 		return structs.Invalid("ServiceName", "required")
 	}
 	return s.read(ctx, req.Datacenter, &req.QueryOptions, &reply.QueryMeta, func(ws memdb.WatchSet, st *state.Store) (uint64, error) {
-		idx, rows, err := st.ServiceNodes(ws, req.ServiceName, tagsOf(req))
+		var (
+			idx  uint64
+			rows []structs.ServiceNode
+			err  error
+		)
+		if req.Connect {
+			var full []structs.CheckServiceNode
+			idx, full, err = st.ConnectServiceNodes(ws, req.ServiceName, tagsOf(req))
+			for _, r := range full {
+				rows = append(rows, structs.ServiceNode{Node: r.Node, Service: r.Service})
+			}
+		} else {
+			idx, rows, err = st.ServiceNodes(ws, req.ServiceName, tagsOf(req))
+		}
 		if len(req.NodeMetaFilters) > 0 {
 			rows = slices.DeleteFunc(rows, func(r structs.ServiceNode) bool { return !nodeMetaMatches(r.Node, req.NodeMetaFilters) })
 		}
@@ -442,7 +466,16 @@ func (s *Server) healthServiceNodes(ctx context.Context, req *structs.ServiceSpe
 		return structs.Invalid("ServiceName", "required")
 	}
 	return s.read(ctx, req.Datacenter, &req.QueryOptions, &reply.QueryMeta, func(ws memdb.WatchSet, st *state.Store) (uint64, error) {
-		idx, rows, err := st.CheckServiceNodes(ws, req.ServiceName, tagsOf(req))
+		var (
+			idx  uint64
+			rows []structs.CheckServiceNode
+			err  error
+		)
+		if req.Connect {
+			idx, rows, err = st.ConnectServiceNodes(ws, req.ServiceName, tagsOf(req))
+		} else {
+			idx, rows, err = st.CheckServiceNodes(ws, req.ServiceName, tagsOf(req))
+		}
 		rows = slices.DeleteFunc(rows, func(r structs.CheckServiceNode) bool {
 			return (req.PassingOnly && r.Checks.AggregatedStatus() != structs.HealthPassing) ||
 				(len(req.NodeMetaFilters) > 0 && !nodeMetaMatches(r.Node, req.NodeMetaFilters))

@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
+	"github.com/trellismesh/trellis/connect/ca"
 	"github.com/trellismesh/trellis/raftstore/fsm"
 	"github.com/trellismesh/trellis/raftstore/rpc"
 	"github.com/trellismesh/trellis/raftstore/state"
@@ -36,6 +37,20 @@ type Server struct {
 	rpcClient *rpc.Client
 	// writes queues catalog writes for the batch workers.
 	writes chan *pendingWrite
+
+	// caMu orders CA changes: signing holds it for reading, configuration
+	// changes and root pruning for writing.
+	caMu sync.RWMutex
+	// signerCache is the parsed active root, by its ID.
+	signerCache atomic.Pointer[ca.Root]
+	// intentionMu serialises intention writes.
+	intentionMu sync.Mutex
+
+	// applyMu is held for reading while an entry is handed to Raft and
+	// answered, and for writing by Shutdown before it stops Raft: Raft
+	// never answers entries still queued when it stops.
+	applyMu sync.RWMutex
+	closing bool // guarded by applyMu
 
 	// leaderReady is true while this server is the leader and has applied
 	// every entry of earlier terms (a barrier after winning the election),
@@ -201,9 +216,17 @@ func (s *Server) leaderLoop() {
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
-				if s.establishLeadership(ctx) {
-					s.leaderDuties(ctx)
+				if !s.establishLeadership(ctx) {
+					return
 				}
+				var duties sync.WaitGroup
+				duties.Add(1)
+				go func() {
+					defer duties.Done()
+					s.caDuties(ctx)
+				}()
+				s.leaderDuties(ctx)
+				duties.Wait()
 			}()
 			stop = func() { cancel(); <-done }
 		}
@@ -214,7 +237,7 @@ func (s *Server) leaderLoop() {
 // whether it did.
 func (s *Server) establishLeadership(ctx context.Context) bool {
 	for ctx.Err() == nil {
-		err := s.raft.Barrier(s.cfg.ApplyTimeout).Error()
+		err := s.barrier()
 		if err == nil {
 			s.leaderReady.Store(true)
 			s.logger.Info("leader ready", "index", s.raft.AppliedIndex())
@@ -230,6 +253,17 @@ func (s *Server) establishLeadership(ctx context.Context) bool {
 		}
 	}
 	return false
+}
+
+// barrier waits until every entry before it is applied; see applyEntry
+// for why it holds applyMu.
+func (s *Server) barrier() error {
+	s.applyMu.RLock()
+	defer s.applyMu.RUnlock()
+	if s.closing {
+		return raft.ErrRaftShutdown
+	}
+	return s.raft.Barrier(s.cfg.ApplyTimeout).Error()
 }
 
 // advertiseAddr picks the address other servers dial.
@@ -362,8 +396,13 @@ func (s *Server) Shutdown() error {
 		if s.rpcClient != nil {
 			s.rpcClient.Close()
 		}
-		// Raft first: it stops using the transport and the stores, and fails
-		// any barrier the leader loop waits on, so the loop can end.
+		// Entries in flight are answered while Raft still runs; none start
+		// after this.
+		s.applyMu.Lock()
+		s.closing = true
+		s.applyMu.Unlock()
+		// Then Raft: it stops using the transport and the stores, and
+		// leadership ends, so the leader loop can end.
 		if s.raft != nil {
 			if err := s.raft.Shutdown().Error(); err != nil {
 				errs = append(errs, fmt.Errorf("shut down raft: %w", err))

@@ -14,5 +14,7 @@ func TestConfig(name, dataDir string) Config {
 	cfg.ServerStabilizationTime = 200 * time.Millisecond
 	cfg.ReconcileInterval = time.Second
 	cfg.MissingGrace = time.Second
+	cfg.CAPruneInterval = 100 * time.Millisecond
+	cfg.CARootGrace = 200 * time.Millisecond
 	return cfg
 }

@@ -263,6 +263,8 @@ func (s *Server) errorStatus(err error) (int, string) {
 		return http.StatusBadRequest, "request decode failed: " + err.Error()
 	case errors.Is(err, structs.ErrNotFound):
 		return http.StatusNotFound, err.Error()
+	case errors.Is(err, structs.ErrConflict):
+		return http.StatusConflict, err.Error()
 	case errors.Is(err, structs.ErrNoLeader):
 		return http.StatusInternalServerError, "No cluster leader"
 	case errors.Is(err, context.Canceled):

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/trellismesh/trellis/connect"
 )
 
@@ -95,12 +97,19 @@ func GenerateRoot(trustDomain, name string, now time.Time) (*Root, error) {
 	return &Root{Cert: cert, CertPEM: connect.EncodeCert(der), Key: key, KeyPEM: keyPEM}, nil
 }
 
+// trustDomainURI returns the URI SAN of a root: spiffe://<trust domain>.
+// The name must be a bare SPIFFE trust domain (no scheme, path, user or port).
 func trustDomainURI(trustDomain string) ([]*url.URL, error) {
-	u, err := url.Parse("spiffe://" + strings.ToLower(trustDomain))
+	name := strings.ToLower(trustDomain)
+	td, err := spiffeid.TrustDomainFromString(name)
 	if err != nil {
 		return nil, fmt.Errorf("trust domain %q: %w", trustDomain, err)
 	}
-	return []*url.URL{u}, nil
+	if td.Name() != name {
+		// TrustDomainFromString also takes a whole SPIFFE ID.
+		return nil, fmt.Errorf("trust domain %q: not a bare trust domain name", trustDomain)
+	}
+	return []*url.URL{td.ID().URL()}, nil
 }
 
 // LoadRoot reads a root given by an operator (a CA configuration with
@@ -121,6 +130,11 @@ func LoadRoot(certPEM, keyPEM string, now time.Time) (*Root, error) {
 	if !cert.IsCA || !cert.BasicConstraintsValid {
 		return nil, errors.New("RootCert: not a CA certificate (basic constraints CA:TRUE missing)")
 	}
+	if cert.KeyUsage != 0 && cert.KeyUsage&x509.KeyUsageCertSign == 0 {
+		// Go's verifier ignores key usage on CAs, but other TLS stacks refuse
+		// chains through a CA that may not sign certificates.
+		return nil, errors.New("RootCert: key usage does not allow certificate signing (keyCertSign)")
+	}
 	if now.After(cert.NotAfter) || now.Before(cert.NotBefore) {
 		return nil, fmt.Errorf("RootCert: valid from %s to %s, not now", cert.NotBefore.Format(time.RFC3339), cert.NotAfter.Format(time.RFC3339))
 	}
@@ -137,7 +151,8 @@ func LoadRoot(certPEM, keyPEM string, now time.Time) (*Root, error) {
 	return &Root{Cert: cert, CertPEM: connect.EncodeCert(cert.Raw), Key: key, KeyPEM: keyOut}, nil
 }
 
-// ParseRoot reads a stored root (certificate and signing key PEM).
+// ParseRoot reads a stored root (certificate and signing key PEM), checking
+// only that the key is the certificate's.
 func ParseRoot(certPEM, keyPEM string) (*Root, error) {
 	cert, err := connect.ParseCert(certPEM)
 	if err != nil {
@@ -146,6 +161,9 @@ func ParseRoot(certPEM, keyPEM string) (*Root, error) {
 	key, err := connect.ParseSigner(keyPEM)
 	if err != nil {
 		return nil, err
+	}
+	if !publicKeysEqual(cert.PublicKey, key.Public()) {
+		return nil, errors.New("root signing key does not belong to its certificate")
 	}
 	return &Root{Cert: cert, CertPEM: certPEM, Key: key, KeyPEM: keyPEM}, nil
 }
@@ -163,7 +181,7 @@ type LeafRequest struct {
 	Datacenter  string
 	// TTL is how long the leaf is valid (capped by the root's own expiry).
 	TTL time.Duration
-	// Now is the signing time.
+	// Now is the signing time; the current time when zero.
 	Now time.Time
 }
 
@@ -174,11 +192,15 @@ type Leaf struct {
 	ID      connect.ServiceID
 }
 
-// SignLeaf signs a service leaf from a parsed, signature-checked CSR: the CSR
-// must carry exactly one URI SAN, the SPIFFE ID of a service of this trust
-// domain and datacenter. The leaf may serve and dial (server and client
-// auth) and is valid for req.TTL.
+// SignLeaf signs a service leaf from a parsed CSR (its signature is checked
+// again here): the CSR must carry exactly one URI SAN, the SPIFFE ID of a
+// service of the default namespace of this trust domain and datacenter, and
+// an ECDSA P-256 key. The leaf may serve and dial (server and client auth)
+// and is valid for req.TTL, but never beyond the root.
 func (r *Root) SignLeaf(csr *x509.CertificateRequest, req LeafRequest) (*Leaf, error) {
+	if err := csr.CheckSignature(); err != nil {
+		return nil, fmt.Errorf("CSR signature: %w", err)
+	}
 	if len(csr.URIs) != 1 {
 		return nil, fmt.Errorf("CSR has %d URI SANs, want one SPIFFE ID", len(csr.URIs))
 	}
@@ -195,6 +217,9 @@ func (r *Root) SignLeaf(csr *x509.CertificateRequest, req LeafRequest) (*Leaf, e
 	if !strings.EqualFold(id.Datacenter, req.Datacenter) {
 		return nil, fmt.Errorf("CSR for %s: datacenter %q is not %q", id, id.Datacenter, req.Datacenter)
 	}
+	if id.Namespace != connect.DefaultNamespace {
+		return nil, fmt.Errorf("CSR for %s: namespace %q is not %q, the only one", id, id.Namespace, connect.DefaultNamespace)
+	}
 	if err := connect.ValidateServiceName("service", id.Service); err != nil || id.Service == connect.Wildcard {
 		return nil, fmt.Errorf("CSR for %s: not a valid service name", id)
 	}
@@ -203,6 +228,12 @@ func (r *Root) SignLeaf(csr *x509.CertificateRequest, req LeafRequest) (*Leaf, e
 	}
 	if req.TTL <= 0 {
 		req.TTL = DefaultLeafCertTTL
+	}
+	if req.Now.IsZero() {
+		req.Now = time.Now()
+	}
+	if !req.Now.Before(r.Cert.NotAfter) {
+		return nil, fmt.Errorf("sign leaf for %s: the root expired at %s", id, r.Cert.NotAfter.Format(time.RFC3339))
 	}
 	serial, err := connect.RandomSerial()
 	if err != nil {
@@ -252,7 +283,17 @@ func (c cryptoSigner) Sign(_ io.Reader, _ []byte, _ crypto.SignerOpts) ([]byte, 
 // and key ID as next, issued by r. A leaf signed by next, presented with
 // this certificate as intermediate, verifies against r alone, so peers that
 // do not trust next yet still accept it.
+//
+// next must be a CA certificate. Its subject is copied byte for byte: the
+// leaves of next name it as their issuer in next's own encoding, which need
+// not be the one Go would write (a root from another tool).
 func (r *Root) CrossSign(next *x509.Certificate, now time.Time) (string, error) {
+	if !next.IsCA || !next.BasicConstraintsValid {
+		return "", fmt.Errorf("cross-sign %s: not a CA certificate", next.Subject)
+	}
+	if !now.Before(r.Cert.NotAfter) {
+		return "", fmt.Errorf("cross-sign %s: the signing root expired at %s", next.Subject, r.Cert.NotAfter.Format(time.RFC3339))
+	}
 	serial, err := connect.RandomSerial()
 	if err != nil {
 		return "", err
@@ -263,6 +304,7 @@ func (r *Root) CrossSign(next *x509.Certificate, now time.Time) (string, error) 
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
+		RawSubject:            next.RawSubject,
 		Subject:               next.Subject,
 		URIs:                  next.URIs,
 		NotBefore:             now.Add(-backdate),

@@ -38,23 +38,56 @@ func NewSet(list []*connect.Intention) *Set {
 }
 
 // All returns the intentions in precedence order. Do not modify them.
-func (s *Set) All() []*connect.Intention { return s.all }
+// A nil Set has none.
+func (s *Set) All() []*connect.Intention {
+	if s == nil {
+		return nil
+	}
+	return s.all
+}
 
 // Len returns the number of intentions.
-func (s *Set) Len() int { return len(s.all) }
+func (s *Set) Len() int { return len(s.All()) }
 
 // Sort orders intentions as Consul lists them: highest precedence first,
-// then by source name, then by destination name.
+// then by source name, then by destination name, names compared without
+// case. The precedence is computed from the names (ComputePrecedence), not
+// read from the Precedence field, so that an intention whose field was never
+// set still ranks where it belongs. Intentions whose names differ only in
+// case (the same intention to the servers) put deny first, so that it
+// decides, then come in byte order of their names.
 func Sort(list []*connect.Intention) {
-	slices.SortStableFunc(list, func(a, b *connect.Intention) int {
-		if c := cmp.Compare(b.Precedence, a.Precedence); c != 0 {
-			return c
-		}
-		if c := cmp.Compare(a.SourceName, b.SourceName); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.DestinationName, b.DestinationName)
-	})
+	slices.SortStableFunc(list, compare)
+}
+
+func compare(a, b *connect.Intention) int {
+	if c := cmp.Compare(precedence(b), precedence(a)); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(strings.ToLower(a.SourceName), strings.ToLower(b.SourceName)); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(strings.ToLower(a.DestinationName), strings.ToLower(b.DestinationName)); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(denyFirst(a), denyFirst(b)); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.SourceName, b.SourceName); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.DestinationName, b.DestinationName)
+}
+
+func precedence(i *connect.Intention) int {
+	return connect.ComputePrecedence(i.SourceName, i.DestinationName)
+}
+
+func denyFirst(i *connect.Intention) int {
+	if i.Action == connect.IntentionAllow {
+		return 1
+	}
+	return 0
 }
 
 func nameMatches(pattern, name string) bool {
@@ -100,7 +133,7 @@ func (s *Set) Match(by, name string) ([]*connect.Intention, error) {
 		return nil, fmt.Errorf("match by %q: want source or destination", by)
 	}
 	var out []*connect.Intention
-	for _, ixn := range s.all {
+	for _, ixn := range s.All() {
 		if nameMatches(pick(ixn), name) {
 			out = append(out, ixn)
 		}

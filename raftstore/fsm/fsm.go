@@ -33,6 +33,9 @@ var handlers = map[structs.MessageType]handler{
 	structs.RegisterRequestType:   (*FSM).applyRegister,
 	structs.DeregisterRequestType: (*FSM).applyDeregister,
 	structs.BatchRequestType:      (*FSM).applyBatch,
+	structs.CARequestType:         (*FSM).applyCA,
+	structs.IntentionRequestType:  (*FSM).applyIntention,
+	structs.LeafRequestType:       (*FSM).applyLeaf,
 }
 
 // BatchResult is the result of a batch entry: one error (or nil) per write.
@@ -135,6 +138,39 @@ func (f *FSM) applyBatch(body []byte, index uint64) any {
 		return fmt.Errorf("decode batch entry %d: %w", index, err)
 	}
 	return BatchResult{Errors: f.State().ApplyBatch(index, ops)}
+}
+
+func (f *FSM) applyCA(body []byte, index uint64) any {
+	var w structs.CAWrite
+	if err := structs.Decode(body, &w); err != nil {
+		return fmt.Errorf("decode CA entry %d: %w", index, err)
+	}
+	if err := f.State().CASet(index, &w); err != nil {
+		return fmt.Errorf("set CA configuration: %w", err)
+	}
+	return nil
+}
+
+func (f *FSM) applyIntention(body []byte, index uint64) any {
+	var w structs.IntentionWrite
+	if err := structs.Decode(body, &w); err != nil {
+		return fmt.Errorf("decode intention entry %d: %w", index, err)
+	}
+	if err := f.State().IntentionWrite(index, &w); err != nil {
+		return fmt.Errorf("%s intention: %w", w.Op, err)
+	}
+	return nil
+}
+
+func (f *FSM) applyLeaf(body []byte, index uint64) any {
+	var w structs.LeafWrite
+	if err := structs.Decode(body, &w); err != nil {
+		return fmt.Errorf("decode leaf entry %d: %w", index, err)
+	}
+	if err := f.State().LeafWrite(index, &w); err != nil {
+		return fmt.Errorf("record leaves: %w", err)
+	}
+	return nil
 }
 
 // snapshotHeader starts every snapshot stream.

@@ -17,6 +17,9 @@ func TestMessageTypesPinned(t *testing.T) {
 		structs.RegisterRequestType:   0,
 		structs.DeregisterRequestType: 1,
 		structs.BatchRequestType:      2,
+		structs.CARequestType:         3,
+		structs.IntentionRequestType:  4,
+		structs.LeafRequestType:       5,
 		structs.IgnoreUnknownTypeFlag: 128,
 	}
 	for typ, want := range pinned {
@@ -24,7 +27,7 @@ func TestMessageTypesPinned(t *testing.T) {
 			t.Errorf("%s = %d, want %d (values are persisted: never renumber)", typ, uint8(typ), want)
 		}
 	}
-	if len(handlers) != 3 {
+	if len(handlers) != 6 {
 		t.Errorf("%d handlers; add the new type to this test's pinned table", len(handlers))
 	}
 }

@@ -184,10 +184,19 @@ func (tx *writeTxn) ensureService(node string, svc *structs.NodeService) error {
 		s.CreateIndex = tx.idx
 	}
 	s.ModifyIndex = tx.idx
-	if err := tx.Insert(tableServices, &serviceRow{Node: node, ID: s.ID, Name: s.Service, Service: s}); err != nil {
+	row := newServiceRow(node, s)
+	if err := tx.Insert(tableServices, row); err != nil {
 		return fmt.Errorf("store service %q on node %q: %w", s.ID, node, err)
 	}
 	tx.touch(indexServices, serviceIndexKey(s.Service), nodeIndexKey(node))
+	if row.Connect != "" {
+		tx.touch(connectIndexKey(row.Connect))
+	}
+	if raw != nil {
+		if old := raw.(*serviceRow).Connect; old != "" && old != row.Connect {
+			tx.touch(connectIndexKey(old))
+		}
+	}
 
 	// The service's checks carry its name and tags; keep them in step. (A
 	// new service has no checks yet.)
@@ -327,6 +336,9 @@ func (tx *writeTxn) deleteService(node, serviceID string) error {
 		return fmt.Errorf("delete service %q on node %q: %w", serviceID, node, err)
 	}
 	tx.touch(indexServices, serviceIndexKey(row.Name), nodeIndexKey(node))
+	if row.Connect != "" {
+		tx.touch(connectIndexKey(row.Connect))
+	}
 	return nil
 }
 

@@ -14,16 +14,47 @@ const (
 	tableServices = "services"
 	tableChecks   = "checks"
 	tableIndex    = "index"
+
+	tableCAConfig   = "ca_config"
+	tableCARoots    = "ca_roots"
+	tableIntentions = "intentions"
+	tableLeaves     = "ca_leaves"
 )
 
 // serviceRow is a service instance as stored: the instance plus the node it is
 // on, since an instance's ID is only unique on its node.
 type serviceRow struct {
-	Node    string
-	ID      string
-	Name    string
+	Node string
+	ID   string
+	Name string
+	// Connect is the service this row is a mesh endpoint of: a proxy's
+	// destination, or a mesh-native service's own name; empty otherwise.
+	Connect string
 	Service *structs.NodeService
 }
+
+func newServiceRow(node string, svc *structs.NodeService) *serviceRow {
+	return &serviceRow{Node: node, ID: svc.ID, Name: svc.Service, Connect: connectTarget(svc), Service: svc}
+}
+
+// connectTarget is the service a row serves mesh traffic for.
+func connectTarget(svc *structs.NodeService) string {
+	switch {
+	case svc.Kind == structs.ServiceKindConnectProxy && svc.Proxy != nil:
+		return svc.Proxy.DestinationServiceName
+	case svc.Connect != nil && svc.Connect.Native:
+		return svc.Service
+	}
+	return ""
+}
+
+// caConfigRow holds the one CA configuration.
+type caConfigRow struct {
+	ID     string
+	Config *structs.CAConfiguration
+}
+
+const caConfigID = "config"
 
 // indexRow is a named Raft index.
 type indexRow struct {
@@ -48,6 +79,7 @@ func schema() *memdb.DBSchema {
 				}}},
 				"node":    {Name: "node", Indexer: &memdb.StringFieldIndex{Field: "Node", Lowercase: true}},
 				"service": {Name: "service", Indexer: &memdb.StringFieldIndex{Field: "Name", Lowercase: true}},
+				"connect": {Name: "connect", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "Connect", Lowercase: true}},
 			},
 		},
 		tableChecks: {
@@ -69,6 +101,37 @@ func schema() *memdb.DBSchema {
 					},
 				}},
 				"status": {Name: "status", Indexer: &memdb.StringFieldIndex{Field: "Status"}},
+			},
+		},
+		tableCAConfig: {
+			Name: tableCAConfig,
+			Indexes: map[string]*memdb.IndexSchema{
+				"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
+			},
+		},
+		tableCARoots: {
+			Name: tableCARoots,
+			Indexes: map[string]*memdb.IndexSchema{
+				"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
+			},
+		},
+		tableIntentions: {
+			Name: tableIntentions,
+			Indexes: map[string]*memdb.IndexSchema{
+				"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
+				"exact": {Name: "exact", Unique: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+					&memdb.StringFieldIndex{Field: "SourceName", Lowercase: true},
+					&memdb.StringFieldIndex{Field: "DestinationName", Lowercase: true},
+				}}},
+			},
+		},
+		tableLeaves: {
+			Name: tableLeaves,
+			Indexes: map[string]*memdb.IndexSchema{
+				"id": {Name: "id", Unique: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+					&memdb.StringFieldIndex{Field: "Node", Lowercase: true},
+					&memdb.StringFieldIndex{Field: "Service", Lowercase: true},
+				}}},
 			},
 		},
 		tableIndex: {

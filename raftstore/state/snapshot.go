@@ -5,6 +5,7 @@ import (
 
 	"github.com/hashicorp/go-memdb"
 
+	"github.com/trellismesh/trellis/connect"
 	"github.com/trellismesh/trellis/raftstore/structs"
 )
 
@@ -24,6 +25,11 @@ type Record struct {
 	Service *ServiceRecord       `json:",omitempty"`
 	Check   *structs.HealthCheck `json:",omitempty"`
 	Index   *IndexRecord         `json:",omitempty"`
+
+	CAConfig  *structs.CAConfiguration `json:",omitempty"`
+	CARoot    *structs.CARoot          `json:",omitempty"`
+	Intention *connect.Intention       `json:",omitempty"`
+	Leaf      *structs.IssuedLeaf      `json:",omitempty"`
 }
 
 // ServiceRecord is a service instance with the node it is on.
@@ -51,6 +57,10 @@ func (sn *Snapshot) Walk(fn func(Record) error) error {
 			return Record{Service: &ServiceRecord{Node: r.Node, Service: r.Service}}
 		}},
 		{tableChecks, func(v any) Record { return Record{Check: v.(*structs.HealthCheck)} }},
+		{tableCAConfig, func(v any) Record { return Record{CAConfig: v.(*caConfigRow).Config} }},
+		{tableCARoots, func(v any) Record { return Record{CARoot: v.(*structs.CARoot)} }},
+		{tableIntentions, func(v any) Record { return Record{Intention: v.(*connect.Intention)} }},
+		{tableLeaves, func(v any) Record { return Record{Leaf: v.(*structs.IssuedLeaf)} }},
 		{tableIndex, func(v any) Record { r := v.(*indexRow); return Record{Index: &IndexRecord{Key: r.Key, Value: r.Value}} }},
 	}
 	for _, t := range tables {
@@ -88,9 +98,17 @@ func (r *Restore) Add(rec Record) error {
 		err = r.tx.Insert(tableNodes, rec.Node)
 	case rec.Service != nil && rec.Service.Service != nil:
 		svc := rec.Service.Service
-		err = r.tx.Insert(tableServices, &serviceRow{Node: rec.Service.Node, ID: svc.ID, Name: svc.Service, Service: svc})
+		err = r.tx.Insert(tableServices, newServiceRow(rec.Service.Node, svc))
 	case rec.Check != nil:
 		err = r.tx.Insert(tableChecks, rec.Check)
+	case rec.CAConfig != nil:
+		err = r.tx.Insert(tableCAConfig, &caConfigRow{ID: caConfigID, Config: rec.CAConfig})
+	case rec.CARoot != nil:
+		err = r.tx.Insert(tableCARoots, rec.CARoot)
+	case rec.Intention != nil:
+		err = r.tx.Insert(tableIntentions, rec.Intention)
+	case rec.Leaf != nil:
+		err = r.tx.Insert(tableLeaves, rec.Leaf)
 	case rec.Index != nil:
 		err = r.tx.Insert(tableIndex, &indexRow{Key: rec.Index.Key, Value: rec.Index.Value})
 	default:

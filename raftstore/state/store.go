@@ -13,9 +13,17 @@ const (
 	indexNodes    = "nodes"
 	indexServices = "services"
 	indexChecks   = "checks"
+
+	indexCAConfig   = "connect-ca-config"
+	indexCARoots    = "connect-ca-roots"
+	indexIntentions = "intentions"
+	indexLeaves     = "connect-ca-leaves"
 )
 
 func serviceIndexKey(name string) string { return "service." + strings.ToLower(name) }
+
+// connectIndexKey moves when the mesh endpoints of a service come or go.
+func connectIndexKey(name string) string { return "connect." + strings.ToLower(name) }
 func nodeIndexKey(name string) string    { return "node." + strings.ToLower(name) }
 
 // Store is the state store. Its methods are safe for concurrent use: reads
@@ -84,7 +92,11 @@ func (tx *writeTxn) touchServicesOnNode(node string) error {
 		return err
 	}
 	for raw := it.Next(); raw != nil; raw = it.Next() {
-		tx.touch(serviceIndexKey(raw.(*serviceRow).Name))
+		row := raw.(*serviceRow)
+		tx.touch(serviceIndexKey(row.Name))
+		if row.Connect != "" {
+			tx.touch(connectIndexKey(row.Connect))
+		}
 	}
 	return nil
 }
@@ -119,7 +131,7 @@ func (s *Store) Index(key string) uint64 {
 func (s *Store) MaxIndex() uint64 {
 	tx := s.db.Txn(false)
 	var max uint64
-	for _, k := range []string{indexNodes, indexServices, indexChecks} {
+	for _, k := range []string{indexNodes, indexServices, indexChecks, indexCAConfig, indexCARoots, indexIntentions, indexLeaves} {
 		raw, err := tx.First(tableIndex, "id", k)
 		if err == nil && raw != nil && raw.(*indexRow).Value > max {
 			max = raw.(*indexRow).Value

@@ -21,6 +21,10 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrUnknownDatacenter means a request named a datacenter this cluster does not serve.
 	ErrUnknownDatacenter = errors.New("unknown datacenter")
+	// ErrConflict means a write would create something that exists already
+	// (an intention for the same source and destination). The HTTP API
+	// answers it with 409.
+	ErrConflict = errors.New("conflict")
 )
 
 // ValidationError says that a request is malformed: which field, and why.
@@ -57,6 +61,7 @@ const (
 	CodeShutdown          ErrorCode = "shutdown"
 	CodeNotFound          ErrorCode = "not-found"
 	CodeUnknownDatacenter ErrorCode = "unknown-datacenter"
+	CodeConflict          ErrorCode = "conflict"
 	CodeValidation        ErrorCode = "validation"
 	CodeInternal          ErrorCode = "internal"
 )
@@ -68,6 +73,7 @@ var codeSentinels = map[ErrorCode]error{
 	CodeShutdown:          ErrShutdown,
 	CodeNotFound:          ErrNotFound,
 	CodeUnknownDatacenter: ErrUnknownDatacenter,
+	CodeConflict:          ErrConflict,
 }
 
 // CodeOf returns the wire code of err.
