@@ -22,6 +22,8 @@ import (
 	"github.com/trellismesh/trellis/agent/dns"
 	"github.com/trellismesh/trellis/agent/httpapi"
 	"github.com/trellismesh/trellis/agent/local"
+	"github.com/trellismesh/trellis/agent/mesh"
+	"github.com/trellismesh/trellis/agent/proxymgr"
 	"github.com/trellismesh/trellis/agent/telemetry"
 	"github.com/trellismesh/trellis/gossip"
 	"github.com/trellismesh/trellis/raftstore"
@@ -45,6 +47,8 @@ type Agent struct {
 	reaper    *local.Reaper
 	http      *httpapi.Server
 	dns       *dns.Server
+	mesh      *mesh.Cache       // nil when connect is disabled
+	proxies   *proxymgr.Manager // nil when connect is disabled
 
 	// runMu serialises changes to the registered services and checks, so a
 	// check's runner and its state change together.
@@ -124,6 +128,7 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("local state: %w", err)
 	}
+	a.startMesh()
 	if a.cfg.DataDir != "" {
 		a.persist = newPersister(filepath.Join(a.cfg.DataDir, "local", "state.json"), a.logger)
 		if err := a.restoreLocal(ctx); err != nil {
@@ -147,6 +152,13 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		go func() {
 			defer a.wg.Done()
 			a.persistLoop(runCtx)
+		}()
+	}
+	if a.proxies != nil {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.runProxies(runCtx)
 		}()
 	}
 
@@ -370,6 +382,14 @@ func (a *Agent) Shutdown(ctx context.Context) error {
 			delete(a.runners, id)
 		}
 		a.runMu.Unlock()
+		// The proxies before the state they follow, the mesh cache after
+		// the proxies that read it.
+		if a.proxies != nil {
+			a.proxies.Close()
+		}
+		if a.mesh != nil {
+			a.mesh.Close()
+		}
 		if a.state != nil {
 			a.state.Close()
 		}

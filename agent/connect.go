@@ -2,29 +2,173 @@ package agent
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"time"
 
+	"github.com/trellismesh/trellis/agent/mesh"
+	"github.com/trellismesh/trellis/agent/proxymgr"
+	"github.com/trellismesh/trellis/connect"
 	"github.com/trellismesh/trellis/connect/intentions"
 	"github.com/trellismesh/trellis/raftstore/structs"
 )
 
-var errMeshNotReady = errors.New("the mesh is not wired into the agent yet")
+// errConnectDisabled answers mesh requests on an agent without the mesh.
+var errConnectDisabled = structs.Invalid("", "the mesh is disabled on this agent (connect { enabled = false })")
+
+// startMesh starts the mesh cache and the proxy manager.
+func (a *Agent) startMesh() {
+	if !a.cfg.ConnectEnabled {
+		return
+	}
+	a.mesh = mesh.New(mesh.Config{
+		RPC: a, NodeName: a.cfg.NodeName, Datacenter: a.cfg.Datacenter,
+		DefaultAllow: a.cfg.DefaultIntentionAllow, Logger: a.logger,
+	})
+	a.proxies = proxymgr.New(proxymgr.Config{
+		Mesh: a.mesh, BindAddr: a.cfg.BindAddr, MinPort: a.cfg.SidecarMinPort, MaxPort: a.cfg.SidecarMaxPort, Logger: a.logger,
+	})
+}
+
+// runProxies keeps the running proxies in step with the local sidecars
+// until ctx ends; a proxy that failed to start is tried again every few
+// seconds.
+func (a *Agent) runProxies(ctx context.Context) {
+	retry := time.NewTicker(5 * time.Second)
+	defer retry.Stop()
+	for {
+		changed := a.state.WatchCh()
+		a.proxies.Sync(a.LocalServices())
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		case <-retry.C:
+		}
+	}
+}
+
+// Proxies describes the proxies this agent runs, by sidecar ID (for tests
+// and the benchmarks).
+func (a *Agent) Proxies() map[string]proxymgr.Info {
+	if a.proxies == nil {
+		return nil
+	}
+	return a.proxies.Proxies()
+}
+
+// expandSidecar turns the sidecar a registration asks for into a
+// connect-proxy service of its own, with its public port reserved, and
+// returns the service without the request. runMu must be held.
+func (a *Agent) expandSidecar(svc *structs.NodeService) (parent, sidecar *structs.NodeService, err error) {
+	if svc.Connect == nil || svc.Connect.SidecarService == nil {
+		return svc, nil, nil
+	}
+	if a.proxies == nil {
+		return nil, nil, structs.Invalid("Connect.SidecarService", "service %q asks for a sidecar, but the mesh is disabled on this agent", svc.ID)
+	}
+	parent = svc.Clone()
+	sc := parent.Connect.SidecarService
+	parent.Connect.SidecarService = nil
+	if !parent.Connect.Native {
+		parent.Connect = nil
+	}
+	p := structs.ConnectProxyConfig{}
+	if sc.Proxy != nil {
+		p = *sc.Proxy
+	}
+	p.DestinationServiceName, p.DestinationServiceID = parent.Service, parent.ID
+	if p.LocalServiceAddress == "" {
+		p.LocalServiceAddress = "127.0.0.1"
+	}
+	if p.LocalServicePort == 0 {
+		p.LocalServicePort = parent.Port
+	}
+	if p.LocalServicePort == 0 {
+		return nil, nil, structs.Invalid("Connect.SidecarService.Proxy.LocalServicePort", "service %q has no port for its sidecar to forward to: set the service's port or local_service_port", parent.ID)
+	}
+	sidecar = &structs.NodeService{
+		Kind: structs.ServiceKindConnectProxy, ID: sc.ID, Service: sc.Service, Address: sc.Address,
+		Tags: sc.Tags, Meta: sc.Meta, Port: sc.Port, Proxy: &p,
+	}
+	if sidecar.ID == "" {
+		sidecar.ID = parent.ID + structs.SidecarSuffix
+	}
+	if sidecar.Service == "" {
+		sidecar.Service = parent.Service + structs.SidecarSuffix
+	}
+	if sidecar.Tags == nil {
+		sidecar.Tags = parent.Tags
+	}
+	if sidecar.Meta == nil {
+		sidecar.Meta = parent.Meta
+	}
+	if sidecar.Port == 0 {
+		if prev := a.state.Service(sidecar.ID); prev != nil && prev.Kind == structs.ServiceKindConnectProxy {
+			sidecar.Port = prev.Port // a re-registration keeps its port
+		}
+	}
+	if sidecar.Port, err = a.proxies.ReservePort(sidecar.ID, sidecar.Address, sidecar.Port); err != nil {
+		return nil, nil, err
+	}
+	if err := sidecar.Validate(); err != nil {
+		a.proxies.ReleasePort(sidecar.ID)
+		return nil, nil, err
+	}
+	return parent, sidecar.Clone(), nil
+}
+
+// sidecarOf returns the ID of the sidecar registered for service id with
+// sidecar_service, or "".
+func (a *Agent) sidecarOf(id string) string {
+	sid := id + structs.SidecarSuffix
+	if s := a.state.Service(sid); s != nil && s.Kind == structs.ServiceKindConnectProxy && s.Proxy != nil && s.Proxy.DestinationServiceID == id {
+		return sid
+	}
+	return ""
+}
 
 // ConnectRoots returns the trusted roots this agent holds.
 func (a *Agent) ConnectRoots(ctx context.Context, minIndex uint64, wait time.Duration) (*structs.IndexedCARoots, error) {
-	return nil, errMeshNotReady
+	if a.mesh == nil {
+		return nil, errConnectDisabled
+	}
+	return a.mesh.Roots(ctx, minIndex, wait)
 }
 
-// ConnectLeaf returns the leaf of a service.
+// ConnectLeaf returns the leaf of a service with its private key.
 func (a *Agent) ConnectLeaf(ctx context.Context, service string, minIndex uint64, wait time.Duration) (*structs.IssuedCert, error) {
-	return nil, errMeshNotReady
+	if a.mesh == nil {
+		return nil, errConnectDisabled
+	}
+	return a.mesh.Leaf(ctx, service, minIndex, wait)
 }
 
 // ConnectAuthorize decides a connection with the agent's intentions.
-func (a *Agent) ConnectAuthorize(ctx context.Context, target, clientCertURI string) (intentions.Decision, error) {
-	return intentions.Decision{}, errMeshNotReady
+func (a *Agent) ConnectAuthorize(_ context.Context, target, clientCertURI string) (intentions.Decision, error) {
+	if a.mesh == nil {
+		return intentions.Decision{}, errConnectDisabled
+	}
+	if err := connect.ValidateServiceName("Target", target); err != nil || target == connect.Wildcard {
+		return intentions.Decision{}, structs.Invalid("Target", "%q is not a service name", target)
+	}
+	id, err := connect.ParseServiceID(clientCertURI)
+	if err != nil {
+		return intentions.Decision{}, structs.Invalid("ClientCertURI", "%v", err)
+	}
+	return a.mesh.Authorize(target, id), nil
 }
 
 // DefaultIntentionAllow reports the default intention policy.
-func (a *Agent) DefaultIntentionAllow() bool { return a.cfg.DevMode }
+func (a *Agent) DefaultIntentionAllow() bool { return a.cfg.DefaultIntentionAllow }
+
+// meshStatus is a line for the start-up banner.
+func (a *Agent) meshStatus() string {
+	if !a.cfg.ConnectEnabled {
+		return "disabled"
+	}
+	policy := "deny"
+	if a.cfg.DefaultIntentionAllow {
+		policy = "allow"
+	}
+	return fmt.Sprintf("enabled, default intention policy %s, sidecar ports %d-%d", policy, a.cfg.SidecarMinPort, a.cfg.SidecarMaxPort)
+}

@@ -66,11 +66,27 @@ func (a *Agent) AddService(ctx context.Context, svc *structs.NodeService, defs [
 func (a *Agent) addService(_ context.Context, svc *structs.NodeService, defs []*structs.CheckType, replaceExistingChecks, persist bool) error {
 	a.runMu.Lock()
 	defer a.runMu.Unlock()
+	svc, sidecar, err := a.expandSidecar(svc)
+	if err != nil {
+		return err
+	}
 	if a.persist != nil {
 		a.persist.setPersisted(svc.ID, persist)
 	}
 	if err := a.state.AddService(svc); err != nil {
+		if sidecar != nil {
+			a.proxies.ReleasePort(sidecar.ID)
+		}
 		return err
+	}
+	if sidecar != nil {
+		if a.persist != nil {
+			a.persist.setPersisted(sidecar.ID, persist)
+		}
+		if err := a.state.AddService(sidecar); err != nil {
+			a.proxies.ReleasePort(sidecar.ID)
+			return fmt.Errorf("register the sidecar of %q: %w", svc.ID, err)
+		}
 	}
 	keep := map[string]bool{}
 	for _, def := range defs {
@@ -114,6 +130,12 @@ func (a *Agent) RemoveService(_ context.Context, id string) error {
 func (a *Agent) removeServiceLocked(id string) error {
 	if a.state.Service(id) == nil {
 		return fmt.Errorf("service %q: %w", id, structs.ErrNotFound)
+	}
+	// A sidecar registered with the service goes with it.
+	if sid := a.sidecarOf(id); sid != "" {
+		if err := a.removeServiceLocked(sid); err != nil {
+			return fmt.Errorf("deregister the sidecar of %q: %w", id, err)
+		}
 	}
 	for cid := range a.state.ChecksForService(id) {
 		a.stopRunnerLocked(cid)

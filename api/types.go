@@ -87,6 +87,9 @@ type AgentServiceConnectProxyConfig struct {
 // AgentServiceConnect holds a service's mesh settings.
 type AgentServiceConnect struct {
 	Native bool `json:",omitempty"`
+	// SidecarService, in a registration, asks the agent to register and
+	// run a sidecar proxy for the service.
+	SidecarService *AgentServiceRegistration `json:",omitempty"`
 }
 
 // AgentService is a service instance as an agent or the catalog shows it.

@@ -8,6 +8,8 @@ import (
 	agentcmd "github.com/trellismesh/trellis/command/agent"
 	catalognodes "github.com/trellismesh/trellis/command/catalog/nodes"
 	catalogservices "github.com/trellismesh/trellis/command/catalog/services"
+	connectca "github.com/trellismesh/trellis/command/connect/ca"
+	"github.com/trellismesh/trellis/command/intention"
 	"github.com/trellismesh/trellis/command/join"
 	"github.com/trellismesh/trellis/command/keygen"
 	"github.com/trellismesh/trellis/command/keyring"
@@ -80,6 +82,49 @@ Usage: trellis tls <subcommand> [options]
 		{"tls ca create", func() (cli.Command, error) { return cacreate.New(ui), nil }},
 		{"tls cert", group("Makes agent certificates", "Usage: trellis tls cert create [options] -server | -client")},
 		{"tls cert create", func() (cli.Command, error) { return certcreate.New(ui), nil }},
+		{"intention", group("Says which services may connect to which", `
+Usage: trellis intention <subcommand> [options] [SRC DST]
+
+  Intentions allow or deny connections from one service (SRC) to another
+  (DST); either may be * for any service. The most precise intention that
+  matches a connection decides it; when none does, the agent's default
+  policy decides. The proxies apply changes at once.
+
+      $ trellis intention create web db
+      $ trellis intention create -deny '*' db
+      $ trellis intention check web db
+      $ trellis intention list
+`)},
+		{"intention create", func() (cli.Command, error) { return intention.NewCreate(ui), nil }},
+		{"intention delete", func() (cli.Command, error) { return intention.NewDelete(ui), nil }},
+		{"intention get", func() (cli.Command, error) { return intention.NewGet(ui), nil }},
+		{"intention list", func() (cli.Command, error) { return intention.NewList(ui), nil }},
+		{"intention check", func() (cli.Command, error) { return intention.NewCheck(ui), nil }},
+		{"intention match", func() (cli.Command, error) { return intention.NewMatch(ui), nil }},
+		{"connect", group("Runs and inspects the service mesh", `
+Usage: trellis connect <subcommand> [options]
+
+  Commands of the service mesh: its certificate authority.
+
+      $ trellis connect ca roots
+      $ trellis connect ca get-config
+`)},
+		{"connect ca", group("Inspects and configures the mesh's certificate authority", `
+Usage: trellis connect ca <subcommand> [options]
+
+  The built-in CA signs the leaf certificate of every service in the mesh.
+  These commands show its roots and configuration, change it, and rotate
+  its root (cross-signed, so no connection breaks).
+
+      $ trellis connect ca roots
+      $ trellis connect ca get-config
+      $ trellis connect ca set-config -config-file ca.json
+      $ trellis connect ca rotate
+`)},
+		{"connect ca get-config", func() (cli.Command, error) { return connectca.NewGetConfig(ui), nil }},
+		{"connect ca set-config", func() (cli.Command, error) { return connectca.NewSetConfig(ui), nil }},
+		{"connect ca rotate", func() (cli.Command, error) { return connectca.NewRotate(ui), nil }},
+		{"connect ca roots", func() (cli.Command, error) { return connectca.NewRoots(ui), nil }},
 	}
 }
 

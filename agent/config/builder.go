@@ -39,7 +39,9 @@ func defaults() *fileConfig {
 		BootstrapExpect: ptr(0), RetryInterval: ptr(30 * time.Second), Encrypt: ptr(""),
 		ReconnectTimeout: ptr(72 * time.Hour), StabilizationTime: ptr(10 * time.Second),
 		TLSCAFile: ptr(""), TLSCertFile: ptr(""), TLSKeyFile: ptr(""), TLSVerifyIncoming: ptr(false), TLSVerifyOutgoing: ptr(false),
-		EnableDebug: ptr(false),
+		EnableDebug: ptr(false), DefaultIntentionPolicy: ptr("deny"), CAProvider: ptr(""),
+		CALeafCertTTL: ptr(time.Duration(0)), CAPrivateKey: ptr(""), CARootCert: ptr(""), CAPrivateKeyType: ptr(""),
+		CAPrivateKeyBits: ptr(0), SidecarMinPort: ptr(21000), SidecarMaxPort: ptr(21255),
 	}
 }
 
@@ -48,7 +50,7 @@ func devOverlay() *fileConfig {
 	return &fileConfig{
 		Server: ptr(true), Bootstrap: ptr(true), BindAddr: ptr("127.0.0.1"), ClientAddr: ptr("127.0.0.1"),
 		UIEnabled: ptr(true), ConnectEnabled: ptr(true), RetryInterval: ptr(time.Second),
-		StabilizationTime: ptr(time.Second),
+		StabilizationTime: ptr(time.Second), DefaultIntentionPolicy: ptr("allow"),
 	}
 }
 
@@ -316,6 +318,9 @@ func build(c *fileConfig, opts LoadOpts) (RuntimeConfig, []string, error) {
 		warnings = append(warnings, "bootstrap mode: this server forms a cluster alone; never start several servers with bootstrap")
 	}
 	if err := checkDuplicateIDs(rc.Services); err != nil {
+		return rc, nil, err
+	}
+	if err := buildConnect(c, &rc); err != nil {
 		return rc, nil, err
 	}
 

@@ -43,7 +43,17 @@ type fileConfig struct {
 	TLSVerifyIncoming *bool
 	TLSVerifyOutgoing *bool
 	EnableDebug       *bool
-	Services          []ServiceDefinition
+	// connect { default_intention_policy ca_config { ... } } and the sidecar port range.
+	DefaultIntentionPolicy *string
+	CAProvider             *string
+	CALeafCertTTL          *time.Duration
+	CAPrivateKey           *string
+	CARootCert             *string
+	CAPrivateKeyType       *string
+	CAPrivateKeyBits       *int
+	SidecarMinPort         *int
+	SidecarMaxPort         *int
+	Services               []ServiceDefinition
 }
 
 var topKeys = []string{"datacenter", "node_name", "node_id", "data_dir", "server", "bootstrap", "bind_addr", "client_addr",
@@ -118,14 +128,19 @@ func decodeConfig(src []byte, filename string) (*fileConfig, error) {
 			})
 		case "connect":
 			decodeSection(&e, f, "connect", map[string]func(field, string){
-				"enabled": func(f field, w string) { setBool(&e, f, w, &c.ConnectEnabled) },
+				"enabled":                  func(f field, w string) { setBool(&e, f, w, &c.ConnectEnabled) },
+				"default_intention_policy": func(f field, w string) { setStr(&e, f, w, &c.DefaultIntentionPolicy) },
+				"ca_provider":              func(f field, w string) { setStr(&e, f, w, &c.CAProvider) },
+				"ca_config":                func(f field, w string) { decodeCAConfig(&e, f, "connect.ca_config", c) },
 			})
 		case "ports":
 			decodeSection(&e, f, "ports", map[string]func(field, string){
-				"http":     func(f field, w string) { setInt(&e, f, w, &c.HTTPPort) },
-				"dns":      func(f field, w string) { setInt(&e, f, w, &c.DNSPort) },
-				"server":   func(f field, w string) { setInt(&e, f, w, &c.ServerPort) },
-				"serf_lan": func(f field, w string) { setInt(&e, f, w, &c.SerfLANPort) },
+				"http":             func(f field, w string) { setInt(&e, f, w, &c.HTTPPort) },
+				"dns":              func(f field, w string) { setInt(&e, f, w, &c.DNSPort) },
+				"server":           func(f field, w string) { setInt(&e, f, w, &c.ServerPort) },
+				"serf_lan":         func(f field, w string) { setInt(&e, f, w, &c.SerfLANPort) },
+				"sidecar_min_port": func(f field, w string) { setInt(&e, f, w, &c.SidecarMinPort) },
+				"sidecar_max_port": func(f field, w string) { setInt(&e, f, w, &c.SidecarMaxPort) },
 			})
 		case "dns_config":
 			decodeSection(&e, f, "dns_config", map[string]func(field, string){
@@ -266,5 +281,14 @@ func (c *fileConfig) merge(src *fileConfig) {
 	overB(&c.TLSVerifyIncoming, src.TLSVerifyIncoming)
 	overB(&c.TLSVerifyOutgoing, src.TLSVerifyOutgoing)
 	overB(&c.EnableDebug, src.EnableDebug)
+	over(&c.DefaultIntentionPolicy, src.DefaultIntentionPolicy)
+	over(&c.CAProvider, src.CAProvider)
+	overD(&c.CALeafCertTTL, src.CALeafCertTTL)
+	over(&c.CAPrivateKey, src.CAPrivateKey)
+	over(&c.CARootCert, src.CARootCert)
+	over(&c.CAPrivateKeyType, src.CAPrivateKeyType)
+	overI(&c.CAPrivateKeyBits, src.CAPrivateKeyBits)
+	overI(&c.SidecarMinPort, src.SidecarMinPort)
+	overI(&c.SidecarMaxPort, src.SidecarMaxPort)
 	c.Services = append(c.Services, src.Services...)
 }

@@ -1,6 +1,10 @@
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/trellismesh/trellis/raftstore/structs"
+)
 
 // RuntimeConfig is the agent's configuration once every source is merged and
 // checked. It holds plain values, is passed by value, and never changes: a
@@ -39,7 +43,18 @@ type RuntimeConfig struct {
 	DNSServiceTTL     time.Duration
 	DNSUDPAnswerLimit int
 	UIEnabled         bool
-	ConnectEnabled    bool
+	// ConnectEnabled turns the mesh on (connect { enabled }).
+	ConnectEnabled bool
+	// DefaultIntentionAllow is the policy when no intention matches:
+	// connect { default_intention_policy } is "deny" by default, "allow" in
+	// -dev.
+	DefaultIntentionAllow bool
+	// ConnectCA is connect { ca_config { ... } }: what the first leader
+	// starts the CA with.
+	ConnectCA structs.CAConfig `json:"-"`
+	// SidecarMinPort and SidecarMaxPort bound the public ports the agent
+	// picks for sidecars that name none.
+	SidecarMinPort, SidecarMaxPort int
 	// BootstrapExpect is the number of servers that form the cluster
 	// together; 0 when not set.
 	BootstrapExpect int

@@ -28,7 +28,13 @@ type ServiceDefinition struct {
 	EnableTagOverride bool
 	Weights           *structs.Weights
 	TaggedAddresses   map[string]structs.ServiceAddress
-	Checks            []CheckDefinition
+	// Connect holds the mesh settings: native, or a sidecar proxy the agent
+	// registers and runs.
+	Connect *structs.ServiceConnect
+	// Proxy is the configuration of a service of kind connect-proxy
+	// registered on its own.
+	Proxy  *structs.ConnectProxyConfig
+	Checks []CheckDefinition
 	// Source is where the definition starts, "file:line:col".
 	Source string
 }
@@ -59,6 +65,7 @@ func (s *ServiceDefinition) NodeService() *structs.NodeService {
 		Kind: structs.ServiceKind(s.Kind), ID: s.ID, Service: s.Name, Tags: slices.Clone(s.Tags),
 		Meta: maps.Clone(s.Meta), Address: s.Address, Port: s.Port, EnableTagOverride: s.EnableTagOverride,
 		Weights: s.Weights, TaggedAddresses: maps.Clone(s.TaggedAddresses),
+		Connect: cloneConnect(s.Connect), Proxy: cloneProxy(s.Proxy),
 	}
 }
 
@@ -81,7 +88,7 @@ func (c *CheckDefinition) checkType(serviceID string) *structs.CheckType {
 	}
 }
 
-var serviceKeys = []string{"id", "name", "kind", "tags", "meta", "address", "port", "enable_tag_override", "weights", "tagged_addresses", "check", "checks"}
+var serviceKeys = []string{"id", "name", "kind", "tags", "meta", "address", "port", "enable_tag_override", "weights", "tagged_addresses", "connect", "proxy", "check", "checks"}
 
 var checkKeys = []string{"id", "check_id", "name", "notes", "status", "http", "method", "header", "body", "tls_skip_verify", "tcp", "ttl", "interval", "timeout", "deregister_critical_service_after", "success_before_passing", "failures_before_critical"}
 
@@ -146,6 +153,14 @@ func decodeService(n node, e *errs) (ServiceDefinition, bool) {
 					}
 					s.TaggedAddresses[af.name] = sa
 				}
+			}
+		case "connect":
+			if o, ok := e.object(f, n.what+": connect"); ok {
+				s.Connect = decodeServiceConnect(o, e)
+			}
+		case "proxy":
+			if o, ok := e.object(f, n.what+": proxy"); ok {
+				s.Proxy = decodeProxy(o, e)
 			}
 		case "check", "checks":
 			nodes, _ := e.objects(f, n.what)

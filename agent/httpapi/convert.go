@@ -255,26 +255,38 @@ func (b *serviceBody) nodeService() *structs.NodeService {
 	if b.Weights != nil && (b.Weights.Passing != 0 || b.Weights.Warning != 0) {
 		svc.Weights = &structs.Weights{Passing: b.Weights.Passing, Warning: b.Weights.Warning}
 	}
-	if b.Proxy != nil {
-		p := &structs.ConnectProxyConfig{
-			DestinationServiceName: b.Proxy.DestinationServiceName, DestinationServiceID: b.Proxy.DestinationServiceID,
-			LocalServiceAddress: b.Proxy.LocalServiceAddress, LocalServicePort: b.Proxy.LocalServicePort,
-		}
-		for k, v := range b.Proxy.Config {
-			if p.Config == nil {
-				p.Config = make(map[string]string)
-			}
-			p.Config[k] = fmt.Sprint(v)
-		}
-		for _, u := range b.Proxy.Upstreams {
-			p.Upstreams = append(p.Upstreams, structs.Upstream{DestinationName: u.DestinationName, Datacenter: u.Datacenter, LocalBindAddress: u.LocalBindAddress, LocalBindPort: u.LocalBindPort})
-		}
-		svc.Proxy = p
-	}
+	svc.Proxy = proxyFromAPI(b.Proxy)
 	if b.Connect != nil {
 		svc.Connect = &structs.ServiceConnect{Native: b.Connect.Native}
+		if sc := b.Connect.SidecarService; sc != nil {
+			svc.Connect.SidecarService = &structs.SidecarService{
+				ID: sc.ID, Service: sc.Name, Address: sc.Address, Port: sc.Port, Tags: sc.Tags, Meta: sc.Meta,
+				Proxy: proxyFromAPI(sc.Proxy),
+			}
+		}
 	}
 	return svc
+}
+
+// proxyFromAPI converts a proxy configuration of a registration.
+func proxyFromAPI(in *api.AgentServiceConnectProxyConfig) *structs.ConnectProxyConfig {
+	if in == nil {
+		return nil
+	}
+	p := &structs.ConnectProxyConfig{
+		DestinationServiceName: in.DestinationServiceName, DestinationServiceID: in.DestinationServiceID,
+		LocalServiceAddress: in.LocalServiceAddress, LocalServicePort: in.LocalServicePort,
+	}
+	for k, v := range in.Config {
+		if p.Config == nil {
+			p.Config = make(map[string]string)
+		}
+		p.Config[k] = fmt.Sprint(v)
+	}
+	for _, u := range in.Upstreams {
+		p.Upstreams = append(p.Upstreams, structs.Upstream{DestinationName: u.DestinationName, Datacenter: u.Datacenter, LocalBindAddress: u.LocalBindAddress, LocalBindPort: u.LocalBindPort})
+	}
+	return p
 }
 
 // toStructs converts and validates a service registration, filling defaults

@@ -8,14 +8,18 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	consulapi "github.com/hashicorp/consul/api"
 
 	"github.com/trellismesh/trellis/api"
+	"github.com/trellismesh/trellis/connect"
+	"github.com/trellismesh/trellis/connect/intentions"
 	"github.com/trellismesh/trellis/internal/testutil"
 	"github.com/trellismesh/trellis/raftstore"
+	"github.com/trellismesh/trellis/raftstore/blocking"
 	"github.com/trellismesh/trellis/raftstore/structs"
 )
 
@@ -29,6 +33,12 @@ type testAgent struct {
 	mu       sync.Mutex
 	services map[string]*structs.NodeService
 	checks   map[string]*structs.HealthCheck
+
+	// defaultAllow is the default intention policy.
+	defaultAllow atomic.Bool
+	// leafMu serializes signing, so a service has one current leaf.
+	leafMu sync.Mutex
+	leaves map[string]*structs.IssuedCert // guarded by leafMu
 }
 
 var _ Agent = (*testAgent)(nil)
@@ -169,7 +179,8 @@ func startAPIOnce(t testing.TB) (*testAgent, *Server, *consulapi.Client, *api.Cl
 	if err := srv.WaitForLeader(ctx); err != nil {
 		t.Fatal(err)
 	}
-	a := &testAgent{srv: srv, node: "node1", services: map[string]*structs.NodeService{}, checks: map[string]*structs.HealthCheck{}}
+	a := &testAgent{srv: srv, node: "node1", services: map[string]*structs.NodeService{}, checks: map[string]*structs.HealthCheck{},
+		leaves: map[string]*structs.IssuedCert{}}
 	hs := New(Config{Addrs: []string{"127.0.0.1:0"}, Logger: testutil.Logger(t)}, a)
 	if err := hs.Start(); err != nil {
 		t.Fatal(err)
@@ -203,3 +214,126 @@ func (a *testAgent) ForceLeave(context.Context, string) error { return nil }
 func (a *testAgent) Keyring(context.Context, string, string) (*api.KeyringResponse, error) {
 	return &api.KeyringResponse{NumNodes: 1, Keys: map[string]int{}, PrimaryKeys: map[string]int{}}, nil
 }
+
+// The mesh side: the roots and intentions come from the Raft server by RPC;
+// leaves are signed from a CSR made here, as the real agent does.
+
+func (a *testAgent) ConnectRoots(ctx context.Context, minIndex uint64, wait time.Duration) (*structs.IndexedCARoots, error) {
+	req := &structs.DCSpecificRequest{QueryOptions: structs.QueryOptions{MinQueryIndex: minIndex, MaxQueryTime: wait}}
+	var reply structs.IndexedCARoots
+	if err := a.srv.RPC(ctx, structs.MethodCARoots, req, &reply); err != nil {
+		return nil, err
+	}
+	return &reply, nil
+}
+
+// signLeaf makes a key and a CSR for service and has the leader sign it.
+func (a *testAgent) signLeaf(ctx context.Context, service string) (*structs.IssuedCert, error) {
+	roots, err := a.ConnectRoots(ctx, 0, 0)
+	if err != nil {
+		return nil, err
+	}
+	key, err := connect.GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	csr, err := connect.CreateCSR(connect.NewServiceID(roots.TrustDomain, "dc1", service), key)
+	if err != nil {
+		return nil, err
+	}
+	var cert structs.IssuedCert
+	if err := a.srv.RPC(ctx, structs.MethodCASign, &structs.CASignRequest{CSR: csr, Node: a.node}, &cert); err != nil {
+		return nil, err
+	}
+	if cert.PrivateKeyPEM, err = connect.EncodeKey(key); err != nil {
+		return nil, err
+	}
+	return &cert, nil
+}
+
+func (a *testAgent) ConnectLeaf(ctx context.Context, service string, minIndex uint64, wait time.Duration) (*structs.IssuedCert, error) {
+	a.leafMu.Lock()
+	leaf := a.leaves[service]
+	if leaf == nil {
+		var err error
+		if leaf, err = a.signLeaf(ctx, service); err != nil {
+			a.leafMu.Unlock()
+			return nil, err
+		}
+		a.leaves[service] = leaf
+	}
+	a.leafMu.Unlock()
+	if minIndex == 0 || leaf.ModifyIndex > minIndex {
+		c := *leaf
+		return &c, nil
+	}
+	// Block until the active root changes (then sign a new leaf) or the
+	// wait has passed (then answer the same leaf).
+	if wait <= 0 {
+		wait = blocking.DefaultWait
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	var rootsIndex uint64
+	for {
+		left := time.Until(deadlineOf(wctx))
+		if left <= 0 {
+			c := *leaf
+			return &c, nil
+		}
+		roots, err := a.ConnectRoots(wctx, rootsIndex, left)
+		if wctx.Err() != nil && ctx.Err() == nil {
+			c := *leaf
+			return &c, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if roots.ActiveRootID != leaf.RootID {
+			a.leafMu.Lock()
+			defer a.leafMu.Unlock()
+			if cur := a.leaves[service]; cur != leaf {
+				c := *cur
+				return &c, nil
+			}
+			next, err := a.signLeaf(ctx, service)
+			if err != nil {
+				return nil, err
+			}
+			a.leaves[service] = next
+			c := *next
+			return &c, nil
+		}
+		rootsIndex = roots.Index
+	}
+}
+
+func deadlineOf(ctx context.Context) time.Time {
+	d, _ := ctx.Deadline()
+	return d
+}
+
+func (a *testAgent) ConnectAuthorize(ctx context.Context, target, clientCertURI string) (intentions.Decision, error) {
+	id, err := connect.ParseServiceID(clientCertURI)
+	if err != nil {
+		return intentions.Decision{}, structs.Invalid("ClientCertURI", "%v", err)
+	}
+	roots, err := a.ConnectRoots(ctx, 0, 0)
+	if err != nil {
+		return intentions.Decision{}, err
+	}
+	if !strings.EqualFold(id.TrustDomain, roots.TrustDomain) {
+		return intentions.Decision{}, structs.Invalid("ClientCertURI", "trust domain %q is not this cluster's (%s)", id.TrustDomain, roots.TrustDomain)
+	}
+	req := &structs.IntentionMatchRequest{By: "destination", Names: []string{target}}
+	var reply structs.IndexedIntentionMatches
+	if err := a.srv.RPC(ctx, structs.MethodIntentionMatch, req, &reply); err != nil {
+		return intentions.Decision{}, err
+	}
+	if len(reply.Matches) != 1 {
+		return intentions.Decision{}, fmt.Errorf("match answered %d lists for 1 name", len(reply.Matches))
+	}
+	return intentions.NewSet(reply.Matches[0]).Decide(id.Service, target, a.DefaultIntentionAllow()), nil
+}
+
+func (a *testAgent) DefaultIntentionAllow() bool { return a.defaultAllow.Load() }

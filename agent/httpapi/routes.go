@@ -63,6 +63,19 @@ var routes = []route{
 	{get, "/v1/operator/raft/configuration", func(s *Server) handlerFunc { return s.operatorRaftConfiguration }},
 	{[]string{http.MethodDelete}, "/v1/operator/raft/peer", func(s *Server) handlerFunc { return s.operatorRaftRemovePeer }},
 	{[]string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete}, "/v1/operator/keyring", func(s *Server) handlerFunc { return s.operatorKeyring }},
+
+	// The mesh: certificate authority and intentions.
+	{get, "/v1/connect/ca/roots", func(s *Server) handlerFunc { return s.connectCARoots }},
+	{[]string{http.MethodGet, http.MethodPut}, "/v1/connect/ca/configuration", func(s *Server) handlerFunc { return s.connectCAConfiguration }},
+	{[]string{http.MethodPost}, "/v1/connect/ca/rotate", func(s *Server) handlerFunc { return s.connectCARotate }},
+	{get, "/v1/agent/connect/ca/roots", func(s *Server) handlerFunc { return s.agentConnectCARoots }},
+	{get, "/v1/agent/connect/ca/leaf/{service}", func(s *Server) handlerFunc { return s.agentConnectCALeaf }},
+	{[]string{http.MethodPost}, "/v1/agent/connect/authorize", func(s *Server) handlerFunc { return s.agentConnectAuthorize }},
+	{[]string{http.MethodGet, http.MethodPost}, "/v1/connect/intentions", func(s *Server) handlerFunc { return s.connectIntentions }},
+	{[]string{http.MethodGet, http.MethodPut, http.MethodDelete}, "/v1/connect/intentions/exact", func(s *Server) handlerFunc { return s.connectIntentionExact }},
+	{get, "/v1/connect/intentions/match", func(s *Server) handlerFunc { return s.connectIntentionMatch }},
+	{get, "/v1/connect/intentions/check", func(s *Server) handlerFunc { return s.connectIntentionCheck }},
+	{[]string{http.MethodGet, http.MethodPut, http.MethodDelete}, "/v1/connect/intentions/{id}", func(s *Server) handlerFunc { return s.connectIntentionByID }},
 }
 
 func (s *Server) registerRoutes(ui http.Handler) {

@@ -122,8 +122,33 @@ type Upstream struct {
 
 // ServiceConnect holds a service's mesh settings.
 type ServiceConnect struct {
+	// Native marks a service that speaks the mesh's mTLS itself.
 	Native bool `json:",omitempty"`
+	// SidecarService asks the agent to register (and run) a sidecar proxy
+	// for the service. It is part of a registration only: the agent turns
+	// it into a connect-proxy service of its own and clears it, so the
+	// catalog never holds it.
+	SidecarService *SidecarService `json:",omitempty"`
 }
+
+// SidecarService is a sidecar proxy asked for in a service's registration.
+// Empty fields take defaults from the service: ID and name get the suffix
+// "-sidecar-proxy", the port is picked from the agent's sidecar range, the
+// proxy forwards to the service's own port on 127.0.0.1.
+type SidecarService struct {
+	ID      string            `json:",omitempty"`
+	Service string            `json:",omitempty"`
+	Address string            `json:",omitempty"`
+	Port    int               `json:",omitempty"`
+	Tags    []string          `json:",omitempty"`
+	Meta    map[string]string `json:",omitempty"`
+	// Proxy holds the upstreams and the local service address; its
+	// destination fields are set by the agent.
+	Proxy *ConnectProxyConfig `json:",omitempty"`
+}
+
+// SidecarSuffix ends the ID and name of a sidecar proxy by default.
+const SidecarSuffix = "-sidecar-proxy"
 
 // Clone returns a deep copy of s.
 func (s *NodeService) Clone() *NodeService {
@@ -146,6 +171,18 @@ func (s *NodeService) Clone() *NodeService {
 	}
 	if s.Connect != nil {
 		cn := *s.Connect
+		if sc := s.Connect.SidecarService; sc != nil {
+			scc := *sc
+			scc.Tags = slices.Clone(sc.Tags)
+			scc.Meta = maps.Clone(sc.Meta)
+			if sc.Proxy != nil {
+				p := *sc.Proxy
+				p.Config = maps.Clone(sc.Proxy.Config)
+				p.Upstreams = slices.Clone(sc.Proxy.Upstreams)
+				scc.Proxy = &p
+			}
+			cn.SidecarService = &scc
+		}
 		c.Connect = &cn
 	}
 	return &c
@@ -225,7 +262,8 @@ func (s *NodeService) IsSame(o *NodeService) bool {
 	if (s.Weights == nil) != (o.Weights == nil) || (s.Weights != nil && *s.Weights != *o.Weights) {
 		return false
 	}
-	if (s.Connect == nil) != (o.Connect == nil) || (s.Connect != nil && *s.Connect != *o.Connect) {
+	if (s.Connect == nil) != (o.Connect == nil) || (s.Connect != nil && (s.Connect.Native != o.Connect.Native ||
+		(s.Connect.SidecarService == nil) != (o.Connect.SidecarService == nil))) {
 		return false
 	}
 	if (s.Proxy == nil) != (o.Proxy == nil) {

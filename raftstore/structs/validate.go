@@ -1,6 +1,7 @@
 package structs
 
 import (
+	"fmt"
 	"net"
 	"net/url"
 	"regexp"
@@ -95,7 +96,102 @@ func (s *NodeService) Validate() error {
 	if s.Kind == ServiceKindConnectProxy && (s.Proxy == nil || s.Proxy.DestinationServiceName == "") {
 		return Invalid("Proxy.DestinationServiceName", "a connect-proxy service needs a destination")
 	}
+	if s.Proxy != nil {
+		if s.Kind != ServiceKindConnectProxy {
+			return Invalid("Proxy", "only a service of kind %q has a proxy configuration", ServiceKindConnectProxy)
+		}
+		if s.Port == 0 {
+			return Invalid("Port", "a connect-proxy service needs the port of its public listener")
+		}
+		if err := s.Proxy.Validate("Proxy", true); err != nil {
+			return err
+		}
+	}
+	if s.Connect != nil && s.Connect.SidecarService != nil {
+		sc := s.Connect.SidecarService
+		if s.Kind == ServiceKindConnectProxy {
+			return Invalid("Connect.SidecarService", "a proxy cannot have a sidecar")
+		}
+		if s.Connect.Native {
+			return Invalid("Connect.SidecarService", "a mesh-native service needs no sidecar")
+		}
+		if strings.ContainsAny(sc.ID+sc.Service, "/\x00") {
+			return Invalid("Connect.SidecarService.ID", "%q may not contain '/' or NUL", sc.ID+sc.Service)
+		}
+		if err := ValidatePort("Connect.SidecarService.Port", sc.Port); err != nil {
+			return err
+		}
+		if err := ValidateMeta("Connect.SidecarService.Meta", sc.Meta); err != nil {
+			return err
+		}
+		if sc.Proxy != nil {
+			if sc.Proxy.DestinationServiceName != "" || sc.Proxy.DestinationServiceID != "" {
+				return Invalid("Connect.SidecarService.Proxy.DestinationServiceName", "a sidecar's destination is the service it belongs to; leave it out")
+			}
+			if err := sc.Proxy.Validate("Connect.SidecarService.Proxy", false); err != nil {
+				return err
+			}
+		}
+	}
 	return ValidateMeta("Meta", s.Meta)
+}
+
+// Validate checks a proxy configuration; prefix names it in errors.
+// withDestination requires the destination fields (a proxy registered on
+// its own; a sidecar's are filled by the agent).
+func (p *ConnectProxyConfig) Validate(prefix string, withDestination bool) error {
+	if withDestination {
+		if err := validateMeshName(prefix+".DestinationServiceName", p.DestinationServiceName); err != nil {
+			return err
+		}
+	}
+	if p.LocalServiceAddress != "" && net.ParseIP(p.LocalServiceAddress) == nil {
+		return Invalid(prefix+".LocalServiceAddress", "%q is not an IP address", p.LocalServiceAddress)
+	}
+	if err := ValidatePort(prefix+".LocalServicePort", p.LocalServicePort); err != nil {
+		return err
+	}
+	binds := map[string]int{}
+	for i, u := range p.Upstreams {
+		f := fmt.Sprintf("%s.Upstreams[%d]", prefix, i)
+		if err := validateMeshName(f+".DestinationName", u.DestinationName); err != nil {
+			return err
+		}
+		if u.LocalBindPort < 1 || u.LocalBindPort > 65535 {
+			return Invalid(f+".LocalBindPort", "%d is not a port (1-65535): the application dials the upstream there", u.LocalBindPort)
+		}
+		if u.LocalBindAddress != "" && net.ParseIP(u.LocalBindAddress) == nil {
+			return Invalid(f+".LocalBindAddress", "%q is not an IP address", u.LocalBindAddress)
+		}
+		addr := net.JoinHostPort(u.LocalBindAddress, strconv.Itoa(u.LocalBindPort))
+		if j, dup := binds[addr]; dup {
+			return Invalid(f+".LocalBindPort", "upstreams %d and %d both listen on %s", j, i, addr)
+		}
+		binds[addr] = i
+		if u.Datacenter != "" && !dcNameRE.MatchString(u.Datacenter) {
+			return Invalid(f+".Datacenter", "%q is not a datacenter name", u.Datacenter)
+		}
+	}
+	if len(p.Config) > MetaMaxPairs {
+		return Invalid(prefix+".Config", "%d keys is more than the %d allowed", len(p.Config), MetaMaxPairs)
+	}
+	return nil
+}
+
+var (
+	meshNameRE = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9._-]{0,253}[a-zA-Z0-9])?$`)
+	dcNameRE   = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,64}$`)
+)
+
+// validateMeshName checks the name of a service the mesh reaches.
+func validateMeshName(field, name string) error {
+	if name == "" {
+		return Invalid(field, "required")
+	}
+	if !meshNameRE.MatchString(name) {
+		return Invalid(field, "%q is not a service name (letters, digits, '.', '_' and '-')", name)
+	}
+	return nil
 }
 
 // MinCheckInterval is the shortest interval a check may run at.

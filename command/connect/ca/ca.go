@@ -1,0 +1,65 @@
+// Package ca holds the `trellis connect ca` commands: get-config,
+// set-config, rotate and roots, which read and change the mesh's built-in
+// certificate authority. Each command is a file of this package.
+package ca
+
+import (
+	"flag"
+
+	"github.com/hashicorp/cli"
+
+	"github.com/trellismesh/trellis/api"
+	"github.com/trellismesh/trellis/command/flags"
+)
+
+// base holds what every CA command has.
+type base struct {
+	ui   cli.Ui
+	fs   *flag.FlagSet
+	http flags.HTTPFlags
+	help string
+}
+
+// init builds the flag set: own (the command's flags; may be nil) plus the
+// HTTP flags, and the query flags when query.
+func (b *base) init(ui cli.Ui, name, text string, own *flag.FlagSet, query bool) {
+	b.ui = ui
+	if own == nil {
+		own = flags.NewFlagSet(name)
+	}
+	hf := b.http.ClientFlags()
+	groups := []flags.Group{{Title: "HTTP API Options", Flags: hf}}
+	var sf *flag.FlagSet
+	if query {
+		sf = b.http.ServerFlags()
+		groups = append(groups, flags.Group{Title: "Query Options", Flags: sf})
+	}
+	groups = append(groups, flags.Group{Title: "Command Options", Flags: own})
+	b.help = flags.Usage(text, groups...)
+	flags.Merge(own, hf)
+	if sf != nil {
+		flags.Merge(own, sf)
+	}
+	b.fs = own
+}
+
+// Help returns the command's usage.
+func (b *base) Help() string { return b.help }
+
+// start parses args, refuses arguments, and returns the API client; ok is
+// false with the exit code when the command should stop.
+func (b *base) start(args []string, name string) (client *api.Client, ok bool, code int) {
+	if ok, code := flags.Parse(b.ui, b.fs, args, b.help); !ok {
+		return nil, false, code
+	}
+	if b.fs.NArg() > 0 {
+		b.ui.Error("Error: " + name + " takes no arguments (flags go before any argument)")
+		return nil, false, 1
+	}
+	c, err := b.http.APIClient()
+	if err != nil {
+		b.ui.Error("Error: " + err.Error())
+		return nil, false, 1
+	}
+	return c, true, 0
+}

@@ -1,0 +1,130 @@
+// Package intention holds the `trellis intention` commands: create, delete,
+// get, list, check and match. Intentions say which services may connect to
+// which; each command is a file of this package.
+package intention
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/hashicorp/cli"
+
+	"github.com/trellismesh/trellis/api"
+	"github.com/trellismesh/trellis/command/flags"
+)
+
+// serviceNameRE is the rule of connect.ValidateServiceName, which commands
+// cannot import: letters, digits, '.', '_' and '-', starting and ending
+// with a letter or digit, at most 255 characters.
+var serviceNameRE = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9._-]{0,253}[a-zA-Z0-9])?$`)
+
+// checkName refuses a source or destination that is not a service name or
+// *, naming the argument.
+func checkName(arg, name string) error {
+	switch {
+	case name == api.IntentionWildcard:
+		return nil
+	case name == "":
+		return fmt.Errorf("%s is empty: give a service name or *", arg)
+	case !serviceNameRE.MatchString(name):
+		return fmt.Errorf("%s %q is not a service name (letters, digits, '.', '_' and '-', or * for any)", arg, name)
+	}
+	return nil
+}
+
+// usageErr is an error in the shape of the arguments: it is printed with
+// the command's usage.
+type usageErr struct{ error }
+
+// pair reads the SRC and DST arguments.
+func pair(fs *flag.FlagSet, command string) (src, dst string, err error) {
+	args := fs.Args()
+	if err := flagsAfterArgs(args); err != nil {
+		return "", "", err
+	}
+	if len(args) != 2 {
+		return "", "", usageErr{fmt.Errorf("%s takes two arguments, SRC and DST (got %d)", command, len(args))}
+	}
+	if err := checkName("SRC", args[0]); err != nil {
+		return "", "", err
+	}
+	if err := checkName("DST", args[1]); err != nil {
+		return "", "", err
+	}
+	return args[0], args[1], nil
+}
+
+// flagsAfterArgs refuses a flag given after the arguments, which Go's flag
+// parsing would otherwise take as an argument.
+func flagsAfterArgs(args []string) error {
+	for _, a := range args {
+		if len(a) > 1 && strings.HasPrefix(a, "-") {
+			return usageErr{fmt.Errorf("flag %s comes after the arguments: give the flags first", a)}
+		}
+	}
+	return nil
+}
+
+// isStatus reports whether err is an answer of the agent with code.
+func isStatus(err error, code int) bool {
+	var se *api.StatusError
+	return errors.As(err, &se) && se.Code == code
+}
+
+// argsError prints an error about the arguments, with the usage when it
+// is about their shape.
+func argsError(ui cli.Ui, help string, err error) {
+	ui.Error("Error: " + err.Error())
+	var ue usageErr
+	if errors.As(err, &ue) {
+		ui.Error("")
+		ui.Error(help)
+	}
+}
+
+// base holds what every intention command has.
+type base struct {
+	ui   cli.Ui
+	fs   *flag.FlagSet
+	http flags.HTTPFlags
+	help string
+}
+
+// init builds the flag set: own (the command's flags; may be nil) plus the
+// HTTP flags, and the query flags when query.
+func (b *base) init(ui cli.Ui, name, text string, own *flag.FlagSet, query bool) {
+	b.ui = ui
+	if own == nil {
+		own = flags.NewFlagSet(name)
+	}
+	hf := b.http.ClientFlags()
+	groups := []flags.Group{{Title: "HTTP API Options", Flags: hf}}
+	var sf *flag.FlagSet
+	if query {
+		sf = b.http.ServerFlags()
+		groups = append(groups, flags.Group{Title: "Query Options", Flags: sf})
+	}
+	groups = append(groups, flags.Group{Title: "Command Options", Flags: own})
+	b.help = flags.Usage(text, groups...)
+	flags.Merge(own, hf)
+	if sf != nil {
+		flags.Merge(own, sf)
+	}
+	b.fs = own
+}
+
+// Help returns the command's usage.
+func (b *base) Help() string { return b.help }
+
+// client returns the API client, printing the error when there is none.
+func (b *base) client() (*api.Client, bool) {
+	c, err := b.http.APIClient()
+	if err != nil {
+		b.ui.Error("Error: " + err.Error())
+		return nil, false
+	}
+	return c, true
+}
