@@ -214,10 +214,14 @@ func (a *Agent) startServer() error {
 	scfg.Membership = membership{a.gossip}
 	scfg.ServerStabilizationTime = a.cfg.ServerStabilizationTime
 	scfg.TLS = a.tls.server()
+	scfg.ConnectDisabled = !a.cfg.ConnectEnabled
+	scfg.CA = a.cfg.ConnectCA
 	if a.cfg.DevMode {
 		scfg.Timing = raftstore.DevTiming()
 		scfg.ReconcileInterval = 5 * time.Second
 		scfg.MissingGrace = 2 * time.Second
+		scfg.CAPruneInterval = time.Second
+		scfg.CARootGrace = 3 * time.Second
 	}
 	scfg.Logger = a.logger
 	s, err := raftstore.NewServer(scfg)

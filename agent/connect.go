@@ -161,8 +161,8 @@ func (a *Agent) ConnectAuthorize(_ context.Context, target, clientCertURI string
 // DefaultIntentionAllow reports the default intention policy.
 func (a *Agent) DefaultIntentionAllow() bool { return a.cfg.DefaultIntentionAllow }
 
-// meshStatus is a line for the start-up banner.
-func (a *Agent) meshStatus() string {
+// MeshStatus describes the mesh settings in a line, for the start-up banner.
+func (a *Agent) MeshStatus() string {
 	if !a.cfg.ConnectEnabled {
 		return "disabled"
 	}

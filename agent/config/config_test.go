@@ -202,6 +202,21 @@ func TestLoad_Errors(t *testing.T) {
 		{"tls missing file", "a.hcl", "tls {\n  defaults {\n    ca_file = \"/nope/ca.pem\"\n    cert_file = \"/nope/c.pem\"\n    key_file = \"/nope/k.pem\"\n  }\n}\n", []string{"tls.defaults.ca_file", "/nope/ca.pem"}},
 		{"tls unknown key", "a.hcl", "tls {\n  defaults {\n    ca = \"x\"\n  }\n}\n", []string{"a.hcl:3:5", `unknown key "ca"`}},
 		{"zero reconnect", "a.hcl", "reconnect_timeout = \"0s\"\n", []string{"reconnect_timeout"}},
+		{"bad intention policy", "a.hcl", "connect {\n  default_intention_policy = \"maybe\"\n}\n", []string{"connect.default_intention_policy", "allow or deny"}},
+		{"unknown connect key", "a.hcl", "connect {\n  enable = true\n}\n", []string{"a.hcl:2:3", `unknown key "enable"`, `did you mean "enabled"`}},
+		{"vault provider", "a.hcl", "connect {\n  ca_provider = \"vault\"\n}\n", []string{"connect.ca_provider", "vault"}},
+		{"leaf ttl too short", "a.hcl", "connect {\n  ca_config {\n    leaf_cert_ttl = \"10s\"\n  }\n}\n", []string{"leaf_cert_ttl", "between"}},
+		{"ca key without cert", "a.hcl", "connect {\n  ca_config {\n    private_key = \"x\"\n  }\n}\n", []string{"private_key and root_cert go together"}},
+		{"ca bad key", "a.hcl", "connect {\n  ca_config {\n    private_key = \"x\"\n    root_cert = \"y\"\n  }\n}\n", []string{"connect.ca_config", "PrivateKey"}},
+		{"ca rotation period", "a.hcl", "connect {\n  ca_config {\n    rotation_period = \"1h\"\n  }\n}\n", []string{"a.hcl:3:5", "not supported"}},
+		{"sidecar range", "a.hcl", "ports {\n  sidecar_min_port = 30000\n  sidecar_max_port = 20000\n}\n", []string{"sidecar_min_port", "min <= max"}},
+		{"upstream without port", "a.hcl", "service {\n  name = \"web\"\n  port = 80\n  connect {\n    sidecar_service {\n      proxy {\n        upstreams = [{ destination_name = \"api\" }]\n      }\n    }\n  }\n}\n", []string{"a.hcl:4:", `service "web"`, "local_bind_port"}},
+		{"upstream bad name", "a.hcl", "service {\n  name = \"web\"\n  port = 80\n  connect {\n    sidecar_service {\n      proxy {\n        upstreams = [{ destination_name = \"a/b\", local_bind_port = 1 }]\n      }\n    }\n  }\n}\n", []string{"destination_name", "a/b"}},
+		{"upstream unknown key", "a.hcl", "service {\n  name = \"web\"\n  connect {\n    sidecar_service {\n      proxy {\n        upstreams = [{ destination = \"api\", local_bind_port = 1 }]\n      }\n    }\n  }\n}\n", []string{"a.hcl:6:24", `unknown key "destination"`}},
+		{"duplicate upstream port", "a.hcl", "service {\n  name = \"web\"\n  port = 80\n  connect {\n    sidecar_service {\n      proxy {\n        upstreams = [{ destination_name = \"a\", local_bind_port = 1 }, { destination_name = \"b\", local_bind_port = 1 }]\n      }\n    }\n  }\n}\n", []string{"both listen on"}},
+		{"sidecar check", "a.hcl", "service {\n  name = \"web\"\n  connect {\n    sidecar_service {\n      check {\n        ttl = \"1s\"\n      }\n    }\n  }\n}\n", []string{"a.hcl:5:7", "leave the checks out"}},
+		{"sidecar without connect", "a.hcl", "connect {\n  enabled = false\n}\nservice {\n  name = \"web\"\n  port = 80\n  connect {\n    sidecar_service {}\n  }\n}\n", []string{"connect is disabled"}},
+		{"proxy on plain service", "a.hcl", "service {\n  name = \"web\"\n  port = 80\n  proxy {\n    destination_service_name = \"x\"\n  }\n}\n", []string{"a.hcl:4:", "connect-proxy"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

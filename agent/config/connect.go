@@ -212,3 +212,7 @@ func buildConnect(c *fileConfig, rc *RuntimeConfig) error {
 	}
 	return nil
 }
+
+// ProxyConfig is the proxy configuration of a service definition (for the
+// CLI, which turns definitions into API registrations).
+type ProxyConfig = structs.ConnectProxyConfig

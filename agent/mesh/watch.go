@@ -39,6 +39,8 @@ type watch[T any] struct {
 const (
 	minBackoff = 100 * time.Millisecond
 	maxBackoff = 15 * time.Second
+	// quietFailures is how long a watch may fail before it warns.
+	quietFailures = 5 * time.Second
 )
 
 func startWatch[T any](name string, logger hclog.Logger, fetch fetchFn[T]) *watch[T] {
@@ -53,8 +55,12 @@ func startWatch[T any](name string, logger hclog.Logger, fetch fetchFn[T]) *watc
 
 func (w *watch[T]) run(ctx context.Context, fetch fetchFn[T]) {
 	defer close(w.done)
-	var idx uint64
-	failures := 0
+	var (
+		idx          uint64
+		failures     int
+		failingSince time.Time
+		warned       bool
+	)
 	for ctx.Err() == nil {
 		v, next, err := fetch(ctx, idx)
 		if err != nil {
@@ -62,10 +68,18 @@ func (w *watch[T]) run(ctx context.Context, fetch fetchFn[T]) {
 				return
 			}
 			failures++
+			if failures == 1 {
+				failingSince = time.Now()
+			}
 			wait := min(maxBackoff, minBackoff<<min(failures-1, 8))
 			wait += rand.N(wait/2 + 1)
-			if failures == 1 || failures%10 == 0 {
-				w.logger.Warn("watch failed; keeping the last answer and retrying", "watch", w.name, "error", err, "retry_in", wait)
+			// A watch fails for a moment at start (no leader, no CA yet)
+			// and during elections: say so only when it lasts.
+			if !warned && time.Since(failingSince) > quietFailures {
+				w.logger.Warn("watch failing; keeping the last answer and retrying", "watch", w.name, "error", err, "since", failingSince.Format(time.RFC3339))
+				warned = true
+			} else {
+				w.logger.Debug("watch failed; retrying", "watch", w.name, "error", err, "retry_in", wait)
 			}
 			select {
 			case <-ctx.Done():
@@ -74,10 +88,10 @@ func (w *watch[T]) run(ctx context.Context, fetch fetchFn[T]) {
 			}
 			continue
 		}
-		if failures > 0 {
+		if warned {
 			w.logger.Info("watch recovered", "watch", w.name)
-			failures = 0
 		}
+		failures, warned = 0, false
 		if next < idx {
 			// The index went back (a snapshot restore, a new cluster):
 			// take the answer and start over from it.

@@ -180,6 +180,12 @@ func (c *cmd) banner(rc config.RuntimeConfig, a *agent.Agent) {
 	if rc.DataDir != "" {
 		lines = append(lines, "          Data dir: "+rc.DataDir)
 	}
+	lines = append(lines, "              Mesh: "+a.MeshStatus())
+	if rc.ConnectEnabled && rc.DefaultIntentionAllow && !rc.DevMode {
+		lines = append(lines, "                    (warning: every service may call every other unless an intention denies it)")
+	} else if rc.ConnectEnabled && rc.DefaultIntentionAllow {
+		lines = append(lines, "                    (-dev allows every call unless an intention denies it; production defaults to deny)")
+	}
 	c.ui.Output(strings.Join(lines, "\n") + "\n")
 }
 

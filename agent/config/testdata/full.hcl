@@ -23,6 +23,8 @@ ports {
   dns      = -1
   server   = 18300
   serf_lan = 18301
+  sidecar_min_port = 22000
+  sidecar_max_port = 22099
 }
 
 ui_config {
@@ -30,7 +32,12 @@ ui_config {
 }
 
 connect {
-  enabled = false
+  enabled                  = true
+  default_intention_policy = "deny"
+  ca_provider              = "consul"
+  ca_config {
+    leaf_cert_ttl = "24h"
+  }
 }
 
 dns_config {
@@ -64,4 +71,20 @@ services {
     { tcp = "127.0.0.1:5432", interval = "5s" },
     { id = "db-ttl", ttl = "30s", deregister_critical_service_after = "10m" },
   ]
+}
+
+service {
+  name = "shop"
+  port = 9000
+  connect {
+    sidecar_service {
+      port = 22001
+      proxy {
+        upstreams = [
+          { destination_name = "db", local_bind_port = 5433 },
+          { destination_name = "cache", local_bind_address = "127.0.0.2", local_bind_port = 6380 },
+        ]
+      }
+    }
+  }
 }

@@ -133,6 +133,16 @@ func registration(d config.ServiceDefinition) *api.AgentServiceRegistration {
 			reg.TaggedAddresses[k] = api.ServiceAddress{Address: v.Address, Port: v.Port}
 		}
 	}
+	reg.Proxy = proxyConfig(d.Proxy)
+	if c := d.Connect; c != nil {
+		reg.Connect = &api.AgentServiceConnect{Native: c.Native}
+		if sc := c.SidecarService; sc != nil {
+			reg.Connect.SidecarService = &api.AgentServiceRegistration{
+				ID: sc.ID, Name: sc.Service, Port: sc.Port, Address: sc.Address, Tags: sc.Tags, Meta: maps.Clone(sc.Meta),
+				Proxy: proxyConfig(sc.Proxy),
+			}
+		}
+	}
 	for _, ch := range d.Checks {
 		reg.Checks = append(reg.Checks, &api.AgentServiceCheck{
 			CheckID: ch.ID, Name: ch.Name, Notes: ch.Notes, Status: ch.Status,
@@ -143,6 +153,27 @@ func registration(d config.ServiceDefinition) *api.AgentServiceRegistration {
 		})
 	}
 	return reg
+}
+
+// proxyConfig is the API form of a proxy configuration.
+func proxyConfig(p *config.ProxyConfig) *api.AgentServiceConnectProxyConfig {
+	if p == nil {
+		return nil
+	}
+	out := &api.AgentServiceConnectProxyConfig{
+		DestinationServiceName: p.DestinationServiceName, DestinationServiceID: p.DestinationServiceID,
+		LocalServiceAddress: p.LocalServiceAddress, LocalServicePort: p.LocalServicePort,
+	}
+	for k, v := range p.Config {
+		if out.Config == nil {
+			out.Config = map[string]any{}
+		}
+		out.Config[k] = v
+	}
+	for _, u := range p.Upstreams {
+		out.Upstreams = append(out.Upstreams, api.Upstream{DestinationName: u.DestinationName, Datacenter: u.Datacenter, LocalBindAddress: u.LocalBindAddress, LocalBindPort: u.LocalBindPort})
+	}
+	return out
 }
 
 // durationString writes a duration as the API takes it; "" for none.
