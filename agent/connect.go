@@ -107,7 +107,7 @@ func (a *Agent) expandSidecar(svc *structs.NodeService) (parent, sidecar *struct
 			sidecar.Port = prev.Port // a re-registration keeps its port
 		}
 	}
-	if sidecar.Port, err = a.proxies.ReservePort(sidecar.ID, sidecar.Address, sidecar.Port); err != nil {
+	if sidecar.Port, err = a.proxies.ReservePort(sidecar.ID, sidecar.Address, sidecar.Port, !proxymgr.Managed(sidecar)); err != nil {
 		return nil, nil, err
 	}
 	if err := sidecar.Validate(); err != nil {

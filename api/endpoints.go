@@ -210,6 +210,19 @@ func (cat *Catalog) ServiceMultipleTags(name string, tags []string, q *QueryOpti
 	return out, meta, err
 }
 
+// Connect returns the mesh endpoints of a service: the sidecar proxies
+// whose destination it is, and its mesh-native instances; tag, when set,
+// keeps those with the tag. It blocks with q.WaitIndex.
+func (cat *Catalog) Connect(service, tag string, q *QueryOptions) ([]*CatalogService, *QueryMeta, error) {
+	var extra url.Values
+	if tag != "" {
+		extra = url.Values{"tag": {tag}}
+	}
+	var out []*CatalogService
+	meta, err := cat.c.query("/v1/catalog/connect/"+url.PathEscape(service), &out, q, extra)
+	return out, meta, err
+}
+
 // Node returns a node and its services; nil when the node is unknown.
 func (cat *Catalog) Node(node string, q *QueryOptions) (*CatalogNode, *QueryMeta, error) {
 	var out *CatalogNode
@@ -242,6 +255,24 @@ func (h *Health) Service(name, tag string, passingOnly bool, q *QueryOptions) ([
 	}
 	var out []*ServiceEntry
 	meta, err := h.c.query("/v1/health/service/"+url.PathEscape(name), &out, q, extra)
+	return out, meta, err
+}
+
+// Connect returns the mesh endpoints of a service with their checks: the
+// sidecar proxies whose destination it is (each with the checks of the
+// instance it fronts folded in) and its mesh-native instances.
+// passingOnly keeps those whose checks all pass. It blocks with
+// q.WaitIndex.
+func (h *Health) Connect(service, tag string, passingOnly bool, q *QueryOptions) ([]*ServiceEntry, *QueryMeta, error) {
+	extra := url.Values{}
+	if tag != "" {
+		extra.Set("tag", tag)
+	}
+	if passingOnly {
+		extra.Set("passing", "1")
+	}
+	var out []*ServiceEntry
+	meta, err := h.c.query("/v1/health/connect/"+url.PathEscape(service), &out, q, extra)
 	return out, meta, err
 }
 

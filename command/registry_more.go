@@ -9,6 +9,7 @@ import (
 	catalognodes "github.com/trellismesh/trellis/command/catalog/nodes"
 	catalogservices "github.com/trellismesh/trellis/command/catalog/services"
 	connectca "github.com/trellismesh/trellis/command/connect/ca"
+	connectproxy "github.com/trellismesh/trellis/command/connect/proxy"
 	"github.com/trellismesh/trellis/command/intention"
 	"github.com/trellismesh/trellis/command/join"
 	"github.com/trellismesh/trellis/command/keygen"
@@ -125,6 +126,7 @@ Usage: trellis connect ca <subcommand> [options]
 		{"connect ca set-config", func() (cli.Command, error) { return connectca.NewSetConfig(ui), nil }},
 		{"connect ca rotate", func() (cli.Command, error) { return connectca.NewRotate(ui), nil }},
 		{"connect ca roots", func() (cli.Command, error) { return connectca.NewRoots(ui), nil }},
+		{"connect proxy", func() (cli.Command, error) { return connectproxy.New(ui), nil }},
 	}
 }
 

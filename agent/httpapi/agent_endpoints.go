@@ -9,9 +9,30 @@ import (
 	"github.com/trellismesh/trellis/raftstore/structs"
 )
 
+// selfAnswer is the body of /v1/agent/self: Self, with the agent's default
+// intention policy added to its Config (trellis connect proxy reads it to
+// decide connections no intention matches, as the agent does).
+type selfAnswer struct {
+	Self
+	// Config shadows Self.Config in the JSON (the shallower field wins).
+	Config selfConfigAnswer
+}
+
+type selfConfigAnswer struct {
+	SelfConfig
+	// DefaultIntentionPolicy is "allow" or "deny"
+	// (connect { default_intention_policy }).
+	DefaultIntentionPolicy string
+}
+
 func (s *Server) agentSelf(w http.ResponseWriter, r *http.Request) (any, error) {
 	setLeaderHeaders(w, true, 0)
-	return s.agent.Self(), nil
+	self := s.agent.Self()
+	policy := "deny"
+	if s.agent.DefaultIntentionAllow() {
+		policy = "allow"
+	}
+	return selfAnswer{Self: self, Config: selfConfigAnswer{SelfConfig: self.Config, DefaultIntentionPolicy: policy}}, nil
 }
 
 func (s *Server) agentMembers(w http.ResponseWriter, r *http.Request) (any, error) {

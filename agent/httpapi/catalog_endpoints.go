@@ -101,10 +101,24 @@ func serviceRequest(r *http.Request) (*structs.ServiceSpecificRequest, error) {
 }
 
 func (s *Server) catalogService(w http.ResponseWriter, r *http.Request) (any, error) {
+	return s.catalogServiceNodes(w, r, false)
+}
+
+// catalogConnect answers /v1/catalog/connect/:name: the mesh endpoints of
+// the service (its sidecar proxies and its mesh-native instances) in the
+// shape of /v1/catalog/service/:name.
+func (s *Server) catalogConnect(w http.ResponseWriter, r *http.Request) (any, error) {
+	return s.catalogServiceNodes(w, r, true)
+}
+
+// catalogServiceNodes answers the instances of a service, or with connect
+// its mesh endpoints.
+func (s *Server) catalogServiceNodes(w http.ResponseWriter, r *http.Request, connect bool) (any, error) {
 	req, err := serviceRequest(r)
 	if err != nil {
 		return nil, err
 	}
+	req.Connect = connect
 	var reply structs.IndexedServiceNodes
 	if err := s.agent.RPC(r.Context(), structs.MethodCatalogServiceNodes, req, &reply); err != nil {
 		return nil, err

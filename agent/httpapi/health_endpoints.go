@@ -8,11 +8,26 @@ import (
 )
 
 func (s *Server) healthService(w http.ResponseWriter, r *http.Request) (any, error) {
+	return s.healthServiceNodes(w, r, false)
+}
+
+// healthConnect answers /v1/health/connect/:name: the mesh endpoints of the
+// service (its sidecar proxies, with the checks of the instance each fronts
+// folded in, and its mesh-native instances) in the shape of
+// /v1/health/service/:name.
+func (s *Server) healthConnect(w http.ResponseWriter, r *http.Request) (any, error) {
+	return s.healthServiceNodes(w, r, true)
+}
+
+// healthServiceNodes answers the instances of a service, or with connect
+// its mesh endpoints, with their checks.
+func (s *Server) healthServiceNodes(w http.ResponseWriter, r *http.Request, connect bool) (any, error) {
 	req, err := serviceRequest(r)
 	if err != nil {
 		return nil, err
 	}
 	req.PassingOnly = boolParam(r, "passing")
+	req.Connect = connect
 	var reply structs.IndexedCheckServiceNodes
 	if err := s.agent.RPC(r.Context(), structs.MethodHealthServiceNodes, req, &reply); err != nil {
 		return nil, err

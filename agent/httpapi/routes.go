@@ -47,10 +47,12 @@ var routes = []route{
 	{get, "/v1/catalog/nodes", func(s *Server) handlerFunc { return s.catalogNodes }},
 	{get, "/v1/catalog/services", func(s *Server) handlerFunc { return s.catalogServices }},
 	{get, "/v1/catalog/service/{name}", func(s *Server) handlerFunc { return s.catalogService }},
+	{get, "/v1/catalog/connect/{name}", func(s *Server) handlerFunc { return s.catalogConnect }},
 	{get, "/v1/catalog/node/{node}", func(s *Server) handlerFunc { return s.catalogNode }},
 
 	// Health.
 	{get, "/v1/health/service/{name}", func(s *Server) handlerFunc { return s.healthService }},
+	{get, "/v1/health/connect/{name}", func(s *Server) handlerFunc { return s.healthConnect }},
 	{get, "/v1/health/node/{node}", func(s *Server) handlerFunc { return s.healthNode }},
 	{get, "/v1/health/checks/{name}", func(s *Server) handlerFunc { return s.healthChecks }},
 	{get, "/v1/health/state/{state}", func(s *Server) handlerFunc { return s.healthState }},

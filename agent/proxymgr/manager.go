@@ -49,6 +49,7 @@ type Manager struct {
 	reserved map[string]net.Listener // public listeners bound for sidecars not started yet, by service ID
 	proxies  map[string]*managed     // by service ID
 	failed   map[string]error        // sidecars that could not start, by service ID
+	external map[int]bool            // public ports of local sidecars run by another process
 	closed   bool
 }
 
@@ -64,7 +65,7 @@ func New(cfg Config) *Manager {
 	if logger == nil {
 		logger = hclog.Default()
 	}
-	return &Manager{cfg: cfg, logger: logger.Named("proxies"), reserved: map[string]net.Listener{}, proxies: map[string]*managed{}, failed: map[string]error{}}
+	return &Manager{cfg: cfg, logger: logger.Named("proxies"), reserved: map[string]net.Listener{}, proxies: map[string]*managed{}, failed: map[string]error{}, external: map[int]bool{}}
 }
 
 // Managed reports whether a service is a proxy this agent runs itself.
@@ -76,8 +77,10 @@ func Managed(svc *structs.NodeService) bool {
 // registered: on port, or when port is 0 on the first free port of the
 // range (not used by another sidecar of this agent). It returns the port;
 // the listener waits for the proxy Sync starts. A sidecar already running
-// on that port keeps its listener.
-func (m *Manager) ReservePort(id, addr string, port int) (int, error) {
+// on that port keeps its listener. For an external sidecar (run by another
+// process) nothing stays bound: a port of the range is picked when port is
+// 0, and a given port is taken as it is.
+func (m *Manager) ReservePort(id, addr string, port int, external bool) (int, error) {
 	if addr == "" {
 		addr = m.cfg.BindAddr
 	}
@@ -85,6 +88,21 @@ func (m *Manager) ReservePort(id, addr string, port int) (int, error) {
 	defer m.mu.Unlock()
 	if m.closed {
 		return 0, errors.New("the proxy manager is shut down")
+	}
+	if external {
+		if ln := m.reserved[id]; ln != nil {
+			ln.Close()
+			delete(m.reserved, id)
+		}
+		if port != 0 {
+			return port, nil
+		}
+		p, ln, err := m.pickLocked(id, addr)
+		if err != nil {
+			return 0, err
+		}
+		ln.Close() // the external proxy binds it
+		return p, nil
 	}
 	if mp := m.proxies[id]; mp != nil && (port == 0 || port == mp.svc.Port) {
 		return mp.svc.Port, nil
@@ -104,12 +122,26 @@ func (m *Manager) ReservePort(id, addr string, port int) (int, error) {
 		m.reserved[id] = ln
 		return port, nil
 	}
+	p, ln, err := m.pickLocked(id, addr)
+	if err != nil {
+		return 0, err
+	}
+	m.reserved[id] = ln
+	return p, nil
+}
+
+// pickLocked binds the first port of the range that no sidecar of this
+// agent uses and nothing else holds.
+func (m *Manager) pickLocked(id, addr string) (int, net.Listener, error) {
 	used := map[int]bool{}
 	for _, mp := range m.proxies {
 		used[mp.svc.Port] = true
 	}
 	for _, ln := range m.reserved {
 		used[ln.Addr().(*net.TCPAddr).Port] = true
+	}
+	for p := range m.external {
+		used[p] = true
 	}
 	for p := m.cfg.MinPort; p <= m.cfg.MaxPort; p++ {
 		if used[p] {
@@ -119,10 +151,9 @@ func (m *Manager) ReservePort(id, addr string, port int) (int, error) {
 		if err != nil {
 			continue // in use by something else
 		}
-		m.reserved[id] = ln
-		return p, nil
+		return p, ln, nil
 	}
-	return 0, fmt.Errorf("sidecar %q: no free port in %d-%d (ports.sidecar_min_port, ports.sidecar_max_port)", id, m.cfg.MinPort, m.cfg.MaxPort)
+	return 0, nil, fmt.Errorf("sidecar %q: no free port in %d-%d (ports.sidecar_min_port, ports.sidecar_max_port)", id, m.cfg.MinPort, m.cfg.MaxPort)
 }
 
 // ReleasePort closes a reserved listener whose sidecar was not registered.
@@ -141,15 +172,27 @@ func (m *Manager) ReleasePort(id string) {
 // fails to start is logged and tried again at the next Sync.
 func (m *Manager) Sync(services []*structs.NodeService) {
 	want := map[string]*structs.NodeService{}
+	external := map[string]int{}
 	for _, s := range services {
-		if Managed(s) {
+		switch {
+		case Managed(s):
 			want[s.ID] = s
+		case s.Kind == structs.ServiceKindConnectProxy:
+			external[s.ID] = s.Port
 		}
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
 		return
+	}
+	m.external = map[int]bool{}
+	for id, port := range external {
+		m.external[port] = true
+		if ln := m.reserved[id]; ln != nil {
+			ln.Close() // its own process binds it
+			delete(m.reserved, id)
+		}
 	}
 	for id, mp := range m.proxies {
 		if s, ok := want[id]; !ok || !sameProxy(mp.svc, s) {
