@@ -89,13 +89,12 @@ func New(cfg Config) *Cache {
 			err = errors.New("the servers have no CA roots yet")
 		}
 		return &reply, reply.Index, err
-	})
-	c.roots.subscribe(c.setBundle)
+	}, c.setBundle)
 	c.intentions = startWatch("intentions", c.logger, func(ctx context.Context, minIndex uint64) (*intentions.Set, uint64, error) {
 		var reply structs.IndexedIntentions
 		err := cfg.RPC.RPC(ctx, structs.MethodIntentionList, &structs.DCSpecificRequest{Datacenter: cfg.Datacenter, QueryOptions: c.query(minIndex)}, &reply)
 		return intentions.NewSet(reply.Intentions), reply.Index, err
-	})
+	}, nil)
 	return c
 }
 
@@ -229,17 +228,14 @@ func (c *Cache) watchEndpoints(service string, fn func([]proxy.Instance)) (func(
 	}
 	e := c.endpoints[key]
 	if e == nil {
-		e = &endpoints{w: startWatch("endpoints of "+service, c.logger, c.fetchEndpoints(service))}
+		e = &endpoints{w: startWatch("endpoints of "+service, c.logger, c.fetchEndpoints(service), nil)}
 		c.endpoints[key] = e
 	}
 	e.refs++
 	c.mu.Unlock()
 	unsub := func() {}
 	if fn != nil {
-		unsub = e.w.subscribe(fn)
-		if v, _, ok := e.w.get(); ok {
-			fn(v)
-		}
+		unsub = e.w.subscribeNow(fn)
 	}
 	var once sync.Once
 	return func() {

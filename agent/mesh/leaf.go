@@ -23,6 +23,9 @@ const (
 	rotationJitter = 2 * time.Second
 )
 
+// renewShare picks when to renew, as a share of a leaf's lifetime.
+func renewShare() float64 { return renewMin + rand.Float64()*(renewMax-renewMin) }
+
 // leaf is the leaf certificate of one service on this agent, with the
 // goroutine that signs and renews it.
 type leaf struct {
@@ -176,8 +179,7 @@ func (c *Cache) runLeaf(ctx context.Context, l *leaf) {
 			} else {
 				failures = 0
 				life := next.ValidBefore.Sub(next.ValidAfter)
-				share := renewMin + rand.Float64()*(renewMax-renewMin)
-				renewAt = next.ValidAfter.Add(time.Duration(float64(life) * share))
+				renewAt = next.ValidAfter.Add(time.Duration(float64(life) * renewShare()))
 				l.mu.Lock()
 				l.cert, l.tls, l.lastErr = next, nil, nil
 				if tc, err := tlsOf(next); err == nil {

@@ -30,6 +30,10 @@ type watch[T any] struct {
 	subs    map[int]func(T)
 	nextSub int
 
+	// notifyMu orders the calls to subscribers: a subscriber never sees
+	// an older result after a newer one.
+	notifyMu sync.Mutex
+
 	ready  chan struct{} // closed at the first result
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -43,11 +47,16 @@ const (
 	quietFailures = 5 * time.Second
 )
 
-func startWatch[T any](name string, logger hclog.Logger, fetch fetchFn[T]) *watch[T] {
+// startWatch starts a watch; first, when not nil, is subscribed before the
+// first query runs, so it sees every result.
+func startWatch[T any](name string, logger hclog.Logger, fetch fetchFn[T], first func(T)) *watch[T] {
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &watch[T]{
 		name: name, logger: logger, changed: make(chan struct{}), subs: map[int]func(T){},
 		ready: make(chan struct{}), cancel: cancel, done: make(chan struct{}),
+	}
+	if first != nil {
+		w.subscribe(first)
 	}
 	go w.run(ctx, fetch)
 	return w
@@ -111,21 +120,27 @@ func (w *watch[T]) hasValue() bool {
 }
 
 func (w *watch[T]) publish(v T, idx uint64) {
+	w.notifyMu.Lock()
+	defer w.notifyMu.Unlock()
 	w.mu.Lock()
 	first := !w.has
 	w.val, w.index, w.has = v, idx, true
-	close(w.changed)
-	w.changed = make(chan struct{})
 	subs := make([]func(T), 0, len(w.subs))
 	for _, s := range w.subs {
 		subs = append(subs, s)
 	}
 	w.mu.Unlock()
-	if first {
-		close(w.ready)
-	}
+	// Subscribers first (they derive state, like the trust bundle), then
+	// the waiters, who may read that state.
 	for _, s := range subs {
 		s(v)
+	}
+	w.mu.Lock()
+	close(w.changed)
+	w.changed = make(chan struct{})
+	w.mu.Unlock()
+	if first {
+		close(w.ready)
 	}
 }
 
@@ -149,6 +164,18 @@ func (w *watch[T]) subscribe(fn func(T)) func() {
 		delete(w.subs, id)
 		w.mu.Unlock()
 	}
+}
+
+// subscribeNow is subscribe that also calls fn with the current result,
+// if there is one, before any newer one.
+func (w *watch[T]) subscribeNow(fn func(T)) func() {
+	w.notifyMu.Lock()
+	defer w.notifyMu.Unlock()
+	unsub := w.subscribe(fn)
+	if v, _, ok := w.get(); ok {
+		fn(v)
+	}
+	return unsub
 }
 
 // errWatchStopped is returned by wait once the watch is stopped.
