@@ -2,11 +2,11 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -39,12 +40,15 @@ func benchPair(b *testing.B, server *appServer) (mesh, direct string) {
 		Certs: newTestCerts(c.leaf("web", leafOpts{}), bd), Upstreams: []UpstreamConfig{{DestinationName: "db"}}})
 	cli.SetInstances("db", []Instance{{Addr: srv.PublicAddr().String()}})
 	// Warm the pool: the first connection pays the tunnel's handshake.
+	// Every bench server ends a connection the client half-closed.
 	conn, err := net.Dial("tcp", cli.UpstreamAddr("db").String())
 	if err != nil {
 		b.Fatal(err)
 	}
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	conn.Write([]byte{0})
-	conn.Read(make([]byte, 1))
+	conn.(*net.TCPConn).CloseWrite()
+	io.Copy(io.Discard, conn)
 	conn.Close()
 	return cli.UpstreamAddr("db").String(), server.addr()
 }
@@ -60,8 +64,8 @@ func paths(b *testing.B, server func(net.Conn), f func(b *testing.B, addr string
 // sinkServer reads and discards until EOF, then writes the count of bytes
 // it read (8 bytes, big endian).
 func sinkServer(c net.Conn) {
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
+	bp := chunkBufs.Get().(*[]byte)
+	defer chunkBufs.Put(bp)
 	var n int64
 	for {
 		m, err := c.Read(*bp)
@@ -79,8 +83,8 @@ func sourceServer(c net.Conn) {
 	if err := binary.Read(c, binary.BigEndian, &n); err != nil {
 		return
 	}
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
+	bp := chunkBufs.Get().(*[]byte)
+	defer chunkBufs.Put(bp)
 	for n > 0 {
 		m := min(n, int64(len(*bp)))
 		if _, err := c.Write((*bp)[:m]); err != nil {
@@ -104,6 +108,7 @@ func BenchmarkThroughputUpload(b *testing.B) {
 		buf := make([]byte, benchChunk)
 		b.SetBytes(benchChunk)
 		b.ResetTimer()
+		cpu := cpuTime()
 		for range b.N {
 			if _, err := c.Write(buf); err != nil {
 				b.Fatal(err)
@@ -115,6 +120,7 @@ func BenchmarkThroughputUpload(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StopTimer()
+		reportCPU(b, cpu, "MiB")
 		if want := int64(b.N) * benchChunk; n != want {
 			b.Fatalf("server read %d bytes, want %d", n, want)
 		}
@@ -133,6 +139,7 @@ func BenchmarkThroughputDownload(b *testing.B) {
 		buf := make([]byte, 256<<10)
 		b.SetBytes(benchChunk)
 		b.ResetTimer()
+		cpu := cpuTime()
 		want := int64(b.N) * benchChunk
 		binary.Write(c, binary.BigEndian, want)
 		var n int64
@@ -143,7 +150,24 @@ func BenchmarkThroughputDownload(b *testing.B) {
 				b.Fatalf("read after %d of %d bytes: %v", n, want, err)
 			}
 		}
+		b.StopTimer()
+		reportCPU(b, cpu, "MiB")
 	})
+}
+
+// cpuTime returns the user and system CPU time the process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// reportCPU reports the CPU time the process spent per op since start
+// (applications and proxies together: the proxies' cost is the difference
+// between mesh and direct), which the load of other processes on the
+// machine does not skew as it does wall time.
+func reportCPU(b *testing.B, start time.Duration, unit string) {
+	b.ReportMetric(float64(cpuTime()-start)/float64(b.N)/1e3, "cpu-µs/"+unit)
 }
 
 // reportLatencies reports the median and 99th percentile of ds in µs.
@@ -165,6 +189,7 @@ func BenchmarkNewConnection(b *testing.B) {
 		one := []byte{1}
 		got := make([]byte, 1)
 		b.ResetTimer()
+		cpu := cpuTime()
 		for range b.N {
 			start := time.Now()
 			c, err := net.Dial("tcp", addr)
@@ -181,6 +206,7 @@ func BenchmarkNewConnection(b *testing.B) {
 			c.Close()
 		}
 		b.StopTimer()
+		reportCPU(b, cpu, "conn")
 		reportLatencies(b, ds, "conn")
 	})
 }
@@ -216,6 +242,7 @@ func BenchmarkRequestLatency(b *testing.B) {
 		got := make([]byte, benchResponseLen)
 		ds := make([]time.Duration, 0, b.N)
 		b.ResetTimer()
+		cpu := cpuTime()
 		for range b.N {
 			start := time.Now()
 			if _, err := c.Write(benchRequest); err != nil {
@@ -227,6 +254,7 @@ func BenchmarkRequestLatency(b *testing.B) {
 			ds = append(ds, time.Since(start))
 		}
 		b.StopTimer()
+		reportCPU(b, cpu, "req")
 		reportLatencies(b, ds, "req")
 	})
 }
@@ -249,6 +277,7 @@ func BenchmarkRequestsParallel(b *testing.B) {
 		errs := make(chan error, conns)
 		b.ResetTimer()
 		start := time.Now()
+		cpu := cpuTime()
 		for i, c := range cs {
 			n := b.N / conns
 			if i < b.N%conns {
@@ -272,6 +301,7 @@ func BenchmarkRequestsParallel(b *testing.B) {
 		}
 		wg.Wait()
 		b.StopTimer()
+		reportCPU(b, cpu, "req")
 		close(errs)
 		for err := range errs {
 			b.Fatal(err)
@@ -280,12 +310,23 @@ func BenchmarkRequestsParallel(b *testing.B) {
 	})
 }
 
-// BenchmarkMemory100Proxies starts 100 proxies (each with a public listener
-// and one upstream leading to the next, in a ring), sends one connection
-// through each, and reports the memory they hold while idle.
+// BenchmarkMemory100Proxies starts 100 proxies as one agent would run them
+// (each with a public listener and one upstream: 99 lead to svc0, svc0's
+// to svc1), sends one small request and answer through every upstream, so
+// that each proxy holds a pooled tunnel, and reports the memory and
+// goroutines they hold once idle, idle-proxy figures first.
 func BenchmarkMemory100Proxies(b *testing.B) {
 	for range b.N {
 		b.StopTimer()
+		app := newAppServer(b, httpLikeServer)
+		c := newTestCA(b, "mem-root")
+		bd := bundle(b, c)
+		quiet := hclog.NewNullLogger()
+		const n = 100
+		certs := make([]*testCerts, n)
+		for i := range certs {
+			certs[i] = newTestCerts(c.leaf(fmt.Sprintf("svc%d", i), leafOpts{}), bd)
+		}
 		runtime.GC()
 		debug.FreeOSMemory()
 		var before runtime.MemStats
@@ -294,41 +335,50 @@ func BenchmarkMemory100Proxies(b *testing.B) {
 		g0 := runtime.NumGoroutine()
 		b.StartTimer()
 
-		const n = 100
-		app := newEchoServer(b)
-		c := newTestCA(b, "mem-root")
-		bd := bundle(b, c)
-		quiet := hclog.NewNullLogger()
 		ps := make([]*Proxy, n)
 		for i := range ps {
-			name := fmt.Sprintf("svc%d", i)
-			ps[i] = startProxy(b, Config{ProxyID: proxyID(b, name), Service: name, LocalAppAddr: app.addr(), Logger: quiet,
-				Certs:     newTestCerts(c.leaf(name, leafOpts{}), bd),
-				Upstreams: []UpstreamConfig{{DestinationName: fmt.Sprintf("svc%d", (i+1)%n)}}})
-		}
-		idleGoroutines := runtime.NumGoroutine() - g0
-		for i, p := range ps {
-			next := ps[(i+1)%n]
-			p.SetInstances(next.cfg.Service, []Instance{{Addr: next.PublicAddr().String()}})
-		}
-		for i, p := range ps {
-			conn, err := net.Dial("tcp", p.UpstreamAddr(fmt.Sprintf("svc%d", (i+1)%n)).String())
-			if err != nil {
-				b.Fatal(err)
+			up := "svc0"
+			if i == 0 {
+				up = "svc1"
 			}
-			if err := roundTrip(conn, bytes.Repeat([]byte("x"), 100<<10)); err != nil {
-				b.Fatal(err)
-			}
-			conn.Close()
+			ps[i] = startProxy(b, Config{ProxyID: proxyID(b, fmt.Sprintf("svc%d", i)), Service: fmt.Sprintf("svc%d", i),
+				LocalAppAddr: app.addr(), Logger: quiet, Certs: certs[i],
+				Upstreams: []UpstreamConfig{{DestinationName: up}}})
 		}
 		b.StopTimer()
-		runtime.GC()
-		var after runtime.MemStats
-		runtime.ReadMemStats(&after)
-		b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/(1<<20), "heap-MB")
-		b.ReportMetric(float64(rss(b)-rssBefore)/(1<<20), "rss-delta-MB")
-		b.ReportMetric(float64(idleGoroutines)/n, "goroutines/idle-proxy")
-		b.ReportMetric(float64(runtime.NumGoroutine()-g0), "goroutines-after-traffic")
+		report := func(what string) {
+			runtime.GC()
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			b.ReportMetric(float64(ms.HeapInuse-before.HeapInuse)/(1<<20)/n*1024, "heap-KiB/proxy-"+what)
+			b.ReportMetric(float64(rss(b)-rssBefore)/(1<<20), "rss-delta-MB-"+what)
+			b.ReportMetric(float64(runtime.NumGoroutine()-g0)/n, "goroutines/proxy-"+what)
+		}
+		report("idle")
+		b.StartTimer()
+		for _, p := range ps {
+			for name := range p.upstreams {
+				target := ps[0]
+				if name == "svc1" {
+					target = ps[1]
+				}
+				p.SetInstances(name, []Instance{{Addr: target.PublicAddr().String()}})
+				conn, err := net.Dial("tcp", p.UpstreamAddr(name).String())
+				if err != nil {
+					b.Fatal(err)
+				}
+				conn.SetDeadline(time.Now().Add(10 * time.Second))
+				if _, err := conn.Write(benchRequest); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := io.ReadFull(conn, make([]byte, benchResponseLen)); err != nil {
+					b.Fatal(err)
+				}
+				conn.Close()
+			}
+		}
+		b.StopTimer()
+		report("active")
 		for _, p := range ps {
 			p.Close()
 		}
@@ -348,4 +398,99 @@ func rss(b *testing.B) int64 {
 		}
 	}
 	return 0
+}
+
+// BenchmarkHTTPParallel is the request rate of a net/http client over 16
+// kept-alive connections to a net/http server (closer to what a load
+// generator and a real service cost than the bare byte exchanges above).
+func BenchmarkHTTPParallel(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, "ok")
+	})}
+	go srv.Serve(ln)
+	defer srv.Close()
+	app := &appServer{ln: ln}
+	mesh, direct := benchPair(b, app)
+	run := func(b *testing.B, addr string) {
+		const conns = 16
+		tr := &http.Transport{MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns}
+		defer tr.CloseIdleConnections()
+		client := &http.Client{Transport: tr}
+		url := "http://" + addr + "/ping"
+		b.SetParallelism(conns / runtime.GOMAXPROCS(0))
+		start := time.Now()
+		b.ResetTimer()
+		cpu := cpuTime()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				resp, err := client.Get(url)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		})
+		b.StopTimer()
+		reportCPU(b, cpu, "req")
+		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
+	}
+	b.Run("direct", func(b *testing.B) { run(b, direct) })
+	b.Run("mesh", func(b *testing.B) { run(b, mesh) })
+}
+
+// BenchmarkRequestLatencyAt1000 is the round trip of small requests at
+// 1,000 requests/s in all over 16 kept-alive connections (a paced load, as
+// a load generator's -qps gives): p50 and p99.
+func BenchmarkRequestLatencyAt1000(b *testing.B) {
+	paths(b, httpLikeServer, func(b *testing.B, addr string) {
+		const conns = 16
+		const interval = conns * time.Second / 1000 // per connection
+		perConn := max(b.N/conns, 1)
+		lat := make([][]time.Duration, conns)
+		var wg sync.WaitGroup
+		errs := make(chan error, conns)
+		b.ResetTimer()
+		for i := range conns {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				got := make([]byte, benchResponseLen)
+				// Spread the connections over the interval.
+				next := time.Now().Add(time.Duration(i) * interval / conns)
+				for range perConn {
+					time.Sleep(time.Until(next)) // pacing the load, not waiting for a condition
+					next = next.Add(interval)
+					start := time.Now()
+					if _, err := c.Write(benchRequest); err != nil {
+						errs <- err
+						return
+					}
+					if _, err := io.ReadFull(c, got); err != nil {
+						errs <- err
+						return
+					}
+					lat[i] = append(lat[i], time.Since(start))
+				}
+			}()
+		}
+		wg.Wait()
+		b.StopTimer()
+		close(errs)
+		for err := range errs {
+			b.Fatal(err)
+		}
+		reportLatencies(b, slices.Concat(lat...), "req")
+	})
 }

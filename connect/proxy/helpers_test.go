@@ -88,7 +88,7 @@ func (s *testSink) IncrCounter(key []string, val float32) { s.record(key, val, n
 func (s *testSink) IncrCounterWithLabels(key []string, val float32, labels []metrics.Label) {
 	s.record(key, val, labels, true)
 }
-func (s *testSink) AddSample([]string, float32)                          {}
+func (s *testSink) AddSample([]string, float32)                            {}
 func (s *testSink) AddSampleWithLabels([]string, float32, []metrics.Label) {}
 
 var _ metrics.MetricSink = (*testSink)(nil)

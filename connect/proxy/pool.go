@@ -3,67 +3,21 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"sync"
 	"time"
-
-	"golang.org/x/net/http2"
 
 	"github.com/trellismesh/trellis/connect"
 )
 
-// poolIdleTimeout closes a pooled tunnel connection that has carried no
-// stream for this long.
+// poolIdleTimeout closes a pooled tunnel that has carried no stream for this
+// long.
 const poolIdleTimeout = 2 * time.Minute
 
-// h2Transport builds the client side of every tunnel connection of every
-// proxy (NewClientConn over our own TLS dial); it holds only configuration.
-// Its receive windows come from the net/http Transport it is configured
-// from, the only way x/net/http2 takes them.
-var h2Transport = func() *http2.Transport {
-	t1 := &http.Transport{HTTP2: &http.HTTP2Config{
-		MaxReceiveBufferPerConnection: connWindow,
-		MaxReceiveBufferPerStream:     streamWindow,
-		MaxReadFrameSize:              maxFrameSize,
-	}}
-	t2, err := http2.ConfigureTransports(t1)
-	if err != nil {
-		panic(fmt.Sprintf("proxy: configure HTTP/2 transport: %v", err)) // a fresh http.Transport always takes it
-	}
-	t2.MaxReadFrameSize = maxFrameSize
-	t2.IdleConnTimeout = poolIdleTimeout
-	t2.ReadIdleTimeout = pingAfter
-	t2.PingTimeout = pingTimeout
-	return t2
-}()
-
-// tunnelConn is a pooled HTTP/2 connection to one instance's public
-// listener.
-type tunnelConn struct {
-	key      string
-	addr     string
-	raw      net.Conn // the TCP connection
-	cc       *http2.ClientConn
-	state    tls.ConnectionState
-	notAfter time.Time // of the earliest certificate of the server's chain
-}
-
-// close ends the connection and its streams at once.
-func (t *tunnelConn) close() {
-	t.raw.Close()
-	t.cc.Close()
-}
-
-// broken reports whether the connection can carry no new stream.
-func (t *tunnelConn) broken() bool {
-	st := t.cc.State()
-	return st.Closed || st.Closing
-}
-
-// dialError is a failure to establish a tunnel connection.
+// dialError is a failure to establish a tunnel.
 type dialError struct {
 	addr string
 	tls  bool // the TCP connection was made; the handshake failed
@@ -79,36 +33,46 @@ func (e *dialError) Error() string {
 
 func (e *dialError) Unwrap() error { return e.err }
 
+// errSharedDial marks the failure of a dial that another connection made,
+// and counted, while this one waited for it.
+var errSharedDial = errors.New("tunnel attempt shared with another application connection failed")
+
 // errProxyClosed is returned by a pool whose proxy is closing.
 var errProxyClosed = errors.New("proxy closed")
 
-// pool holds the tunnel connections of a proxy, by instance.
+// pool holds the outbound tunnels of a proxy, by instance.
 type pool struct {
 	p *Proxy
 
 	mu        sync.Mutex
-	closed    bool                     // guarded by mu
-	conns     map[string][]*tunnelConn // guarded by mu; by endpoint key
-	dials     map[string]*pendingDial  // guarded by mu; dials in progress, by endpoint key
-	lastPrune time.Time                // guarded by mu
+	closed    bool                    // guarded by mu
+	conns     map[string][]*outTunnel // guarded by mu; by endpoint key
+	dials     map[string]*pendingDial // guarded by mu; dials in progress, by endpoint key
+	lastPrune time.Time               // guarded by mu
 }
 
-// pendingDial lets the connections that want the same instance while a
-// tunnel connection to it is being made wait for that one.
+// outTunnel is a pooled tunnel to one instance.
+type outTunnel struct {
+	*tunnel
+	key   string
+	chain []*x509.Certificate // the server's, as verified at the handshake
+}
+
+// pendingDial lets the connections that want an instance while a tunnel to
+// it is being made wait for that one.
 type pendingDial struct {
 	done chan struct{}
 	err  error // set before done is closed
 }
 
 func newPool(p *Proxy) *pool {
-	return &pool{p: p, conns: make(map[string][]*tunnelConn), dials: make(map[string]*pendingDial)}
+	return &pool{p: p, conns: make(map[string][]*outTunnel), dials: make(map[string]*pendingDial)}
 }
 
-// get returns a connection to ep with a stream reserved for the caller,
-// who must call RoundTrip on it next. It reuses a pooled connection that
-// can take a stream, else makes one (one dial at a time per instance; the
-// others wait for it). reused reports whether the connection existed.
-func (pl *pool) get(ctx context.Context, ep *endpoint) (tc *tunnelConn, reused bool, err error) {
+// get returns a tunnel to ep that takes a new stream: a pooled one, else a
+// new one (one dial at a time per instance; the others wait for it).
+// reused reports whether it existed before.
+func (pl *pool) get(ctx context.Context, ep *endpoint) (ot *outTunnel, reused bool, err error) {
 	for {
 		pl.mu.Lock()
 		if pl.closed {
@@ -116,15 +80,15 @@ func (pl *pool) get(ctx context.Context, ep *endpoint) (tc *tunnelConn, reused b
 			return nil, false, errProxyClosed
 		}
 		now := time.Now()
-		if now.Sub(pl.lastPrune) >= poolIdleTimeout {
+		if now.Sub(pl.lastPrune) >= poolIdleTimeout/4 {
 			pl.lastPrune = now
-			for key := range pl.conns {
-				pl.reserveLocked(key, now, false)
-			}
+			pl.pruneLocked(now)
 		}
-		if tc := pl.reserveLocked(ep.key, now, true); tc != nil {
-			pl.mu.Unlock()
-			return tc, true, nil
+		for _, t := range pl.conns[ep.key] {
+			if t.canOpen() {
+				pl.mu.Unlock()
+				return t, true, nil
+			}
 		}
 		if d := pl.dials[ep.key]; d != nil {
 			pl.mu.Unlock()
@@ -134,28 +98,24 @@ func (pl *pool) get(ctx context.Context, ep *endpoint) (tc *tunnelConn, reused b
 				return nil, false, ctx.Err()
 			}
 			if d.err != nil {
-				return nil, false, d.err
+				return nil, false, fmt.Errorf("%w: %v", errSharedDial, d.err)
 			}
-			continue // take a stream of the new connection, or dial again if it is full already
+			continue
 		}
 		d := &pendingDial{done: make(chan struct{})}
 		pl.dials[ep.key] = d
 		pl.mu.Unlock()
 
-		tc, err := pl.dial(ctx, ep)
-
+		t, err := pl.dial(ctx, ep)
 		pl.mu.Lock()
 		delete(pl.dials, ep.key)
-		switch {
-		case err != nil:
-		case pl.closed:
-			tc.close()
-			err = errProxyClosed
-		case !tc.cc.ReserveNewRequest():
-			tc.close()
-			err = &dialError{addr: ep.inst.Addr, err: errors.New("new tunnel connection cannot take a stream")}
-		default:
-			pl.conns[ep.key] = append(pl.conns[ep.key], tc)
+		if err == nil {
+			if pl.closed {
+				err = errProxyClosed
+				t.close(errProxyClosed)
+			} else {
+				pl.conns[ep.key] = append(pl.conns[ep.key], t)
+			}
 		}
 		d.err = err
 		close(d.done)
@@ -163,140 +123,125 @@ func (pl *pool) get(ctx context.Context, ep *endpoint) (tc *tunnelConn, reused b
 		if err != nil {
 			return nil, false, err
 		}
-		return tc, false, nil
+		return t, false, nil
 	}
 }
 
-// reserveLocked drops the dead connections of key and, when reserve is
-// set, reserves a stream on one that can take it.
-func (pl *pool) reserveLocked(key string, now time.Time, reserve bool) *tunnelConn {
-	list := pl.conns[key]
-	keep := list[:0]
-	var found *tunnelConn
-	for _, tc := range list {
-		st := tc.cc.State()
-		if st.Closed {
-			continue
-		}
-		if !now.Before(tc.notAfter) {
-			// The server's leaf expired: no new streams here; the
-			// connection goes once its streams are done.
-			tc.cc.SetDoNotReuse()
-			if st.StreamsActive == 0 && st.StreamsReserved == 0 {
-				tc.close()
-				continue
+// pruneLocked drops closed tunnels and closes idle ones.
+func (pl *pool) pruneLocked(now time.Time) {
+	for key, ts := range pl.conns {
+		keep := ts[:0]
+		for _, t := range ts {
+			switch {
+			case t.isClosed():
+			case t.idleFor(now) >= poolIdleTimeout:
+				t.close(nil)
+			default:
+				keep = append(keep, t)
 			}
 		}
-		if reserve && found == nil && !st.Closing && tc.cc.ReserveNewRequest() {
-			found = tc
+		if len(keep) == 0 {
+			delete(pl.conns, key)
+		} else {
+			pl.conns[key] = keep
 		}
-		keep = append(keep, tc)
 	}
-	clear(list[len(keep):])
-	if len(keep) == 0 {
-		delete(pl.conns, key)
-	} else {
-		pl.conns[key] = keep
-	}
-	return found
 }
 
-// dial makes a tunnel connection to ep: TCP, TLS with the server's identity
-// checked, HTTP/2; all within the dial timeout.
-func (pl *pool) dial(ctx context.Context, ep *endpoint) (*tunnelConn, error) {
+// dial makes a tunnel to ep: TCP, then mutual TLS 1.3 whose server must
+// carry ep's identity, then the tunnel's preface.
+func (pl *pool) dial(ctx context.Context, ep *endpoint) (*outTunnel, error) {
 	p := pl.p
 	ctx, cancel := context.WithTimeout(ctx, p.dialTimeout)
 	defer cancel()
-	var d net.Dialer
+	d := net.Dialer{}
 	raw, err := d.DialContext(ctx, "tcp", ep.inst.Addr)
 	if err != nil {
 		return nil, &dialError{addr: ep.inst.Addr, err: err}
 	}
+	bc := newBatchConn(raw)
 	cfg := connect.ClientTLSConfig(p.cfg.Certs, connect.ExpectService(ep.inst.Service), connect.ALPNTunnel)
 	cfg.DynamicRecordSizingDisabled = true
-	tlsConn := tls.Client(raw, cfg)
-	if err := tlsConn.HandshakeContext(ctx); err != nil {
+	tc := tls.Client(bc, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		return nil, &dialError{addr: ep.inst.Addr, tls: true, err: err}
 	}
-	state := tlsConn.ConnectionState()
-	if state.NegotiatedProtocol != connect.ALPNTunnel {
+	cs := tc.ConnectionState()
+	if cs.NegotiatedProtocol != connect.ALPNTunnel {
 		raw.Close()
-		return nil, &dialError{addr: ep.inst.Addr, tls: true, err: fmt.Errorf("server did not negotiate ALPN %q (got %q)", connect.ALPNTunnel, state.NegotiatedProtocol)}
+		return nil, &dialError{addr: ep.inst.Addr, tls: true, err: fmt.Errorf("server did not negotiate ALPN %q", connect.ALPNTunnel)}
 	}
-	cc, err := h2Transport.NewClientConn(tlsConn)
+	ot := &outTunnel{key: ep.key, chain: cs.PeerCertificates}
+	t, err := newTunnel(false, tc, bc, ep.inst.Service, tunnelHooks{
+		spawn:  p.goFunc,
+		closed: func(*tunnel) { pl.forget(ot) },
+	})
 	if err != nil {
 		raw.Close()
-		return nil, &dialError{addr: ep.inst.Addr, err: fmt.Errorf("start HTTP/2: %w", err)}
+		return nil, &dialError{addr: ep.inst.Addr, tls: true, err: err}
 	}
-	p.logger.Trace("tunnel connection established", "instance", ep.inst.Addr, "service", ep.inst.Service)
-	return &tunnelConn{
-		key:      ep.key,
-		addr:     ep.inst.Addr,
-		raw:      raw,
-		cc:       cc,
-		state:    state,
-		notAfter: chainNotAfter(state.PeerCertificates),
-	}, nil
+	ot.tunnel = t
+	if !p.goFunc(t.run) {
+		t.close(errProxyClosed)
+		return nil, errProxyClosed
+	}
+	return ot, nil
 }
 
-// drop removes tc from the pool and closes it.
-func (pl *pool) drop(tc *tunnelConn) {
+// forget removes a closed tunnel from the pool.
+func (pl *pool) forget(ot *outTunnel) {
 	pl.mu.Lock()
-	list := pl.conns[tc.key]
-	for i, c := range list {
-		if c == tc {
-			copy(list[i:], list[i+1:])
-			list[len(list)-1] = nil
-			list = list[:len(list)-1]
+	defer pl.mu.Unlock()
+	ts := pl.conns[ot.key]
+	for i, t := range ts {
+		if t == ot {
+			pl.conns[ot.key] = append(ts[:i:i], ts[i+1:]...)
 			break
 		}
 	}
-	if len(list) == 0 {
-		delete(pl.conns, tc.key)
-	} else {
-		pl.conns[tc.key] = list
+	if len(pl.conns[ot.key]) == 0 {
+		delete(pl.conns, ot.key)
 	}
-	pl.mu.Unlock()
-	tc.close()
 }
 
-// all returns the pooled connections.
-func (pl *pool) all() []*tunnelConn {
+func (pl *pool) all() []*outTunnel {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
-	var out []*tunnelConn
-	for _, list := range pl.conns {
-		out = append(out, list...)
+	var out []*outTunnel
+	for _, ts := range pl.conns {
+		out = append(out, ts...)
 	}
 	return out
 }
 
-// reverify closes the connections whose server chain b no longer verifies
-// (all of them when b is nil).
+// reverify drains the tunnels whose server chain no longer verifies with
+// b: no new streams go on them, established ones finish.
 func (pl *pool) reverify(b *connect.Bundle, now time.Time) {
-	for _, tc := range pl.all() {
+	for _, t := range pl.all() {
 		err := connect.ErrNoRoots
 		if b != nil {
-			_, err = b.Verify(tc.state.PeerCertificates, now)
+			_, err = b.Verify(t.chain, now)
 		}
 		if err != nil {
-			pl.drop(tc)
-			pl.p.logger.Info("closed outbound tunnel: the server certificate no longer verifies", "instance", tc.addr, "error", err)
+			t.drain()
+			pl.p.logger.Info("draining an outbound tunnel: the server certificate no longer verifies",
+				"peer", t.peer, "streams", t.activeStreams(), "error", err)
 		}
 	}
 }
 
-// close closes every connection; get fails from now on.
+// close closes every tunnel and stops the pool.
 func (pl *pool) close() {
 	pl.mu.Lock()
 	pl.closed = true
-	conns := pl.conns
-	pl.conns = make(map[string][]*tunnelConn)
+	var ts []*outTunnel
+	for _, list := range pl.conns {
+		ts = append(ts, list...)
+	}
+	pl.conns = map[string][]*outTunnel{}
 	pl.mu.Unlock()
-	for _, list := range conns {
-		for _, tc := range list {
-			tc.close()
-		}
+	for _, t := range ts {
+		t.close(errProxyClosed)
 	}
 }

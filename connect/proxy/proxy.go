@@ -3,13 +3,14 @@
 // A proxy has a public listener and one local listener per upstream.
 //
 // The public listener speaks mutual TLS 1.3 (connect.ServerTLSConfig) and
-// then HTTP/2. Every application connection from another proxy arrives as one
-// HTTP/2 CONNECT stream over a pooled tunnel connection (HBONE style), so a
-// new application connection costs a stream, not a handshake. For each
-// stream the proxy asks the Authorizer whether the source service (the
-// SPIFFE identity of the tunnel's client certificate) may connect; a denied
-// stream is answered 403, an allowed one is joined to a new TCP connection to
-// the local application (Config.LocalAppAddr).
+// then HTTP/2 framing. Every application connection from another proxy
+// arrives as one HTTP/2 CONNECT stream over a pooled tunnel connection (HBONE
+// style), so a new application connection costs a stream, not a handshake
+// (tunnel.go has the design). For each stream the proxy asks the Authorizer
+// whether the source service (the SPIFFE identity of the tunnel's client
+// certificate) may connect; a denied stream is answered 403, an allowed one
+// is joined to a new TCP connection to the local application
+// (Config.LocalAppAddr).
 //
 // A local listener (plain TCP, 127.0.0.1 by default) accepts the
 // application's connections to an upstream service. For each one the proxy
@@ -21,12 +22,11 @@
 // instance once per application connection); a 403 from the destination is
 // final.
 //
-// Bytes are copied both ways until both directions end. When the client
-// application half-closes, the destination application sees EOF and may go
-// on answering. When the destination application ends its direction first,
-// the stream ends: the client application sees EOF, and what it sends after
-// that is dropped (an HTTP/2 server cannot end a response while it still
-// reads the request).
+// Bytes are copied both ways, and each direction ends on its own: when
+// either application half-closes, the other sees EOF and may go on sending,
+// as over plain TCP. A change of roots drains the tunnels whose peer no
+// longer verifies (no new streams; established connections finish); a
+// change of intentions closes the tunnels of sources now denied.
 //
 // # Metrics
 //

@@ -182,10 +182,10 @@ func TestProxy_TLS_version13AndHybridKeyExchange(t *testing.T) {
 			t.Errorf("%s: ALPN %q, want h2", side, cs.NegotiatedProtocol)
 		}
 	}
-	check("client", conns[0].state)
+	check("client", conns[0].tls.ConnectionState())
 	pr.server.mu.Lock()
 	for ic := range pr.server.inbound {
-		check("server", ic.tls.ConnectionState())
+		check("server", ic.t.tls.ConnectionState())
 		if ic.source.Service != "web" || ic.source.TrustDomain != testTrustDomain {
 			t.Errorf("server: peer identity %s, want service web of %s", ic.source, testTrustDomain)
 		}
@@ -368,37 +368,50 @@ func TestProxy_Reverify(t *testing.T) {
 		return pr, a, b, c
 	}
 
+	// A tunnel whose peer no longer verifies is drained: the connections on
+	// it go on (a rotation drops none), new ones need a new tunnel, whose
+	// handshake the current roots decide.
 	t.Run("inbound", func(t *testing.T) {
 		t.Parallel()
 		pr, a, b, c := setup(t)
-		pr.server.Reverify() // nothing changed: nothing closes
+		pr.server.Reverify() // nothing changed: nothing drains
 		if err := roundTrip(c, []byte("still")); err != nil {
 			t.Fatalf("after a Reverify with the same roots: %v", err)
 		}
 		pr.serverCerts.bundle.Store(bundle(t, a)) // root B removed
 		pr.server.Reverify()
-		if err := expectClosed(c); err != nil {
-			t.Error(err)
+		if err := roundTrip(c, []byte("established")); err != nil {
+			t.Errorf("an established connection broke when its tunnel drained: %v", err)
 		}
-		// The client's new connections fail the handshake now.
-		if err := expectClosed(dialUpstream(t, pr.client, "db")); err != nil {
-			t.Error(err)
-		}
+		// The client's new connections need a new tunnel, whose handshake fails now.
+		retry.Run(t, func(r *retry.R) {
+			if err := expectClosed(dialUpstream(t, pr.client, "db")); err != nil {
+				r.Fatal(err)
+			}
+		})
 		// Root B trusted again, the client re-dials.
 		pr.serverCerts.bundle.Store(bundle(t, a, b))
 		checkEcho(t, pr.client, "db")
+		c.Close()
 	})
 	t.Run("outbound", func(t *testing.T) {
 		t.Parallel()
 		pr, _, b, c := setup(t)
+		before := pr.client.pool.all()
 		pr.clientCerts.bundle.Store(bundle(t, b)) // root A removed
 		pr.client.Reverify()
-		if err := expectClosed(c); err != nil {
-			t.Error(err)
+		if err := roundTrip(c, []byte("established")); err != nil {
+			t.Errorf("an established connection broke when its tunnel drained: %v", err)
 		}
-		if n := len(pr.client.pool.all()); n != 0 {
-			t.Errorf("client pool holds %d connections after Reverify, want 0", n)
+		if len(before) != 1 || before[0].canOpen() {
+			t.Fatalf("the tunnel still takes new streams after Reverify")
 		}
+		c.Close()
+		retry.Run(t, func(r *retry.R) {
+			if n := len(pr.client.pool.all()); n != 0 {
+				r.Fatalf("client pool holds %d tunnels once the drained one's streams ended, want 0", n)
+			}
+		})
 	})
 }
 
@@ -672,11 +685,41 @@ func TestSetInstances_keepsStateOfRemainingInstances(t *testing.T) {
 	instances[0].Addr = "changed by the caller"
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if len(u.endpoints) != 2 || u.endpoints[0] != eps[1] || u.endpoints[0].failures != 1 || u.endpoints[0].inst.Node != "n2" {
+	if len(u.endpoints) != 2 || u.endpoints[0] != eps[1] || u.endpoints[0].failures != 1 || u.endpoints[0].nodeName() != "n2" {
 		t.Errorf("instance 10.0.0.2 lost its state or its update across SetInstances")
 	}
 	if u.endpoints[0].inst.Addr != "10.0.0.2:21000" {
 		t.Errorf("SetInstances kept the caller's slice")
 	}
 	pr.client.SetInstances("nope", instances) // unknown: ignored
+}
+
+// A tunnel opened with a client leaf that then expires takes no new
+// streams: the client opens a new connection with its renewed leaf, and the
+// streams of the old one go on.
+func TestProxy_Public_clientLeafExpiresOnAnOpenTunnel(t *testing.T) {
+	t.Parallel()
+	pr := newPair(t, nil)
+	short := pr.ca.leaf("web", leafOpts{ttl: 2 * time.Second})
+	pr.clientCerts.cert.Store(short)
+	old := dialUpstream(t, pr.client, "db")
+	if err := roundTrip(old, []byte("on the first tunnel")); err != nil {
+		t.Fatal(err)
+	}
+	pr.clientCerts.cert.Store(pr.ca.leaf("web", leafOpts{})) // renewed
+	retry.Run(t, func(r *retry.R) {
+		if !time.Now().After(short.Leaf.NotAfter) {
+			r.Fatal("the short leaf has not expired yet")
+		}
+	})
+	checkEcho(t, pr.client, "db")
+	if err := roundTrip(old, []byte("still on the first tunnel")); err != nil {
+		t.Errorf("stream of the tunnel with the expired leaf: %v", err)
+	}
+	if n := len(pr.client.pool.all()); n != 2 {
+		t.Errorf("client pool holds %d connections, want 2 (the old one and the renewed one)", n)
+	}
+	if got := metricOf(pr.clientID, "upstream.dial_failures"); got != 0 {
+		t.Errorf("upstream.dial_failures is %v, want 0 (a 421 is retried on a new connection)", got)
+	}
 }

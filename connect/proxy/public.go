@@ -8,51 +8,14 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-metrics"
-	"golang.org/x/net/http2"
 
 	"github.com/trellismesh/trellis/connect"
 	"github.com/trellismesh/trellis/connect/intentions"
 )
-
-// HTTP/2 tuning, the same on both ends of a tunnel. Large windows keep a
-// bulk transfer from stalling on WINDOW_UPDATE round trips; frames stay
-// moderate because each end of a connection keeps a read and a write buffer
-// as large as the largest frame it has seen, which matters with a hundred
-// proxies in one agent.
-const (
-	streamWindow = 4 << 20
-	connWindow   = 16 << 20
-	maxFrameSize = 256 << 10
-	// maxStreams is how many streams a client may open on one tunnel
-	// connection; a pool opens another connection past it.
-	maxStreams = 1000
-	// pingAfter sends a health-check PING on a tunnel silent for this long;
-	// pingTimeout closes it when the PING is not answered.
-	pingAfter   = 30 * time.Second
-	pingTimeout = 15 * time.Second
-	// serverIdleTimeout closes an inbound tunnel without streams; it is
-	// longer than the pool's idle timeout so that the client, which knows
-	// when it wants a connection, usually closes first.
-	serverIdleTimeout = 5 * time.Minute
-)
-
-// h2Server serves every inbound tunnel connection of every proxy; it holds
-// only configuration.
-var h2Server = &http2.Server{
-	MaxConcurrentStreams:         maxStreams,
-	MaxReadFrameSize:             maxFrameSize,
-	MaxUploadBufferPerConnection: connWindow,
-	MaxUploadBufferPerStream:     streamWindow,
-	IdleTimeout:                  serverIdleTimeout,
-	ReadIdleTimeout:              pingAfter,
-	PingTimeout:                  pingTimeout,
-}
 
 func newServerTLS(certs connect.CertSource) *tls.Config {
 	c := connect.ServerTLSConfig(certs, connect.ALPNTunnel)
@@ -62,22 +25,22 @@ func newServerTLS(certs connect.CertSource) *tls.Config {
 	return c
 }
 
-// inboundConn is an established tunnel connection on the public listener.
+// inboundConn is an established tunnel on the public listener.
 type inboundConn struct {
 	raw      net.Conn // the TCP connection; closing it ends the tunnel at once
-	tls      *tls.Conn
+	t        *tunnel
 	source   connect.ServiceID
 	chain    []*x509.Certificate
 	notAfter time.Time // of the earliest certificate of chain
-	streams  atomic.Int64
 }
 
 // close ends the tunnel and its streams. Closing the TCP connection rather
 // than the TLS one skips the close_notify alert, which could block on a peer
 // that does not read.
-func (ic *inboundConn) close() { ic.raw.Close() }
-
-type inboundConnKey struct{}
+func (ic *inboundConn) close() {
+	ic.raw.Close()
+	ic.t.close(nil)
+}
 
 // acceptPublic is the public listener's accept loop.
 func (p *Proxy) acceptPublic() {
@@ -119,9 +82,10 @@ func acceptLoop(p *Proxy, ln net.Listener, what string, handle func(net.Conn)) {
 }
 
 // handleInbound runs the handshake of one connection to the public
-// listener, then serves HTTP/2 on it until it closes.
+// listener, then serves the tunnel on it until it closes.
 func (p *Proxy) handleInbound(raw net.Conn) {
-	tc := tls.Server(raw, p.serverTLS)
+	bc := newBatchConn(raw)
+	tc := tls.Server(bc, p.serverTLS)
 	ctx, cancel := context.WithTimeout(p.ctx, p.dialTimeout)
 	err := tc.HandshakeContext(ctx)
 	cancel()
@@ -143,7 +107,18 @@ func (p *Proxy) handleInbound(raw net.Conn) {
 		return
 	}
 
-	ic := &inboundConn{raw: raw, tls: tc, source: source, chain: cs.PeerCertificates, notAfter: chainNotAfter(cs.PeerCertificates)}
+	ic := &inboundConn{raw: raw, source: source, chain: cs.PeerCertificates, notAfter: chainNotAfter(cs.PeerCertificates)}
+	srcLabels := withLabel(p.labels, "source", source.Service)
+	ic.t, err = newTunnel(true, tc, bc, source.String(), tunnelHooks{
+		spawn:  p.goFunc,
+		accept: func(s *stream, authority string) (int, string) { return p.acceptStream(ic, srcLabels, s, authority) },
+		serve:  func(s *stream) { p.serveStream(ic, s) },
+	})
+	if err != nil {
+		raw.Close()
+		p.logger.Debug("inbound tunnel failed at its start", "source", source.Service, "error", err)
+		return
+	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -158,13 +133,8 @@ func (p *Proxy) handleInbound(raw net.Conn) {
 		p.mu.Unlock()
 		raw.Close()
 	}()
-
 	p.logger.Trace("inbound tunnel established", "source", source.Service, "remote_addr", raw.RemoteAddr())
-	h2Server.ServeConn(tc, &http2.ServeConnOpts{
-		Context:    context.WithValue(p.ctx, inboundConnKey{}, ic),
-		BaseConfig: p.h1,
-		Handler:    http.HandlerFunc(p.serveStream),
-	})
+	ic.t.run()
 }
 
 // chainNotAfter returns when the first certificate of chain expires.
@@ -217,126 +187,67 @@ func (p *Proxy) inboundHandshakeFailed(remote net.Addr, err error) {
 	}
 }
 
-// serveStream serves one HTTP/2 stream of an inbound tunnel: a CONNECT
-// from another proxy on behalf of one application connection.
-func (p *Proxy) serveStream(w http.ResponseWriter, r *http.Request) {
-	if !p.enter() {
-		http.Error(w, "trellis proxy: shutting down", http.StatusServiceUnavailable)
-		return
-	}
-	defer p.goroutines.Done()
-	ic, _ := r.Context().Value(inboundConnKey{}).(*inboundConn)
-	if ic == nil {
-		panic("proxy: stream without its tunnel connection in the context") // ServeConn is always given one
-	}
-	if r.Method != http.MethodConnect {
-		http.Error(w, "trellis proxy: only CONNECT tunnels are served here", http.StatusMethodNotAllowed)
-		return
-	}
-	if !strings.EqualFold(r.Host, p.cfg.Service) {
-		http.Error(w, fmt.Sprintf("trellis proxy: this is service %q, not %q", p.cfg.Service, r.Host), http.StatusMisdirectedRequest)
-		return
+// acceptStream decides a new stream of an inbound tunnel, from the
+// tunnel's reader goroutine: the authority must be this proxy's service,
+// the client certificate still valid, and the intentions must allow the
+// source. It returns 0, or the status and message to refuse with.
+func (p *Proxy) acceptStream(ic *inboundConn, srcLabels []metrics.Label, s *stream, authority string) (int, string) {
+	if !strings.EqualFold(authority, p.cfg.Service) {
+		return 400, fmt.Sprintf("trellis proxy: this is service %q, not %q", p.cfg.Service, authority)
 	}
 	if time.Now().After(ic.notAfter) {
-		// The client's leaf expired while the tunnel lived: end it, so the
-		// client dials again with its renewed leaf.
-		p.logger.Debug("closing inbound tunnel: the client certificate expired", "source", ic.source.Service, "not_after", ic.notAfter)
-		http.Error(w, "trellis proxy: client certificate expired", http.StatusServiceUnavailable)
-		ic.close()
-		return
+		// The client certificate expired while the tunnel lived: no new
+		// streams on it (the established ones go on). 421 makes the client
+		// open a new tunnel, with its renewed leaf.
+		p.logger.Debug("refusing a new stream on an inbound tunnel: the client certificate expired", "source", ic.source.Service, "not_after", ic.notAfter)
+		return 421, "trellis proxy: the client certificate of this connection has expired"
 	}
-
-	// Counted before the decision so that Reauthorize, which may run at
-	// any moment, sees this stream's tunnel.
-	ic.streams.Add(1)
-	defer ic.streams.Add(-1)
-	srcLabels := withLabel(p.labels, "source", ic.source.Service)
 	incrCounter(keyInboundConnections, srcLabels)
-	defer incrCounter(keyInboundClosed, p.labels)
-
 	dec := p.cfg.Authorizer.Authorize(ic.source)
 	if !dec.Allowed {
 		incrCounter(keyInboundDenied, srcLabels)
+		incrCounter(keyInboundClosed, p.labels)
 		if ok, suppressed := p.logDenied.allow(); ok {
 			p.logger.Info("denied inbound connection",
 				logArgs(suppressed, "source", ic.source.String(), "destination", p.cfg.Service, "intention", decidedBy(dec), "reason", dec.Reason)...)
 		}
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.WriteHeader(http.StatusForbidden)
-		fmt.Fprintf(w, "trellis: the mesh denied %s -> %s (%s)\n", ic.source.Service, p.cfg.Service, decidedBy(dec))
-		return
+		return 403, fmt.Sprintf("trellis: the mesh denied %s -> %s (%s)\n", ic.source.Service, p.cfg.Service, decidedBy(dec))
 	}
+	return 0, ""
+}
 
-	d := net.Dialer{Timeout: p.dialTimeout}
-	app, err := d.DialContext(r.Context(), "tcp", p.cfg.LocalAppAddr)
+// serveStream connects an accepted stream to the local application and
+// copies the application's bytes into it; the tunnel's reader delivers the
+// other direction.
+func (p *Proxy) serveStream(ic *inboundConn, s *stream) {
+	defer incrCounter(keyInboundClosed, p.labels)
+	d := net.Dialer{Timeout: p.dialTimeout, KeepAlive: -1}
+	app, err := d.DialContext(p.ctx, "tcp", p.cfg.LocalAppAddr)
 	if err != nil {
 		if ok, suppressed := p.logApp.allow(); ok {
 			p.logger.Warn("dial local application failed", logArgs(suppressed, "addr", p.cfg.LocalAppAddr, "source", ic.source.Service, "error", err)...)
 		}
-		http.Error(w, "trellis proxy: the application is unreachable", http.StatusBadGateway)
+		s.failed(502, "trellis proxy: the application is unreachable")
 		return
 	}
 	if !p.trackApp(app) {
-		http.Error(w, "trellis proxy: shutting down", http.StatusServiceUnavailable)
+		s.abort(errProxyClosed, true)
 		return
 	}
-	defer func() {
-		p.untrackApp(app)
-		app.Close()
-	}()
-
-	flusher, ok := w.(interface{ FlushError() error })
-	if !ok {
-		panic(fmt.Sprintf("proxy: HTTP/2 ResponseWriter %T cannot flush", w)) // x/net/http2's always can
-	}
-	w.WriteHeader(http.StatusOK)
-	if err := flusher.FlushError(); err != nil {
-		return
-	}
-	p.inActive.add(1, keyInboundActive, p.labels)
-	defer p.inActive.add(-1, keyInboundActive, p.labels)
-	p.pipeInbound(w, flusher.FlushError, r, app)
-}
-
-// pipeInbound copies a stream and its application connection both ways.
-// It returns once both directions have ended.
-func (p *Proxy) pipeInbound(w io.Writer, flush func() error, r *http.Request, app net.Conn) {
-	// The stream ends abruptly (reset by the client, tunnel closed, proxy
-	// closing): stop both directions.
-	abortDone := make(chan struct{})
-	stopAbort := context.AfterFunc(r.Context(), func() {
-		defer close(abortDone)
-		app.Close()
-	})
-	defer func() {
-		if !stopAbort() {
-			<-abortDone
-		}
-	}()
-
+	defer p.untrackApp(app)
 	in := newMeter(keyInboundBytesIn, p.labels)
 	out := newMeter(keyInboundBytesOut, p.labels)
 	defer in.flush()
 	defer out.flush()
-
-	// Mesh to application, in a goroutine of our own.
-	upDone := make(chan struct{})
-	if !p.goFunc(func() {
-		defer close(upDone)
-		if err := copyStream(app, r.Body, nil, in); err != nil {
-			app.Close() // the client went away: end the other direction too
-			return
-		}
-		closeWrite(app) // the client half-closed; the application may still answer
-	}) {
+	s.onDeliver = in.add
+	if err := s.accepted(app); err != nil {
+		s.abort(err, false)
 		return
 	}
-
-	// Application to mesh, here. When the application ends its direction,
-	// the stream ends; closing the request body unblocks the other copy.
-	copyStream(w, app, flush, out)
-	r.Body.Close()
-	<-upDone
+	p.inActive.add(1, keyInboundActive, p.labels)
+	defer p.inActive.add(-1, keyInboundActive, p.labels)
+	pump(s, app, out)
+	<-s.done
 }
 
 // decidedBy names what decided: the matched intention, or the default.
@@ -374,7 +285,7 @@ func (p *Proxy) Reauthorize() {
 		if dec.Allowed {
 			continue
 		}
-		streams := ic.streams.Load()
+		streams := ic.t.activeStreams()
 		ic.close()
 		if streams > 0 {
 			metrics.IncrCounterWithLabels(keyInboundDenied, float32(streams), withLabel(p.labels, "source", ic.source.Service))
@@ -386,7 +297,9 @@ func (p *Proxy) Reauthorize() {
 
 // Reverify checks the certificate chain of every inbound and pooled
 // outbound tunnel against the current trust bundle (Certs.Bundle()) and
-// closes those that no longer verify. Call it when the roots change.
+// drains those that no longer verify: they take no new streams and close
+// once their streams end, so a rotation drops no connection. Call it when
+// the roots change.
 func (p *Proxy) Reverify() {
 	b := p.cfg.Certs.Bundle()
 	now := time.Now()
@@ -403,9 +316,11 @@ func (p *Proxy) Reverify() {
 			_, err = b.Verify(ic.chain, now)
 		}
 		if err != nil {
-			ic.close()
-			p.logger.Info("closed inbound tunnel: the client certificate no longer verifies",
-				"source", ic.source.String(), "remote_addr", ic.raw.RemoteAddr(), "streams", ic.streams.Load(), "error", err)
+			// No new streams on it; established connections finish, as
+			// they would over a plain TCP connection made before.
+			ic.t.drain()
+			p.logger.Info("draining inbound tunnel: the client certificate no longer verifies",
+				"source", ic.source.String(), "remote_addr", ic.raw.RemoteAddr(), "streams", ic.t.activeStreams(), "error", err)
 		}
 	}
 	p.pool.reverify(b, now)

@@ -1,13 +1,10 @@
 package proxy
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,7 +35,8 @@ type upstream struct {
 
 // endpoint is an instance with the state the balancer keeps about it.
 type endpoint struct {
-	inst   Instance
+	inst   Instance // immutable (its Node is the one of creation; see node)
+	node   atomic.Pointer[string]
 	key    string       // the pool's key: address and expected identity
 	active atomic.Int64 // application connections using or opening a tunnel to it
 
@@ -57,6 +55,14 @@ func newUpstream(p *Proxy, uc UpstreamConfig, ln net.Listener) *upstream {
 }
 
 func endpointKey(inst Instance) string { return inst.Addr + "|" + inst.Service }
+
+// nodeName returns the node the instance was last reported on.
+func (ep *endpoint) nodeName() string {
+	if n := ep.node.Load(); n != nil {
+		return *n
+	}
+	return ep.inst.Node
+}
 
 // SetInstances replaces the healthy instances of the upstream to
 // destination; instances is copied. Until it is called again the proxy keeps
@@ -90,11 +96,13 @@ func (p *Proxy) SetInstances(destination string, instances []Instance) {
 			continue
 		}
 		seen[key] = true
+		// inst's address and identity make the key, so only the node can
+		// differ; connections read it without the lock.
 		ep := old[key]
 		if ep == nil {
-			ep = &endpoint{key: key}
+			ep = &endpoint{key: key, inst: inst}
 		}
-		ep.inst = inst
+		ep.node.Store(&inst.Node)
 		next = append(next, ep)
 	}
 	u.endpoints = next
@@ -217,16 +225,22 @@ func (u *upstream) serve(app net.Conn) {
 		}
 		tried = append(tried, ep)
 		ep.active.Add(1)
-		t, err := u.open(ep, app, sent)
+		st, err := u.open(ep)
 		if err == nil {
 			u.succeeded(ep)
-			u.pipe(t, app, received)
+			st.onDeliver = received.add
+			st.setApp(app)
+			pump(st, app, sent)
+			<-st.done
 			ep.active.Add(-1)
 			return
 		}
 		ep.active.Add(-1)
 		if errors.Is(err, errDenied) || p.ctx.Err() != nil {
 			return
+		}
+		if errors.Is(err, errSharedDial) {
+			continue // the dial this connection waited for failed, and was counted
 		}
 		var de *dialError
 		if errors.As(err, &de) && de.tls {
@@ -236,31 +250,25 @@ func (u *upstream) serve(app net.Conn) {
 		u.failed(ep)
 		if ok, suppressed := p.logDial.allow(); ok {
 			p.logger.Warn("could not open a tunnel to an upstream instance; trying another",
-				logArgs(suppressed, "upstream", u.name, "instance", ep.inst.Addr, "node", ep.inst.Node, "error", err)...)
+				logArgs(suppressed, "upstream", u.name, "instance", ep.inst.Addr, "node", ep.nodeName(), "error", err)...)
 		}
 	}
 }
 
-// outboundTunnel is an open CONNECT stream to an instance.
-type outboundTunnel struct {
-	ep     *endpoint
-	resp   *http.Response
-	body   *appBody
-	cancel context.CancelFunc // ends the stream
-}
-
-// open opens a CONNECT stream to ep for app. A stream that fails on a
-// pooled connection is tried once more on a fresh one (the pooled one may
-// have died unnoticed); failures after that are ep's.
-func (u *upstream) open(ep *endpoint, app net.Conn, sent *meter) (*outboundTunnel, error) {
+// open opens a CONNECT stream to ep. A stream that fails on a pooled
+// tunnel is tried once more on a fresh one (the pooled one may have died
+// unnoticed, or be one the destination wants no new streams on); failures
+// after that are ep's.
+func (u *upstream) open(ep *endpoint) (*stream, error) {
 	for attempt := 0; ; attempt++ {
-		t, reused, err := u.roundTrip(ep, app, sent)
+		st, reused, err := u.connect(ep)
 		if err == nil || errors.Is(err, errDenied) {
-			return t, err
+			return st, err
 		}
 		var se *statusError
 		var de *dialError
-		if reused && attempt == 0 && !errors.As(err, &se) && !errors.As(err, &de) && u.p.ctx.Err() == nil {
+		retryable := errors.Is(err, errMisdirected) || (!errors.As(err, &se) && !errors.As(err, &de) && !errors.Is(err, errSharedDial))
+		if reused && attempt == 0 && retryable && u.p.ctx.Err() == nil {
 			continue
 		}
 		return nil, err
@@ -268,83 +276,64 @@ func (u *upstream) open(ep *endpoint, app net.Conn, sent *meter) (*outboundTunne
 }
 
 // statusError is a refusal of the tunnel other than 403.
-type statusError struct{ status string }
+type statusError struct {
+	status  int
+	message string
+}
 
-func (e *statusError) Error() string { return "destination answered " + e.status }
+func (e *statusError) Error() string {
+	return fmt.Sprintf("destination answered %d %s", e.status, strings.TrimSpace(e.message))
+}
 
-// roundTrip sends a CONNECT request to ep over a pooled tunnel connection
-// and waits for the answer; reused reports whether the connection had
-// served before (a failure on it may be the connection's, not ep's).
-func (u *upstream) roundTrip(ep *endpoint, app net.Conn, sent *meter) (t *outboundTunnel, reused bool, err error) {
+// errMisdirected is a 421 answer: the destination takes no new streams on
+// this tunnel (the client certificate it was opened with has expired), and
+// a new one may do.
+var errMisdirected = errors.New("destination answered 421 Misdirected Request: takes no new streams on this tunnel")
+
+// connect opens a stream on a pooled tunnel to ep and waits for the
+// destination's answer; reused reports whether the tunnel had served
+// before (a failure on it may be the tunnel's, not ep's).
+func (u *upstream) connect(ep *endpoint) (st *stream, reused bool, err error) {
 	p := u.p
-	ctx, cancel := context.WithCancel(p.ctx)
-	body := newAppBody(app, sent)
-	req, err := http.NewRequestWithContext(ctx, http.MethodConnect, "https://"+ep.inst.Service, body)
+	ot, reused, err := p.pool.get(p.ctx, ep)
 	if err != nil {
-		cancel()
-		return nil, false, fmt.Errorf("CONNECT request for service %q: %w", ep.inst.Service, err)
-	}
-	tc, reused, err := p.pool.get(ctx, ep)
-	if err != nil {
-		cancel()
 		return nil, false, err
+	}
+	st, err = ot.open(ep.inst.Service, nil)
+	if err != nil {
+		return nil, reused, fmt.Errorf("CONNECT %s at %s: %w", ep.inst.Service, ep.inst.Addr, err)
 	}
 	// The destination dials its application within its dial timeout, then
 	// answers; a silent one is given up on after twice that.
-	timer := time.AfterFunc(2*p.dialTimeout, cancel)
-	resp, err := tc.cc.RoundTrip(req)
-	timedOut := !timer.Stop()
-	fail := func(err error) (*outboundTunnel, bool, error) {
-		body.Close()
-		if resp != nil {
-			resp.Body.Close()
-		}
-		cancel()
-		if tc.broken() {
-			p.pool.drop(tc)
-		}
-		return nil, reused, err
+	answerTimeout := 2 * p.dialTimeout
+	timer := time.NewTimer(answerTimeout)
+	defer timer.Stop()
+	var a answer
+	select {
+	case a = <-st.answerCh:
+	case <-timer.C:
+		st.abort(errors.New("no answer"), true)
+		ot.drain() // a tunnel this slow is suspect: no new streams on it
+		return nil, reused, fmt.Errorf("CONNECT %s at %s: no answer within %s", ep.inst.Service, ep.inst.Addr, answerTimeout)
+	case <-p.ctx.Done():
+		st.abort(errProxyClosed, true)
+		return nil, reused, errProxyClosed
 	}
 	switch {
-	case err != nil && timedOut:
-		return fail(fmt.Errorf("CONNECT %s at %s: no answer within %s", ep.inst.Service, ep.inst.Addr, 2*p.dialTimeout))
-	case err != nil:
-		return fail(fmt.Errorf("CONNECT %s at %s: %w", ep.inst.Service, ep.inst.Addr, err))
-	case resp.StatusCode == http.StatusForbidden:
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+	case a.err != nil:
+		return nil, reused, fmt.Errorf("CONNECT %s at %s: %w", ep.inst.Service, ep.inst.Addr, a.err)
+	case a.status == 200:
+		return st, reused, nil
+	case a.status == 403:
 		incrCounter(keyUpstreamDenied, u.labels)
 		if ok, suppressed := p.logDenied.allow(); ok {
 			p.logger.Info("the destination denied the connection",
-				logArgs(suppressed, "upstream", u.name, "instance", ep.inst.Addr, "node", ep.inst.Node, "message", strings.TrimSpace(string(msg)))...)
+				logArgs(suppressed, "upstream", u.name, "instance", ep.inst.Addr, "node", ep.nodeName(), "message", strings.TrimSpace(a.message))...)
 		}
-		return fail(errDenied)
-	case resp.StatusCode != http.StatusOK:
-		return fail(&statusError{status: resp.Status})
+		return nil, reused, errDenied
+	case a.status == 421:
+		ot.drain()
+		return nil, reused, errMisdirected
 	}
-	return &outboundTunnel{ep: ep, resp: resp, body: body, cancel: cancel}, reused, nil
-}
-
-// pipe copies an open tunnel and its application connection both ways and
-// returns once both directions have ended. The application's bytes flow
-// through t.body, read by the HTTP/2 transport; the destination's are
-// copied here.
-func (u *upstream) pipe(t *outboundTunnel, app net.Conn, received *meter) {
-	t.body.open()
-	err := copyStream(app, t.resp.Body, nil, received)
-	if err == nil {
-		// The destination ended its direction: pass the EOF on, and wait
-		// for the application to end its own, or for the destination to
-		// reset the stream (it does once its application has closed).
-		closeWrite(app)
-		select {
-		case <-t.body.ended:
-		case <-t.body.done:
-		case <-u.p.ctx.Done():
-		}
-	}
-	t.body.Close()
-	// Closing the response body ends the stream and waits for the
-	// transport to be done reading t.body.
-	t.resp.Body.Close()
-	t.cancel()
+	return nil, reused, &statusError{status: a.status, message: a.message}
 }

@@ -1,0 +1,864 @@
+package proxy
+
+import (
+	"bytes"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// A tunnel is one mutual-TLS connection between two proxies that carries
+// many application connections, each as an HTTP/2 CONNECT stream (as
+// Istio's HBONE does). It speaks HTTP/2's framing (x/net/http2's Framer and
+// HPACK), but only the part a CONNECT tunnel needs, written for the proxy's
+// path rather than for HTTP:
+//
+//   - No goroutine hand-offs on the data path. The tunnel's reader
+//     goroutine writes each DATA frame's payload straight to the
+//     application's socket; each stream's own goroutine reads its
+//     application and writes DATA frames to the TLS connection under a
+//     lock. A request and its answer cross each proxy with one wake-up
+//     per direction, as a plain TCP relay would.
+//   - A stream whose application reads slowly does not stall the others:
+//     the reader writes to applications without waiting (tryWrite); what a
+//     full socket does not take goes to a queue drained by a goroutine of
+//     its own, and flow control (a window per stream) bounds the queue.
+//   - Writes gather under the TLS connection (see batchConn), so a large DATA
+//     frame leaves in one system call, and frames of several streams that
+//     queue up behind the lock leave together.
+//
+// Both directions of a stream end independently (END_STREAM), so a
+// half-closed application connection behaves as over plain TCP. RST_STREAM
+// aborts a stream; GOAWAY stops new streams on a tunnel, which then closes
+// once its streams are done.
+
+// Tunnel tuning, the same on both ends.
+const (
+	// streamWindow is the flow-control window of a stream: what may be in
+	// flight to (or queued for) one application connection.
+	streamWindow = 1 << 20
+	// connWindow is the window of a whole tunnel.
+	connWindow = 16 << 20
+	// maxFrameSize is the largest frame a peer may send us.
+	maxFrameSize = 1 << 20
+	// dataChunk is the most application data read (and sent) at once.
+	dataChunk = 64 << 10
+	// maxStreams is how many streams a client may open on one tunnel; a
+	// pool opens another tunnel past it.
+	maxStreams = 1000
+	// frameHeaderLen is the size of an HTTP/2 frame header.
+	frameHeaderLen = 9
+)
+
+var chunkBufs = sync.Pool{New: func() any {
+	b := make([]byte, frameHeaderLen+dataChunk)
+	return &b
+}}
+
+// errTunnelClosed is the error of streams of a tunnel that ended.
+var errTunnelClosed = errors.New("tunnel connection closed")
+
+// errStreamReset means the peer reset the stream.
+var errStreamReset = errors.New("stream reset by the peer")
+
+// tunnelHooks are what a tunnel asks of its proxy.
+type tunnelHooks struct {
+	// spawn runs f as one of the proxy's goroutines; false when closing.
+	spawn func(f func()) bool
+	// accept (server side) decides a new stream for authority, from the
+	// reader goroutine: it must be fast. It returns 0 to accept (and then
+	// serve runs in a goroutine of its own), or an HTTP status and a
+	// message to refuse with.
+	accept func(s *stream, authority string) (status int, message string)
+	// serve (server side) serves an accepted stream.
+	serve func(s *stream)
+	// closed is called once the tunnel has closed.
+	closed func(t *tunnel)
+}
+
+// tunnel is one side of a tunnel connection.
+type tunnel struct {
+	server bool
+	tls    *tls.Conn
+	wire   *batchConn
+	hooks  tunnelHooks
+	// peer is the verified identity of the other side's leaf (its SPIFFE ID
+	// string), for logs.
+	peer string
+
+	// Writes: frames are written under wmu; waiting counts writers queued
+	// for it, so the holder knows whether someone else will flush.
+	wmu     sync.Mutex
+	waiting atomic.Int32
+	wfr     *http2.Framer // writes only; guarded by wmu
+	hbuf    bytes.Buffer  // HPACK output; guarded by wmu
+	henc    *hpack.Encoder
+
+	// Flow control of what we send: guarded by fcMu, waited on with fcCond.
+	fcMu       sync.Mutex
+	fcCond     sync.Cond
+	sendWindow int64 // the connection's
+	peerInit   int64 // the peer's initial stream window
+	peerFrame  int   // the largest frame the peer takes
+
+	mu        sync.Mutex
+	streams   map[uint32]*stream // guarded by mu
+	nextID    uint32             // guarded by mu; client: next stream ID
+	lastPeer  uint32             // guarded by mu; server: highest stream ID seen
+	peerMax   int                // guarded by mu; streams the peer lets us open
+	goingAway bool               // guarded by mu; no new streams (GOAWAY sent or received)
+	closed    bool               // guarded by mu
+	closeErr  error              // guarded by mu
+	idleSince time.Time          // guarded by mu; when the last stream ended
+
+	// connUnacked is what the reader delivered and not yet credited back
+	// to the peer's connection window; used by the reader and by drainers.
+	connUnacked atomic.Int64
+	done        chan struct{} // closed when the reader has ended
+}
+
+// newTunnel wraps an established TLS connection (whose handshake ran over
+// w) and sends the connection preface. The caller runs t.run in a
+// goroutine.
+func newTunnel(server bool, c *tls.Conn, w *batchConn, peer string, hooks tunnelHooks) (*tunnel, error) {
+	t := &tunnel{
+		server: server, tls: c, wire: w, hooks: hooks, peer: peer,
+		streams: map[uint32]*stream{}, nextID: 1, peerMax: 100,
+		sendWindow: 65535, peerInit: 65535, peerFrame: 16 << 10,
+		idleSince: time.Now(), done: make(chan struct{}),
+	}
+	t.fcCond.L = &t.fcMu
+	t.wfr = http2.NewFramer(c, nil)
+	t.henc = hpack.NewEncoder(&t.hbuf)
+	err := t.write(func() error {
+		if !server {
+			if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+				return err
+			}
+		}
+		err := t.wfr.WriteSettings(
+			http2.Setting{ID: http2.SettingInitialWindowSize, Val: streamWindow},
+			http2.Setting{ID: http2.SettingMaxFrameSize, Val: maxFrameSize},
+			http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: maxStreams},
+			http2.Setting{ID: http2.SettingEnablePush, Val: 0},
+		)
+		if err != nil {
+			return err
+		}
+		return t.wfr.WriteWindowUpdate(0, connWindow-65535)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("tunnel preface: %w", err)
+	}
+	return t, nil
+}
+
+// write runs fn, which writes frames, under the write lock, and flushes the
+// gathered bytes unless another writer is queued (it will flush).
+func (t *tunnel) write(fn func() error) error {
+	t.waiting.Add(1)
+	t.wmu.Lock()
+	t.waiting.Add(-1)
+	defer t.wmu.Unlock()
+	t.wire.gather()
+	err := fn()
+	if t.waiting.Load() == 0 || err != nil {
+		if ferr := t.wire.flush(); err == nil {
+			err = ferr
+		}
+	}
+	return err
+}
+
+// run reads frames until the connection ends, then closes the tunnel.
+func (t *tunnel) run() {
+	defer close(t.done)
+	var err error
+	if t.server {
+		err = t.readPreface()
+	}
+	fr := http2.NewFramer(nil, t.tls)
+	fr.SetMaxReadFrameSize(maxFrameSize)
+	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	fr.MaxHeaderListSize = 16 << 10
+	fr.SetReuseFrames()
+	for err == nil {
+		var f http2.Frame
+		if f, err = fr.ReadFrame(); err != nil {
+			break
+		}
+		err = t.handle(f)
+	}
+	t.close(err)
+}
+
+func (t *tunnel) readPreface() error {
+	buf := make([]byte, len(http2.ClientPreface))
+	if _, err := io.ReadFull(t.tls, buf); err != nil {
+		return fmt.Errorf("read the tunnel preface: %w", err)
+	}
+	if string(buf) != http2.ClientPreface {
+		return errors.New("not an HTTP/2 tunnel: bad connection preface")
+	}
+	return nil
+}
+
+// handle applies one frame; an error ends the tunnel.
+func (t *tunnel) handle(f http2.Frame) error {
+	switch f := f.(type) {
+	case *http2.DataFrame:
+		n := int64(f.Length) // padding counts against flow control too
+		t.credit(n)
+		s := t.stream(f.StreamID)
+		if s == nil {
+			return nil // a stream we already ended; its data is dropped
+		}
+		if len(f.Data()) > 0 {
+			s.deliver(f.Data())
+		}
+		if f.StreamEnded() {
+			s.remoteEnd()
+		}
+	case *http2.MetaHeadersFrame:
+		if t.server {
+			return t.openRemote(f)
+		}
+		if s := t.stream(f.StreamID); s != nil {
+			s.response(f)
+		}
+	case *http2.RSTStreamFrame:
+		if s := t.stream(f.StreamID); s != nil {
+			s.abort(errStreamReset, false)
+		}
+	case *http2.WindowUpdateFrame:
+		t.fcMu.Lock()
+		if f.StreamID == 0 {
+			t.sendWindow += int64(f.Increment)
+		} else if s := t.stream(f.StreamID); s != nil {
+			s.sendWindow += int64(f.Increment)
+		}
+		t.fcCond.Broadcast()
+		t.fcMu.Unlock()
+	case *http2.SettingsFrame:
+		if f.IsAck() {
+			return nil
+		}
+		if err := t.applySettings(f); err != nil {
+			return err
+		}
+		return t.write(t.wfr.WriteSettingsAck)
+	case *http2.PingFrame:
+		if !f.IsAck() {
+			return t.write(func() error { return t.wfr.WritePing(true, f.Data) })
+		}
+	case *http2.GoAwayFrame:
+		t.mu.Lock()
+		t.goingAway = true
+		t.mu.Unlock()
+		t.closeIfIdle()
+	}
+	return nil
+}
+
+func (t *tunnel) applySettings(f *http2.SettingsFrame) error {
+	return f.ForeachSetting(func(s http2.Setting) error {
+		switch s.ID {
+		case http2.SettingInitialWindowSize:
+			t.fcMu.Lock()
+			delta := int64(s.Val) - t.peerInit
+			t.peerInit = int64(s.Val)
+			t.mu.Lock()
+			for _, st := range t.streams {
+				st.sendWindow += delta
+			}
+			t.mu.Unlock()
+			t.fcCond.Broadcast()
+			t.fcMu.Unlock()
+		case http2.SettingMaxFrameSize:
+			t.fcMu.Lock()
+			t.peerFrame = int(s.Val)
+			t.fcMu.Unlock()
+		case http2.SettingMaxConcurrentStreams:
+			t.mu.Lock()
+			t.peerMax = int(min(s.Val, maxStreams))
+			t.mu.Unlock()
+		}
+		return nil
+	})
+}
+
+// credit returns n bytes of the connection window to the peer once enough
+// has been delivered.
+func (t *tunnel) credit(n int64) {
+	if v := t.connUnacked.Add(n); v >= connWindow/4 {
+		if t.connUnacked.CompareAndSwap(v, 0) {
+			_ = t.write(func() error { return t.wfr.WriteWindowUpdate(0, uint32(v)) })
+		}
+	}
+}
+
+func (t *tunnel) stream(id uint32) *stream {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.streams[id]
+}
+
+// canOpen reports whether a client tunnel takes another stream.
+func (t *tunnel) canOpen() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return !t.closed && !t.goingAway && len(t.streams) < t.peerMax && t.nextID < 1<<31-2
+}
+
+// activeStreams returns how many streams are open.
+func (t *tunnel) activeStreams() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.streams)
+}
+
+// idleFor returns how long a tunnel without streams has been idle (0 when
+// it has streams).
+func (t *tunnel) idleFor(now time.Time) time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.streams) > 0 {
+		return 0
+	}
+	return now.Sub(t.idleSince)
+}
+
+// isClosed reports whether the tunnel has closed.
+func (t *tunnel) isClosed() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.closed
+}
+
+// drain stops new streams on the tunnel (telling the peer with GOAWAY) and
+// closes it once its streams have ended.
+func (t *tunnel) drain() {
+	t.mu.Lock()
+	if t.goingAway || t.closed {
+		t.mu.Unlock()
+		return
+	}
+	t.goingAway = true
+	last := t.lastPeer
+	t.mu.Unlock()
+	_ = t.write(func() error { return t.wfr.WriteGoAway(last, http2.ErrCodeNo, nil) })
+	t.closeIfIdle()
+}
+
+func (t *tunnel) closeIfIdle() {
+	t.mu.Lock()
+	idle := t.goingAway && len(t.streams) == 0
+	t.mu.Unlock()
+	if idle {
+		t.close(nil)
+	}
+}
+
+// close ends the tunnel and every stream on it. It is idempotent.
+func (t *tunnel) close(err error) {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return
+	}
+	t.closed = true
+	if err == nil {
+		err = errTunnelClosed
+	}
+	t.closeErr = err
+	streams := make([]*stream, 0, len(t.streams))
+	for _, s := range t.streams {
+		streams = append(streams, s)
+	}
+	t.mu.Unlock()
+	t.tls.Close()
+	t.fcMu.Lock()
+	t.fcCond.Broadcast()
+	t.fcMu.Unlock()
+	for _, s := range streams {
+		s.abort(errTunnelClosed, false)
+	}
+	if t.hooks.closed != nil {
+		t.hooks.closed(t)
+	}
+}
+
+// removeStream forgets a finished stream.
+func (t *tunnel) removeStream(s *stream) {
+	t.mu.Lock()
+	if t.streams[s.id] == s {
+		delete(t.streams, s.id)
+		if len(t.streams) == 0 {
+			t.idleSince = time.Now()
+		}
+	}
+	t.mu.Unlock()
+	t.closeIfIdle()
+}
+
+// --- Opening streams ---
+
+// open starts a CONNECT stream to authority for the application connection
+// app (client side). The answer arrives on s.answer.
+func (t *tunnel) open(authority string, app net.Conn) (*stream, error) {
+	var s *stream
+	// Stream IDs must reach the wire in increasing order: the ID is taken
+	// under the write lock, with the HEADERS that opens it.
+	err := t.write(func() error {
+		t.mu.Lock()
+		if t.closed || t.goingAway {
+			t.mu.Unlock()
+			return errTunnelClosed
+		}
+		s = newStream(t, t.nextID, app)
+		t.nextID += 2
+		t.streams[s.id] = s
+		t.mu.Unlock()
+		t.fcMu.Lock()
+		s.sendWindow = t.peerInit
+		t.fcMu.Unlock()
+		t.hbuf.Reset()
+		for _, hf := range []hpack.HeaderField{{Name: ":method", Value: "CONNECT"}, {Name: ":authority", Value: authority}} {
+			if err := t.henc.WriteField(hf); err != nil {
+				return err
+			}
+		}
+		return t.wfr.WriteHeaders(http2.HeadersFrameParam{StreamID: s.id, BlockFragment: t.hbuf.Bytes(), EndHeaders: true})
+	})
+	if errors.Is(err, errTunnelClosed) {
+		return nil, err
+	}
+	if err != nil {
+		s.finish(err)
+		t.close(err)
+		return nil, fmt.Errorf("open a stream: %w", err)
+	}
+	return s, nil
+}
+
+// openRemote handles a new stream of the client (server side).
+func (t *tunnel) openRemote(f *http2.MetaHeadersFrame) error {
+	id := f.StreamID
+	t.mu.Lock()
+	if id%2 == 0 || id <= t.lastPeer {
+		t.mu.Unlock()
+		return fmt.Errorf("protocol error: stream %d opened out of order", id)
+	}
+	t.lastPeer = id
+	refuse := t.goingAway || t.closed || len(t.streams) >= maxStreams
+	var s *stream
+	if !refuse {
+		s = newStream(t, id, nil)
+		t.streams[id] = s
+	}
+	t.mu.Unlock()
+	if refuse {
+		return t.write(func() error { return t.wfr.WriteRSTStream(id, http2.ErrCodeRefusedStream) })
+	}
+	t.fcMu.Lock()
+	s.sendWindow = t.peerInit
+	t.fcMu.Unlock()
+	if f.PseudoValue("method") != "CONNECT" || f.StreamEnded() {
+		s.refuse(http2.ErrCodeProtocol, 405, "trellis: the mesh tunnel takes only CONNECT")
+		return nil
+	}
+	if status, msg := t.hooks.accept(s, f.PseudoValue("authority")); status != 0 {
+		s.refuse(http2.ErrCodeRefusedStream, status, msg)
+		return nil
+	}
+	if !t.hooks.spawn(func() { t.hooks.serve(s) }) {
+		s.abort(errTunnelClosed, true)
+	}
+	return nil
+}
+
+// --- Streams ---
+
+// answer is the destination's answer to a CONNECT (client side).
+type answer struct {
+	status  int
+	message string
+	err     error
+}
+
+// stream is one application connection carried by a tunnel.
+type stream struct {
+	t  *tunnel
+	id uint32
+
+	// sendWindow is guarded by t.fcMu.
+	sendWindow int64
+
+	answerCh chan answer // client: the answer to the CONNECT (buffered)
+	answered atomic.Bool
+
+	mu          sync.Mutex
+	app         net.Conn // guarded by mu; nil on the server until the app is dialled
+	queue       []byte   // guarded by mu; data waiting for a slow (or not yet dialled) application
+	draining    bool     // guarded by mu; a drainer goroutine owns writes to app
+	remoteEnded bool     // guarded by mu; the peer sent END_STREAM
+	closedWrite bool     // guarded by mu; the application's write side was closed
+	localEnded  bool     // guarded by mu; we sent END_STREAM
+	finished    bool     // guarded by mu
+	err         error    // guarded by mu; why the stream was aborted
+	unacked     int64    // guarded by mu; delivered, not yet credited back
+	// message collects a refusal's body (client side): non-nil once a
+	// refusal with status refusal arrived.
+	message []byte // guarded by mu
+	refusal int    // guarded by mu
+
+	// onDeliver counts bytes handed to the application.
+	onDeliver func(n int)
+	done      chan struct{} // closed when the stream has finished
+}
+
+func newStream(t *tunnel, id uint32, app net.Conn) *stream {
+	return &stream{t: t, id: id, app: app, answerCh: make(chan answer, 1), done: make(chan struct{})}
+}
+
+// response handles the HEADERS answering our CONNECT (client side).
+func (s *stream) response(f *http2.MetaHeadersFrame) {
+	status, _ := strconv.Atoi(f.PseudoValue("status"))
+	if status == 200 && !f.StreamEnded() {
+		s.answer(answer{status: 200})
+		return
+	}
+	if status == 0 || status == 200 {
+		status = 502 // a 200 that ends the stream at once carries nothing
+	}
+	if f.StreamEnded() {
+		s.answer(answer{status: status})
+		s.finish(errStreamReset)
+		return
+	}
+	// A refusal: its body follows and ends with END_STREAM.
+	s.mu.Lock()
+	s.message, s.refusal = []byte{}, status
+	s.mu.Unlock()
+}
+
+func (s *stream) answer(a answer) {
+	if s.answered.CompareAndSwap(false, true) {
+		s.answerCh <- a
+	}
+}
+
+// refuse answers a stream with a status and a message and resets it.
+func (s *stream) refuse(code http2.ErrCode, status int, msg string) {
+	t := s.t
+	_ = t.write(func() error {
+		t.hbuf.Reset()
+		_ = t.henc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})
+		_ = t.henc.WriteField(hpack.HeaderField{Name: "content-type", Value: "text/plain; charset=utf-8"})
+		if err := t.wfr.WriteHeaders(http2.HeadersFrameParam{StreamID: s.id, BlockFragment: t.hbuf.Bytes(), EndHeaders: true}); err != nil {
+			return err
+		}
+		if err := t.wfr.WriteData(s.id, true, []byte(msg)); err != nil {
+			return err
+		}
+		return t.wfr.WriteRSTStream(s.id, code)
+	})
+	s.finish(errors.New(msg))
+}
+
+// accepted answers an accepted stream with 200 (server side), once its
+// application is connected.
+func (s *stream) accepted(app net.Conn) error {
+	s.setApp(app)
+	t := s.t
+	return t.write(func() error {
+		t.hbuf.Reset()
+		_ = t.henc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+		return t.wfr.WriteHeaders(http2.HeadersFrameParam{StreamID: s.id, BlockFragment: t.hbuf.Bytes(), EndHeaders: true})
+	})
+}
+
+// failed answers a stream whose application could not be reached (server side).
+func (s *stream) failed(status int, msg string) {
+	s.refuse(http2.ErrCodeConnect, status, msg)
+}
+
+// setApp attaches the application connection and delivers what arrived
+// before it.
+func (s *stream) setApp(app net.Conn) {
+	s.mu.Lock()
+	s.app = app
+	start := len(s.queue) > 0 || s.remoteEnded
+	if start {
+		s.draining = true
+	}
+	s.mu.Unlock()
+	if start && !s.t.hooks.spawn(s.drain) {
+		s.abort(errTunnelClosed, true)
+	}
+}
+
+// deliver hands the payload of a DATA frame to the application, from the
+// tunnel's reader goroutine: straight to its socket when it keeps up,
+// through the queue when it does not (or is not connected yet).
+func (s *stream) deliver(p []byte) {
+	s.mu.Lock()
+	if s.finished || s.closedWrite {
+		s.mu.Unlock()
+		return
+	}
+	if s.message != nil { // a refusal's body
+		if len(s.message) < 512 {
+			s.message = append(s.message, p[:min(len(p), 512-len(s.message))]...)
+		}
+		s.mu.Unlock()
+		return
+	}
+	if s.app == nil || s.draining {
+		s.queue = append(s.queue, p...)
+		s.mu.Unlock()
+		return
+	}
+	app := s.app
+	s.mu.Unlock()
+
+	n, blocked, err := tryWrite(app, p)
+	if err == nil && !blocked {
+		s.delivered(n)
+		return
+	}
+	if err == nil {
+		// Slow application: the rest goes through the queue.
+		s.delivered(n)
+		s.mu.Lock()
+		s.queue = append(s.queue, p[n:]...)
+		s.draining = true
+		s.mu.Unlock()
+		if !s.t.hooks.spawn(s.drain) {
+			s.abort(errTunnelClosed, true)
+		}
+		return
+	}
+	s.abort(fmt.Errorf("write to the application: %w", err), true)
+}
+
+// drain writes the queue to the application until it is empty, then hands
+// writes back to the tunnel's reader.
+func (s *stream) drain() {
+	for {
+		s.mu.Lock()
+		if s.finished {
+			s.mu.Unlock()
+			return
+		}
+		chunk := s.queue
+		s.queue = nil
+		app := s.app
+		if len(chunk) == 0 {
+			s.draining = false
+			end := s.remoteEnded && !s.closedWrite
+			s.mu.Unlock()
+			if end {
+				s.closeAppWrite()
+			}
+			return
+		}
+		s.mu.Unlock()
+		n, err := app.Write(chunk)
+		s.delivered(n)
+		if err != nil {
+			s.abort(fmt.Errorf("write to the application: %w", err), true)
+			return
+		}
+	}
+}
+
+// delivered credits n bytes back to the peer's stream window once enough
+// has reached the application.
+func (s *stream) delivered(n int) {
+	if n <= 0 {
+		return
+	}
+	if s.onDeliver != nil {
+		s.onDeliver(n)
+	}
+	s.mu.Lock()
+	s.unacked += int64(n)
+	credit := int64(0)
+	if s.unacked >= streamWindow/4 && !s.remoteEnded {
+		credit, s.unacked = s.unacked, 0
+	}
+	s.mu.Unlock()
+	if credit > 0 {
+		t := s.t
+		_ = t.write(func() error { return t.wfr.WriteWindowUpdate(s.id, uint32(credit)) })
+	}
+}
+
+// remoteEnd handles the peer's END_STREAM: once what it sent has been
+// delivered, the application's write side is closed.
+func (s *stream) remoteEnd() {
+	s.mu.Lock()
+	if s.message != nil { // the end of a refusal's body
+		msg := string(s.message)
+		status := s.refusal
+		s.mu.Unlock()
+		s.answer(answer{status: status, message: msg})
+		s.finish(errStreamReset)
+		return
+	}
+	s.remoteEnded = true
+	now := s.app != nil && !s.draining && !s.closedWrite
+	s.mu.Unlock()
+	if now {
+		s.closeAppWrite()
+	}
+}
+
+func (s *stream) closeAppWrite() {
+	s.mu.Lock()
+	if s.closedWrite || s.app == nil {
+		s.mu.Unlock()
+		return
+	}
+	s.closedWrite = true
+	app := s.app
+	done := s.localEnded
+	s.mu.Unlock()
+	closeWrite(app)
+	if done {
+		s.finish(nil)
+	}
+}
+
+// send writes application bytes as DATA frames, within the flow-control
+// windows. buf holds frameHeaderLen bytes of room followed by the payload;
+// send overwrites bytes before each chunk it sends (already sent) with
+// that chunk's frame header.
+func (s *stream) send(buf []byte) error {
+	t := s.t
+	off := frameHeaderLen
+	for off < len(buf) {
+		k, err := s.window(len(buf) - off)
+		if err != nil {
+			return err
+		}
+		frame := buf[off-frameHeaderLen : off+k]
+		putFrameHeader(frame, k, 0, s.id)
+		if err := t.write(func() error { _, err := t.tls.Write(frame); return err }); err != nil {
+			t.close(err)
+			return err
+		}
+		off += k
+	}
+	return nil
+}
+
+// endLocal sends END_STREAM: the application ended its direction.
+func (s *stream) endLocal() error {
+	var hdr [frameHeaderLen]byte
+	putFrameHeader(hdr[:], 0, byte(http2.FlagDataEndStream), s.id)
+	t := s.t
+	err := t.write(func() error { _, err := t.tls.Write(hdr[:]); return err })
+	s.mu.Lock()
+	s.localEnded = true
+	done := s.closedWrite || s.app == nil
+	s.mu.Unlock()
+	if done {
+		s.finish(nil)
+	}
+	return err
+}
+
+// window waits for flow-control credit and takes up to want bytes of it.
+func (s *stream) window(want int) (int, error) {
+	t := s.t
+	t.fcMu.Lock()
+	defer t.fcMu.Unlock()
+	for {
+		if err := s.abortErr(); err != nil {
+			return 0, err
+		}
+		if t.isClosed() {
+			return 0, errTunnelClosed
+		}
+		if s.sendWindow > 0 && t.sendWindow > 0 {
+			k := int64(min(want, t.peerFrame))
+			k = min(k, s.sendWindow, t.sendWindow)
+			s.sendWindow -= k
+			t.sendWindow -= k
+			return int(k), nil
+		}
+		t.fcCond.Wait()
+	}
+}
+
+func (s *stream) abortErr() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.finished {
+		if s.err != nil {
+			return s.err
+		}
+		return errTunnelClosed
+	}
+	return nil
+}
+
+// abort ends the stream at once: the application connection is closed,
+// and with reset the peer is told (RST_STREAM).
+func (s *stream) abort(err error, reset bool) {
+	s.mu.Lock()
+	if s.finished {
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	if reset {
+		t := s.t
+		_ = t.write(func() error { return t.wfr.WriteRSTStream(s.id, http2.ErrCodeCancel) })
+	}
+	s.answer(answer{err: err})
+	s.finish(err)
+}
+
+// finish marks the stream done, closes its application connection and
+// wakes whoever waits on it.
+func (s *stream) finish(err error) {
+	s.mu.Lock()
+	if s.finished {
+		s.mu.Unlock()
+		return
+	}
+	s.finished = true
+	s.err = err
+	app := s.app
+	s.mu.Unlock()
+	if app != nil {
+		app.Close() // both directions are done, or the stream failed
+	}
+	t := s.t
+	t.fcMu.Lock()
+	t.fcCond.Broadcast() // a sender waiting for window
+	t.fcMu.Unlock()
+	close(s.done)
+	t.removeStream(s)
+}
+
+// putFrameHeader writes an HTTP/2 DATA frame header into b[:9].
+func putFrameHeader(b []byte, length int, flags byte, id uint32) {
+	b[0], b[1], b[2] = byte(length>>16), byte(length>>8), byte(length)
+	b[3] = byte(http2.FrameData)
+	b[4] = flags
+	binary.BigEndian.PutUint32(b[5:9], id&(1<<31-1))
+}
