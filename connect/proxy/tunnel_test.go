@@ -1,0 +1,96 @@
+package proxy
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/trellismesh/trellis/internal/retry"
+)
+
+// A connection whose application stops reading holds up no other
+// connection on the same tunnel: what it does not take is queued (within
+// its flow-control window), and the others go on.
+func TestTunnel_slowReaderDoesNotBlockOthers(t *testing.T) {
+	t.Parallel()
+	// The app answers "flood" with endless data, anything else by echo.
+	var flooded atomic.Int64
+	app := newAppServer(t, func(c net.Conn) {
+		buf := make([]byte, 5)
+		if _, err := io.ReadFull(c, buf); err != nil {
+			return
+		}
+		if string(buf) == "flood" {
+			chunk := bytes.Repeat([]byte("x"), 64<<10)
+			for {
+				n, err := c.Write(chunk)
+				flooded.Add(int64(n))
+				if err != nil {
+					return
+				}
+			}
+		}
+		c.Write(buf)
+		io.Copy(c, c)
+	})
+	pr := newPair(t, app)
+	stuck := dialUpstream(t, pr.client, "db")
+	if _, err := stuck.Write([]byte("flood")); err != nil {
+		t.Fatal(err)
+	}
+	// Let the flood fill every buffer, the stream's queue and window
+	// included, until it stalls: stuck reads none of it.
+	var last int64 = -1
+	retry.RunWith(&retry.Timer{Timeout: 20 * time.Second, Wait: 200 * time.Millisecond}, t, func(r *retry.R) {
+		n := flooded.Load()
+		if n < 1<<20 || n != last {
+			last = n
+			r.Fatalf("%d bytes flooded so far, still moving", n)
+		}
+	})
+	other := dialUpstream(t, pr.client, "db")
+	defer other.Close()
+	for i := range 20 {
+		if err := roundTrip(other, []byte("hello")); err != nil {
+			t.Fatalf("round trip %d beside a stuck connection: %v", i, err)
+		}
+	}
+	if n := len(pr.client.pool.all()); n != 1 {
+		t.Errorf("%d tunnels, want both connections on one", n)
+	}
+	// The stuck one still gets its bytes once it reads.
+	stuck.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 1<<20)
+	if _, err := io.ReadFull(stuck, buf); err != nil {
+		t.Fatalf("the stuck connection, reading at last: %v", err)
+	}
+	stuck.Close()
+}
+
+// Either side may half-close first; the other direction goes on.
+func TestTunnel_halfCloseFromTheServer(t *testing.T) {
+	t.Parallel()
+	// The app sends a greeting and closes its write side, then reads
+	// until EOF and answers with what it read.
+	app := newAppServer(t, func(c net.Conn) {
+		io.WriteString(c, "hello")
+		c.(*net.TCPConn).CloseWrite()
+		got, _ := io.ReadAll(c)
+		c.Write(got) // after its CloseWrite: fails, and that is fine
+	})
+	pr := newPair(t, app)
+	c := dialUpstream(t, pr.client, "db")
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	greeting, err := io.ReadAll(c)
+	if err != nil || string(greeting) != "hello" {
+		t.Fatalf("greeting %q, %v (want hello, then EOF)", greeting, err)
+	}
+	// Our direction is still open.
+	if _, err := io.WriteString(c, "still sending"); err != nil {
+		t.Fatalf("write after the server half-closed: %v", err)
+	}
+}
