@@ -94,3 +94,29 @@ func TestTunnel_halfCloseFromTheServer(t *testing.T) {
 		t.Fatalf("write after the server half-closed: %v", err)
 	}
 }
+
+// An application's first bytes go out with the CONNECT; when the instance
+// cannot take the connection (its application is down: 502), they are sent
+// again to the next instance, and nothing is lost.
+func TestUpstream_earlyDataReplayedOnTheNextInstance(t *testing.T) {
+	t.Parallel()
+	pr := newPair(t, nil)
+	// A second instance of db whose application is down.
+	broken := startProxy(t, Config{ProxyID: proxyID(t, "db-broken"), Service: "db", LocalAppAddr: deadAddr(t),
+		Certs: pr.serverCerts, Authorizer: pr.authz})
+	pr.client.SetInstances("db", []Instance{
+		{Node: "broken", Addr: broken.PublicAddr().String()},
+		{Node: "good", Addr: pr.server.PublicAddr().String()},
+	})
+	for i := range 20 {
+		c := dialUpstream(t, pr.client, "db")
+		msg := bytes.Repeat([]byte{byte('a' + i%26)}, 1000+i)
+		if err := roundTrip(c, msg); err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		c.Close()
+	}
+	if n := metricOf(pr.clientID, "upstream.dial_failures"); n == 0 {
+		t.Error("no connection tried the broken instance first; the test proved nothing")
+	}
+}

@@ -210,6 +210,8 @@ func (u *upstream) serve(app net.Conn) {
 	defer sent.flush()
 	defer received.flush()
 
+	out := newOutbound(app, sent)
+	out.received = received
 	var triedBuf [4]*endpoint
 	tried := triedBuf[:0]
 	for {
@@ -225,13 +227,11 @@ func (u *upstream) serve(app net.Conn) {
 		}
 		tried = append(tried, ep)
 		ep.active.Add(1)
-		st, err := u.open(ep)
+		st, err := u.open(ep, out)
 		if err == nil {
 			u.succeeded(ep)
-			st.onDeliver = received.add
-			st.setApp(app)
-			pump(st, app, sent)
 			<-st.done
+			out.wait()
 			ep.active.Add(-1)
 			return
 		}
@@ -259,9 +259,9 @@ func (u *upstream) serve(app net.Conn) {
 // tunnel is tried once more on a fresh one (the pooled one may have died
 // unnoticed, or be one the destination wants no new streams on); failures
 // after that are ep's.
-func (u *upstream) open(ep *endpoint) (*stream, error) {
+func (u *upstream) open(ep *endpoint, out *outbound) (*stream, error) {
 	for attempt := 0; ; attempt++ {
-		st, reused, err := u.connect(ep)
+		st, reused, err := u.connect(ep, out)
 		if err == nil || errors.Is(err, errDenied) {
 			return st, err
 		}
@@ -293,7 +293,7 @@ var errMisdirected = errors.New("destination answered 421 Misdirected Request: t
 // connect opens a stream on a pooled tunnel to ep and waits for the
 // destination's answer; reused reports whether the tunnel had served
 // before (a failure on it may be the tunnel's, not ep's).
-func (u *upstream) connect(ep *endpoint) (st *stream, reused bool, err error) {
+func (u *upstream) connect(ep *endpoint, out *outbound) (st *stream, reused bool, err error) {
 	p := u.p
 	ot, reused, err := p.pool.get(p.ctx, ep)
 	if err != nil {
@@ -303,6 +303,17 @@ func (u *upstream) connect(ep *endpoint) (st *stream, reused bool, err error) {
 	if err != nil {
 		return nil, reused, fmt.Errorf("CONNECT %s at %s: %w", ep.inst.Service, ep.inst.Addr, err)
 	}
+	// The application's bytes go out now, ahead of the answer.
+	stop, ok := out.attempt(p, st)
+	if !ok {
+		st.abort(errProxyClosed, true)
+		return nil, reused, errProxyClosed
+	}
+	defer func() {
+		if err != nil {
+			stop() // what the pump read is kept for the next attempt
+		}
+	}()
 	// The destination dials its application within its dial timeout, then
 	// answers; a silent one is given up on after twice that.
 	answerTimeout := 2 * p.dialTimeout
@@ -323,6 +334,9 @@ func (u *upstream) connect(ep *endpoint) (st *stream, reused bool, err error) {
 	case a.err != nil:
 		return nil, reused, fmt.Errorf("CONNECT %s at %s: %w", ep.inst.Service, ep.inst.Addr, a.err)
 	case a.status == 200:
+		out.accepted()
+		st.onDeliver = out.received.add
+		st.setApp(out.app)
 		return st, reused, nil
 	case a.status == 403:
 		incrCounter(keyUpstreamDenied, u.labels)

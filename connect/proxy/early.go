@@ -1,0 +1,172 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+)
+
+// maxEarly bounds what an application connection may send before the
+// destination has answered its CONNECT; past it, reading waits for the
+// answer.
+const maxEarly = 64 << 10
+
+// aLongTimeAgo is a deadline in the past: it interrupts a blocked Read.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// outbound is the application side of one connection to an upstream. Its
+// first bytes go out with the CONNECT, without waiting for the answer (a
+// request usually follows the connect at once): the answer comes back with
+// the destination's reply instead of a round trip ahead of it. Until the
+// answer, what was sent is kept, so that if the instance refuses or fails
+// the connection can go to another one, replaying it.
+type outbound struct {
+	app      net.Conn
+	sent     *meter
+	received *meter
+
+	mu       sync.Mutex
+	kept     []byte        // guarded by mu; bytes sent before an answer
+	eof      bool          // guarded by mu; the application ended its direction before an answer
+	opened   bool          // guarded by mu; an instance accepted
+	openedCh chan struct{} // closed when opened
+	pumpDone chan struct{} // of the current attempt's pump; guarded by mu
+}
+
+func newOutbound(app net.Conn, sent *meter) *outbound {
+	return &outbound{app: app, sent: sent, openedCh: make(chan struct{})}
+}
+
+// accepted marks the connection open: nothing more is kept.
+func (o *outbound) accepted() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.opened {
+		o.opened = true
+		o.sent.add(len(o.kept))
+		o.kept = nil
+		close(o.openedCh)
+	}
+}
+
+// wait returns once the pump of the accepted attempt has ended.
+func (o *outbound) wait() {
+	o.mu.Lock()
+	done := o.pumpDone
+	o.mu.Unlock()
+	if done != nil {
+		<-done
+	}
+}
+
+// attempt pumps the application into st in a goroutine of the proxy's. The
+// returned stop function interrupts the pump (when the attempt failed) and
+// waits for it; what it read is kept for the next attempt.
+func (o *outbound) attempt(p *Proxy, st *stream) (stop func(), ok bool) {
+	done := make(chan struct{})
+	halt := make(chan struct{})
+	o.mu.Lock()
+	o.pumpDone = done
+	o.mu.Unlock()
+	if !p.goFunc(func() {
+		defer close(done)
+		o.pump(st, halt)
+	}) {
+		close(done)
+		return nil, false
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			close(halt)
+			_ = o.app.SetReadDeadline(aLongTimeAgo)
+			<-done
+			_ = o.app.SetReadDeadline(time.Time{})
+		})
+	}, true
+}
+
+// pump sends what earlier attempts kept, then reads the application and
+// sends what it reads, until the application ends its direction or the
+// stream fails, or halt is closed before an answer.
+func (o *outbound) pump(st *stream, halt <-chan struct{}) {
+	bp := chunkBufs.Get().(*[]byte)
+	defer chunkBufs.Put(bp)
+	buf := *bp
+
+	o.mu.Lock()
+	replay, eof := o.kept, o.eof
+	o.mu.Unlock()
+	for len(replay) > 0 {
+		n := copy(buf[frameHeaderLen:], replay)
+		if err := st.send(buf[:frameHeaderLen+n]); err != nil {
+			return
+		}
+		replay = replay[n:]
+	}
+	if eof {
+		_ = st.endLocal()
+		return
+	}
+	for {
+		o.mu.Lock()
+		full := !o.opened && len(o.kept) >= maxEarly
+		o.mu.Unlock()
+		if full {
+			select {
+			case <-o.openedCh:
+			case <-halt:
+				return
+			}
+		}
+		n, err := o.app.Read(buf[frameHeaderLen:])
+		if n > 0 {
+			o.mu.Lock()
+			if !o.opened {
+				o.kept = append(o.kept, buf[frameHeaderLen:frameHeaderLen+n]...)
+			}
+			opened := o.opened
+			o.mu.Unlock()
+			if opened {
+				o.sent.add(n)
+			}
+			if serr := st.send(buf[:frameHeaderLen+n]); serr != nil {
+				if opened {
+					st.abort(serr, true)
+				}
+				return
+			}
+		}
+		if err != nil {
+			switch {
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				select {
+				case <-halt:
+					return // interrupted: the next attempt goes on
+				default:
+				}
+				continue
+			case errors.Is(err, io.EOF):
+				o.mu.Lock()
+				if !o.opened {
+					o.eof = true
+				}
+				o.mu.Unlock()
+				_ = st.endLocal()
+			default:
+				st.abort(err, true)
+			}
+			return
+		}
+	}
+}
+
+// keptBytes reports how many bytes were sent before an answer.
+func (o *outbound) keptBytes() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.kept)
+}
