@@ -9,7 +9,7 @@ import (
 // pump reads the application connection and sends what it reads on s,
 // until the application ends its direction (END_STREAM goes out; the other
 // direction goes on) or the stream or the connection fails.
-func pump(s *stream, app net.Conn, m *meter) {
+func pump(s *stream, app net.Conn, m *counter) {
 	bp := chunkBufs.Get().(*[]byte)
 	defer chunkBufs.Put(bp)
 	buf := *bp

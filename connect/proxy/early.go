@@ -25,8 +25,8 @@ var aLongTimeAgo = time.Unix(1, 0)
 // the connection can go to another one, replaying it.
 type outbound struct {
 	app      net.Conn
-	sent     *meter
-	received *meter
+	sent     *counter
+	received *counter
 
 	mu       sync.Mutex
 	kept     []byte        // guarded by mu; bytes sent before an answer
@@ -36,7 +36,7 @@ type outbound struct {
 	pumpDone chan struct{} // of the current attempt's pump; guarded by mu
 }
 
-func newOutbound(app net.Conn, sent *meter) *outbound {
+func newOutbound(app net.Conn, sent *counter) *outbound {
 	return &outbound{app: app, sent: sent, openedCh: make(chan struct{})}
 }
 
@@ -162,11 +162,4 @@ func (o *outbound) pump(st *stream, halt <-chan struct{}) {
 			return
 		}
 	}
-}
-
-// keptBytes reports how many bytes were sent before an answer.
-func (o *outbound) keptBytes() int {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return len(o.kept)
 }

@@ -33,6 +33,7 @@ func TestMain(m *testing.M) {
 	conf.EnableHostname = false
 	conf.EnableHostnameLabel = false
 	conf.EnableRuntimeMetrics = false // it would run a goroutine for ever
+	metricsInterval = 20 * time.Millisecond // tests wait for the flush
 	if _, err := metrics.NewGlobal(conf, sink); err != nil {
 		fmt.Fprintln(os.Stderr, "metrics:", err)
 		os.Exit(1)
@@ -119,8 +120,15 @@ func (s *testSink) get(key string, match ...string) float64 {
 	return sum
 }
 
-// metricOf returns the value of key for the proxy with ID proxyID.
+// running maps the IDs of the proxies startProxy started to them.
+var running sync.Map
+
+// metricOf returns the value of key for the proxy with ID proxyID, after
+// having it emit what it counted.
 func metricOf(proxyID, key string, match ...string) float64 {
+	if p, ok := running.Load(proxyID); ok {
+		p.(*Proxy).reg.flush()
+	}
 	return sink.get(key, append([]string{"proxy=" + proxyID}, match...)...)
 }
 
@@ -369,10 +377,12 @@ func startProxy(t testing.TB, cfg Config) *Proxy {
 	if err != nil {
 		t.Fatalf("start proxy %s: %v", cfg.ProxyID, err)
 	}
+	running.Store(cfg.ProxyID, p)
 	t.Cleanup(func() {
 		if err := p.Close(); err != nil {
 			t.Errorf("close proxy %s: %v", cfg.ProxyID, err)
 		}
+		running.Delete(cfg.ProxyID)
 	})
 	return p
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,52 +43,96 @@ func withLabel(base []metrics.Label, name, value string) []metrics.Label {
 	return out
 }
 
-func incrCounter(key []string, labels []metrics.Label) {
-	metrics.IncrCounterWithLabels(key, 1, labels)
-}
+// metricsInterval is how often a proxy emits what it counted. Counting
+// is an atomic add on the connection's path; the emission with labels
+// (string building, locks, two sinks) happens here, once per interval.
+var metricsInterval = time.Second
 
-// gaugeCounter is a count published as a gauge on every change.
-type gaugeCounter struct{ n atomic.Int64 }
-
-func (g *gaugeCounter) add(delta int64, key []string, labels []metrics.Label) {
-	metrics.SetGaugeWithLabels(key, float32(g.n.Add(delta)), labels)
-}
-
-// Byte counters are emitted when this much is pending, or a second after
-// the last emission, so a busy connection costs a metric call per few MiB,
-// not per read.
-const (
-	meterFlushBytes    = 4 << 20
-	meterFlushInterval = time.Second
-)
-
-// meter accumulates a byte counter of one direction of one connection.
-// add is called by one goroutine at a time; flush from any goroutine.
-type meter struct {
+// counter is a counter metric counted in memory and emitted by the
+// proxy's flusher.
+type counter struct {
 	key     []string
 	labels  []metrics.Label
-	pending atomic.Int64
-	last    time.Time // of the last emission by add; used only by add
+	n       atomic.Int64
+	emitted int64 // guarded by registry.flushMu
 }
 
-func newMeter(key []string, labels []metrics.Label) *meter {
-	return &meter{key: key, labels: labels, last: time.Now()}
+func (c *counter) add(n int) { c.n.Add(int64(n)) }
+func (c *counter) inc()      { c.n.Add(1) }
+
+// gauge is a gauge metric kept in memory, emitted by the flusher.
+type gauge struct {
+	key    []string
+	labels []metrics.Label
+	n      atomic.Int64
+	last   int64 // guarded by registry.flushMu
+	set    bool  // guarded by registry.flushMu
 }
 
-func (m *meter) add(n int) {
-	if m.pending.Add(int64(n)) >= meterFlushBytes {
-		m.flush()
-		return
+func (g *gauge) add(d int64) { g.n.Add(d) }
+
+// registry holds a proxy's metrics.
+type registry struct {
+	flushMu  sync.Mutex // serialises flushes (emitted, last and set)
+	mu       sync.Mutex
+	counters []*counter
+	gauges   []*gauge
+	labelled map[string]*counter // guarded by mu; by key and extra label
+}
+
+func (r *registry) counter(key []string, labels []metrics.Label) *counter {
+	c := &counter{key: key, labels: labels}
+	r.mu.Lock()
+	r.counters = append(r.counters, c)
+	r.mu.Unlock()
+	return c
+}
+
+func (r *registry) gauge(key []string, labels []metrics.Label) *gauge {
+	g := &gauge{key: key, labels: labels}
+	r.mu.Lock()
+	r.gauges = append(r.gauges, g)
+	r.mu.Unlock()
+	return g
+}
+
+// withExtra returns the counter of key with base labels plus name=value,
+// made on first use.
+func (r *registry) withExtra(key []string, base []metrics.Label, name, value string) *counter {
+	id := strings.Join(key, ".") + "|" + value
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.labelled == nil {
+		r.labelled = map[string]*counter{}
 	}
-	if now := time.Now(); now.Sub(m.last) >= meterFlushInterval {
-		m.last = now
-		m.flush()
+	if c := r.labelled[id]; c != nil {
+		return c
 	}
+	c := &counter{key: key, labels: withLabel(base, name, value)}
+	r.labelled[id] = c
+	r.counters = append(r.counters, c)
+	return c
 }
 
-func (m *meter) flush() {
-	if n := m.pending.Swap(0); n > 0 {
-		metrics.IncrCounterWithLabels(m.key, float32(n), m.labels)
+// flush emits what changed since the last flush.
+func (r *registry) flush() {
+	r.flushMu.Lock()
+	defer r.flushMu.Unlock()
+	r.mu.Lock()
+	cs := slices.Clone(r.counters)
+	gs := slices.Clone(r.gauges)
+	r.mu.Unlock()
+	for _, c := range cs {
+		if n := c.n.Load(); n != c.emitted {
+			metrics.IncrCounterWithLabels(c.key, float32(n-c.emitted), c.labels)
+			c.emitted = n
+		}
+	}
+	for _, g := range gs {
+		if n := g.n.Load(); !g.set || n != g.last {
+			metrics.SetGaugeWithLabels(g.key, float32(n), g.labels)
+			g.last, g.set = n, true
+		}
 	}
 }
 

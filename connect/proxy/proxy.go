@@ -224,7 +224,12 @@ type Proxy struct {
 	upstreams map[string]*upstream
 	pool      *pool
 
-	inActive     gaugeCounter
+	reg          registry
+	inActive     *gauge
+	inClosed     *counter
+	inBytesIn    *counter
+	inBytesOut   *counter
+	inHandshake  *counter
 	logHandshake logLimiter
 	logDenied    logLimiter
 	logDial      logLimiter
@@ -279,6 +284,11 @@ func New(cfg Config) (p *Proxy, err error) {
 	if p.dialTimeout == 0 {
 		p.dialTimeout = DefaultDialTimeout
 	}
+	p.inActive = p.reg.gauge(keyInboundActive, p.labels)
+	p.inClosed = p.reg.counter(keyInboundClosed, p.labels)
+	p.inBytesIn = p.reg.counter(keyInboundBytesIn, p.labels)
+	p.inBytesOut = p.reg.counter(keyInboundBytesOut, p.labels)
+	p.inHandshake = p.reg.counter(keyInboundHandshakeFail, p.labels)
 	p.h1 = &http.Server{ErrorLog: logger.Named("http2").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug})}
 	p.pool = newPool(p)
 
@@ -309,11 +319,26 @@ func New(cfg Config) (p *Proxy, err error) {
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.serverTLS = newServerTLS(cfg.Certs)
 	p.goFunc(p.acceptPublic)
+	p.goFunc(p.flushMetrics)
 	for _, u := range p.upstreams {
 		p.goFunc(u.accept)
 	}
 	p.logger.Debug("proxy started", "public_addr", p.public.Addr(), "service", cfg.Service, "upstreams", len(p.upstreams))
 	return p, nil
+}
+
+// flushMetrics emits the proxy's metrics every metricsInterval until Close.
+func (p *Proxy) flushMetrics() {
+	t := time.NewTicker(metricsInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-t.C:
+			p.reg.flush()
+		}
+	}
 }
 
 // goFunc runs f in a goroutine that Close waits for. It returns false, and
@@ -411,6 +436,7 @@ func (p *Proxy) Close() error {
 			c.Close()
 		}
 		p.goroutines.Wait()
+		p.reg.flush() // what the last connections counted
 		p.listenersErr = errors.Join(errs...)
 		p.logger.Debug("proxy closed")
 	})

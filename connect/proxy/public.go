@@ -11,8 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hashicorp/go-metrics"
-
 	"github.com/trellismesh/trellis/connect"
 	"github.com/trellismesh/trellis/connect/intentions"
 )
@@ -108,11 +106,14 @@ func (p *Proxy) handleInbound(raw net.Conn) {
 	}
 
 	ic := &inboundConn{raw: raw, source: source, chain: cs.PeerCertificates, notAfter: chainNotAfter(cs.PeerCertificates)}
-	srcLabels := withLabel(p.labels, "source", source.Service)
+	srcConns := p.reg.withExtra(keyInboundConnections, p.labels, "source", source.Service)
+	srcDenied := p.reg.withExtra(keyInboundDenied, p.labels, "source", source.Service)
 	ic.t, err = newTunnel(true, tc, bc, source.String(), tunnelHooks{
-		spawn:  p.goFunc,
-		accept: func(s *stream, authority string) (int, string) { return p.acceptStream(ic, srcLabels, s, authority) },
-		serve:  func(s *stream) { p.serveStream(ic, s) },
+		spawn: p.goFunc,
+		accept: func(s *stream, authority string) (int, string) {
+			return p.acceptStream(ic, srcConns, srcDenied, authority)
+		},
+		serve: func(s *stream) { p.serveStream(ic, s) },
 	})
 	if err != nil {
 		raw.Close()
@@ -180,7 +181,7 @@ func (p *Proxy) inboundHandshakeFailed(remote net.Addr, err error) {
 	if p.ctx.Err() != nil {
 		return // closing: not the client's fault
 	}
-	incrCounter(keyInboundHandshakeFail, p.labels)
+	p.inHandshake.inc()
 	if ok, suppressed := p.logHandshake.allow(); ok {
 		p.logger.Warn("refused inbound connection: TLS handshake failed",
 			logArgs(suppressed, "remote_addr", remote, "reason", handshakeReason(err), "error", err)...)
@@ -191,7 +192,7 @@ func (p *Proxy) inboundHandshakeFailed(remote net.Addr, err error) {
 // tunnel's reader goroutine: the authority must be this proxy's service,
 // the client certificate still valid, and the intentions must allow the
 // source. It returns 0, or the status and message to refuse with.
-func (p *Proxy) acceptStream(ic *inboundConn, srcLabels []metrics.Label, s *stream, authority string) (int, string) {
+func (p *Proxy) acceptStream(ic *inboundConn, conns, denied *counter, authority string) (int, string) {
 	if !strings.EqualFold(authority, p.cfg.Service) {
 		return 400, fmt.Sprintf("trellis proxy: this is service %q, not %q", p.cfg.Service, authority)
 	}
@@ -202,11 +203,11 @@ func (p *Proxy) acceptStream(ic *inboundConn, srcLabels []metrics.Label, s *stre
 		p.logger.Debug("refusing a new stream on an inbound tunnel: the client certificate expired", "source", ic.source.Service, "not_after", ic.notAfter)
 		return 421, "trellis proxy: the client certificate of this connection has expired"
 	}
-	incrCounter(keyInboundConnections, srcLabels)
+	conns.inc()
 	dec := p.cfg.Authorizer.Authorize(ic.source)
 	if !dec.Allowed {
-		incrCounter(keyInboundDenied, srcLabels)
-		incrCounter(keyInboundClosed, p.labels)
+		denied.inc()
+		p.inClosed.inc()
 		if ok, suppressed := p.logDenied.allow(); ok {
 			p.logger.Info("denied inbound connection",
 				logArgs(suppressed, "source", ic.source.String(), "destination", p.cfg.Service, "intention", decidedBy(dec), "reason", dec.Reason)...)
@@ -220,7 +221,7 @@ func (p *Proxy) acceptStream(ic *inboundConn, srcLabels []metrics.Label, s *stre
 // copies the application's bytes into it; the tunnel's reader delivers the
 // other direction.
 func (p *Proxy) serveStream(ic *inboundConn, s *stream) {
-	defer incrCounter(keyInboundClosed, p.labels)
+	defer p.inClosed.inc()
 	d := net.Dialer{Timeout: p.dialTimeout, KeepAlive: -1}
 	app, err := d.DialContext(p.ctx, "tcp", p.cfg.LocalAppAddr)
 	if err != nil {
@@ -235,18 +236,14 @@ func (p *Proxy) serveStream(ic *inboundConn, s *stream) {
 		return
 	}
 	defer p.untrackApp(app)
-	in := newMeter(keyInboundBytesIn, p.labels)
-	out := newMeter(keyInboundBytesOut, p.labels)
-	defer in.flush()
-	defer out.flush()
-	s.onDeliver = in.add
+	s.onDeliver = p.inBytesIn.add
 	if err := s.accepted(app); err != nil {
 		s.abort(err, false)
 		return
 	}
-	p.inActive.add(1, keyInboundActive, p.labels)
-	defer p.inActive.add(-1, keyInboundActive, p.labels)
-	pump(s, app, out)
+	p.inActive.add(1)
+	defer p.inActive.add(-1)
+	pump(s, app, p.inBytesOut)
 	<-s.done
 }
 
@@ -288,7 +285,7 @@ func (p *Proxy) Reauthorize() {
 		streams := ic.t.activeStreams()
 		ic.close()
 		if streams > 0 {
-			metrics.IncrCounterWithLabels(keyInboundDenied, float32(streams), withLabel(p.labels, "source", ic.source.Service))
+			p.reg.withExtra(keyInboundDenied, p.labels, "source", ic.source.Service).add(streams)
 			p.logger.Info("closed inbound tunnel: intentions now deny its source",
 				"source", ic.source.String(), "destination", p.cfg.Service, "streams", streams, "intention", decidedBy(dec), "reason", dec.Reason)
 		}

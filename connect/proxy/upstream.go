@@ -27,7 +27,15 @@ type upstream struct {
 	name   string // destination service
 	ln     net.Listener
 	labels []metrics.Label // proxy, service, upstream
-	active gaugeCounter
+
+	active        *gauge
+	connections   *counter
+	closed        *counter
+	bytesSent     *counter
+	bytesReceived *counter
+	dialFail      *counter
+	handshakeFail *counter
+	denied        *counter
 
 	mu        sync.Mutex
 	endpoints []*endpoint // guarded by mu; replaced whole by SetInstances
@@ -46,12 +54,22 @@ type endpoint struct {
 }
 
 func newUpstream(p *Proxy, uc UpstreamConfig, ln net.Listener) *upstream {
-	return &upstream{
+	u := &upstream{
 		p:      p,
 		name:   uc.DestinationName,
 		ln:     ln,
 		labels: withLabel(p.labels, "upstream", uc.DestinationName),
 	}
+	r := &p.reg
+	u.active = r.gauge(keyUpstreamActive, u.labels)
+	u.connections = r.counter(keyUpstreamConnections, u.labels)
+	u.closed = r.counter(keyUpstreamClosed, u.labels)
+	u.bytesSent = r.counter(keyUpstreamBytesSent, u.labels)
+	u.bytesReceived = r.counter(keyUpstreamBytesReceived, u.labels)
+	u.dialFail = r.counter(keyUpstreamDialFail, u.labels)
+	u.handshakeFail = r.counter(keyUpstreamHandshakeFail, u.labels)
+	u.denied = r.counter(keyUpstreamDenied, u.labels)
+	return u
 }
 
 func endpointKey(inst Instance) string { return inst.Addr + "|" + inst.Service }
@@ -198,20 +216,15 @@ func (u *upstream) serve(app net.Conn) {
 		p.untrackApp(app)
 		app.Close()
 	}()
-	incrCounter(keyUpstreamConnections, u.labels)
-	u.active.add(1, keyUpstreamActive, u.labels)
+	u.connections.inc()
+	u.active.add(1)
 	defer func() {
-		u.active.add(-1, keyUpstreamActive, u.labels)
-		incrCounter(keyUpstreamClosed, u.labels)
+		u.active.add(-1)
+		u.closed.inc()
 	}()
 
-	sent := newMeter(keyUpstreamBytesSent, u.labels)
-	received := newMeter(keyUpstreamBytesReceived, u.labels)
-	defer sent.flush()
-	defer received.flush()
-
-	out := newOutbound(app, sent)
-	out.received = received
+	out := newOutbound(app, u.bytesSent)
+	out.received = u.bytesReceived
 	var triedBuf [4]*endpoint
 	tried := triedBuf[:0]
 	for {
@@ -244,9 +257,9 @@ func (u *upstream) serve(app net.Conn) {
 		}
 		var de *dialError
 		if errors.As(err, &de) && de.tls {
-			incrCounter(keyUpstreamHandshakeFail, u.labels)
+			u.handshakeFail.inc()
 		}
-		incrCounter(keyUpstreamDialFail, u.labels)
+		u.dialFail.inc()
 		u.failed(ep)
 		if ok, suppressed := p.logDial.allow(); ok {
 			p.logger.Warn("could not open a tunnel to an upstream instance; trying another",
@@ -339,7 +352,7 @@ func (u *upstream) connect(ep *endpoint, out *outbound) (st *stream, reused bool
 		st.setApp(out.app)
 		return st, reused, nil
 	case a.status == 403:
-		incrCounter(keyUpstreamDenied, u.labels)
+		u.denied.inc()
 		if ok, suppressed := p.logDenied.allow(); ok {
 			p.logger.Info("the destination denied the connection",
 				logArgs(suppressed, "upstream", u.name, "instance", ep.inst.Addr, "node", ep.nodeName(), "message", strings.TrimSpace(a.message))...)
