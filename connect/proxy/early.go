@@ -68,12 +68,15 @@ func (o *outbound) wait() {
 func (o *outbound) attempt(p *Proxy, st *stream) (stop func(), ok bool) {
 	done := make(chan struct{})
 	halt := make(chan struct{})
+	// What earlier attempts kept is taken now: the answer may arrive (and
+	// clear it) before the pump's goroutine runs.
 	o.mu.Lock()
 	o.pumpDone = done
+	replay, eof := o.kept, o.eof
 	o.mu.Unlock()
 	if !p.goFunc(func() {
 		defer close(done)
-		o.pump(st, halt)
+		o.pump(st, replay, eof, halt)
 	}) {
 		close(done)
 		return nil, false
@@ -89,17 +92,15 @@ func (o *outbound) attempt(p *Proxy, st *stream) (stop func(), ok bool) {
 	}, true
 }
 
-// pump sends what earlier attempts kept, then reads the application and
-// sends what it reads, until the application ends its direction or the
-// stream fails, or halt is closed before an answer.
-func (o *outbound) pump(st *stream, halt <-chan struct{}) {
+// pump sends replay (what earlier attempts kept; eof if the application
+// had ended its direction), then reads the application and sends what it
+// reads, until the application ends its direction or the stream fails, or
+// halt is closed before an answer.
+func (o *outbound) pump(st *stream, replay []byte, eof bool, halt <-chan struct{}) {
 	bp := chunkBufs.Get().(*[]byte)
 	defer chunkBufs.Put(bp)
 	buf := *bp
 
-	o.mu.Lock()
-	replay, eof := o.kept, o.eof
-	o.mu.Unlock()
 	for len(replay) > 0 {
 		n := copy(buf[frameHeaderLen:], replay)
 		if err := st.send(buf[:frameHeaderLen+n]); err != nil {

@@ -50,8 +50,8 @@
 //	upstream.tls_handshake_failures counter failed handshakes with an instance (also dial failures)
 //	upstream.denied                counter  connections the destination refused (403)
 //
-// Byte counters are emitted every few MiB or every second while a connection
-// is busy, and when it ends.
+// The proxy counts in memory (an atomic add on the connection's path) and
+// emits what changed once a second, and when it closes.
 package proxy
 
 import (

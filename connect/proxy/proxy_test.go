@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"runtime/pprof"
 	"strings"
 	"sync"
 	"testing"
@@ -53,7 +51,6 @@ func TestProxy_Traffic_concurrentLargePayloads(t *testing.T) {
 				}()
 				got, err := io.ReadAll(c) // until the echo half-closes after our half-close
 				if err != nil {
-					dumpOnce.Do(func() { pprof.Lookup("goroutine").WriteTo(os.Stderr, 2) })
 					return fmt.Errorf("connection %d: read: %w", i, err)
 				}
 				if err := <-writeErr; err != nil {
@@ -726,5 +723,3 @@ func TestProxy_Public_clientLeafExpiresOnAnOpenTunnel(t *testing.T) {
 		t.Errorf("upstream.dial_failures is %v, want 0 (a 421 is retried on a new connection)", got)
 	}
 }
-
-var dumpOnce sync.Once

@@ -121,10 +121,23 @@ type tunnel struct {
 	closeErr  error              // guarded by mu
 	idleSince time.Time          // guarded by mu; when the last stream ended
 
-	// connUnacked is what the reader delivered and not yet credited back
-	// to the peer's connection window; used by the reader and by drainers.
+	// Control frames (window updates, acknowledgements, refusals) come
+	// from the reader, which must never wait on the socket: if it did, two
+	// proxies whose sockets are full would each wait for the other to read.
+	// They are encoded into ctlBuf and sent by the control goroutine, or by
+	// any writer that takes the write lock first.
+	ctlMu   sync.Mutex
+	ctlBuf  bytes.Buffer  // guarded by ctlMu
+	ctlFr   *http2.Framer // writes into ctlBuf; guarded by ctlMu
+	ctlHbuf bytes.Buffer  // guarded by ctlMu
+	ctlEnc  *hpack.Encoder
+	ctlWake chan struct{} // buffered: control frames wait
+
+	// connUnacked is what the reader received and not yet credited back
+	// to the peer's connection window.
 	connUnacked atomic.Int64
 	done        chan struct{} // closed when the reader has ended
+	closing     chan struct{} // closed by close
 }
 
 // newTunnel wraps an established TLS connection (whose handshake ran over
@@ -135,11 +148,17 @@ func newTunnel(server bool, c *tls.Conn, w *batchConn, peer string, hooks tunnel
 		server: server, tls: c, wire: w, hooks: hooks, peer: peer,
 		streams: map[uint32]*stream{}, nextID: 1, peerMax: 100,
 		sendWindow: 65535, peerInit: 65535, peerFrame: 16 << 10,
-		idleSince: time.Now(), done: make(chan struct{}),
+		idleSince: time.Now(), done: make(chan struct{}), closing: make(chan struct{}),
+		ctlWake: make(chan struct{}, 1),
 	}
 	t.fcCond.L = &t.fcMu
 	t.wfr = http2.NewFramer(c, nil)
-	t.henc = hpack.NewEncoder(&t.hbuf)
+	t.ctlFr = http2.NewFramer(&t.ctlBuf, nil)
+	// Header blocks are encoded without HPACK's dynamic table: two
+	// encoders (the writers' and the control queue's) feed one decoder, in
+	// an order neither knows, so neither may keep state.
+	t.henc = statelessEncoder(&t.hbuf)
+	t.ctlEnc = statelessEncoder(&t.ctlHbuf)
 	err := t.write(func() error {
 		if !server {
 			if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
@@ -163,15 +182,26 @@ func newTunnel(server bool, c *tls.Conn, w *batchConn, peer string, hooks tunnel
 	return t, nil
 }
 
+func statelessEncoder(w io.Writer) *hpack.Encoder {
+	e := hpack.NewEncoder(w)
+	e.SetMaxDynamicTableSizeLimit(0)
+	e.SetMaxDynamicTableSize(0)
+	return e
+}
+
 // write runs fn, which writes frames, under the write lock, and flushes the
-// gathered bytes unless another writer is queued (it will flush).
+// gathered bytes unless another writer is queued (it will flush). Control
+// frames waiting go out with them. The reader never calls it (see control).
 func (t *tunnel) write(fn func() error) error {
 	t.waiting.Add(1)
 	t.wmu.Lock()
 	t.waiting.Add(-1)
 	defer t.wmu.Unlock()
 	t.wire.gather()
-	err := fn()
+	err := t.writeControlLocked()
+	if err == nil {
+		err = fn()
+	}
 	if t.waiting.Load() == 0 || err != nil {
 		if ferr := t.wire.flush(); err == nil {
 			err = ferr
@@ -180,8 +210,53 @@ func (t *tunnel) write(fn func() error) error {
 	return err
 }
 
+// control queues control frames, which fn writes to the framer it is
+// given, without waiting on the socket.
+func (t *tunnel) control(fn func(fr *http2.Framer, enc *hpack.Encoder, hbuf *bytes.Buffer) error) {
+	t.ctlMu.Lock()
+	_ = fn(t.ctlFr, t.ctlEnc, &t.ctlHbuf) // writes to a buffer: no error
+	t.ctlMu.Unlock()
+	select {
+	case t.ctlWake <- struct{}{}:
+	default:
+	}
+}
+
+// writeControlLocked sends the queued control frames; wmu must be held.
+func (t *tunnel) writeControlLocked() error {
+	t.ctlMu.Lock()
+	defer t.ctlMu.Unlock()
+	if t.ctlBuf.Len() == 0 {
+		return nil
+	}
+	_, err := t.tls.Write(t.ctlBuf.Bytes())
+	t.ctlBuf.Reset()
+	return err
+}
+
+// runControl sends queued control frames until the tunnel closes.
+func (t *tunnel) runControl() {
+	for {
+		select {
+		case <-t.closing:
+			return
+		case <-t.ctlWake:
+		}
+		if err := t.write(func() error { return nil }); err != nil {
+			t.close(err)
+			return
+		}
+	}
+}
+
 // run reads frames until the connection ends, then closes the tunnel.
+// Control frames are sent by a goroutine of their own meanwhile.
 func (t *tunnel) run() {
+	if !t.hooks.spawn(t.runControl) {
+		t.close(errTunnelClosed)
+		close(t.done)
+		return
+	}
 	defer close(t.done)
 	var err error
 	if t.server {
@@ -256,10 +331,11 @@ func (t *tunnel) handle(f http2.Frame) error {
 		if err := t.applySettings(f); err != nil {
 			return err
 		}
-		return t.write(t.wfr.WriteSettingsAck)
+		t.control(func(fr *http2.Framer, _ *hpack.Encoder, _ *bytes.Buffer) error { return fr.WriteSettingsAck() })
 	case *http2.PingFrame:
 		if !f.IsAck() {
-			return t.write(func() error { return t.wfr.WritePing(true, f.Data) })
+			data := f.Data
+			t.control(func(fr *http2.Framer, _ *hpack.Encoder, _ *bytes.Buffer) error { return fr.WritePing(true, data) })
 		}
 	case *http2.GoAwayFrame:
 		t.mu.Lock()
@@ -302,7 +378,7 @@ func (t *tunnel) applySettings(f *http2.SettingsFrame) error {
 func (t *tunnel) credit(n int64) {
 	if v := t.connUnacked.Add(n); v >= connWindow/4 {
 		if t.connUnacked.CompareAndSwap(v, 0) {
-			_ = t.write(func() error { return t.wfr.WriteWindowUpdate(0, uint32(v)) })
+			t.control(func(fr *http2.Framer, _ *hpack.Encoder, _ *bytes.Buffer) error { return fr.WriteWindowUpdate(0, uint32(v)) })
 		}
 	}
 }
@@ -386,7 +462,10 @@ func (t *tunnel) close(err error) {
 		streams = append(streams, s)
 	}
 	t.mu.Unlock()
-	t.tls.Close()
+	close(t.closing)
+	// The TCP connection, not the TLS one: close_notify could wait on a
+	// peer that does not read.
+	t.wire.Conn.Close()
 	t.fcMu.Lock()
 	t.fcCond.Broadcast()
 	t.fcMu.Unlock()
@@ -468,7 +547,10 @@ func (t *tunnel) openRemote(f *http2.MetaHeadersFrame) error {
 	}
 	t.mu.Unlock()
 	if refuse {
-		return t.write(func() error { return t.wfr.WriteRSTStream(id, http2.ErrCodeRefusedStream) })
+		t.control(func(fr *http2.Framer, _ *hpack.Encoder, _ *bytes.Buffer) error {
+			return fr.WriteRSTStream(id, http2.ErrCodeRefusedStream)
+		})
+		return nil
 	}
 	t.fcMu.Lock()
 	s.sendWindow = t.peerInit
@@ -560,18 +642,18 @@ func (s *stream) answer(a answer) {
 
 // refuse answers a stream with a status and a message and resets it.
 func (s *stream) refuse(code http2.ErrCode, status int, msg string) {
-	t := s.t
-	_ = t.write(func() error {
-		t.hbuf.Reset()
-		_ = t.henc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})
-		_ = t.henc.WriteField(hpack.HeaderField{Name: "content-type", Value: "text/plain; charset=utf-8"})
-		if err := t.wfr.WriteHeaders(http2.HeadersFrameParam{StreamID: s.id, BlockFragment: t.hbuf.Bytes(), EndHeaders: true}); err != nil {
+	id := s.id
+	s.t.control(func(fr *http2.Framer, enc *hpack.Encoder, hbuf *bytes.Buffer) error {
+		hbuf.Reset()
+		_ = enc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})
+		_ = enc.WriteField(hpack.HeaderField{Name: "content-type", Value: "text/plain; charset=utf-8"})
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hbuf.Bytes(), EndHeaders: true}); err != nil {
 			return err
 		}
-		if err := t.wfr.WriteData(s.id, true, []byte(msg)); err != nil {
+		if err := fr.WriteData(id, true, []byte(msg)); err != nil {
 			return err
 		}
-		return t.wfr.WriteRSTStream(s.id, code)
+		return fr.WriteRSTStream(id, code)
 	})
 	s.finish(errors.New(msg))
 }
@@ -700,8 +782,10 @@ func (s *stream) delivered(n int) {
 	}
 	s.mu.Unlock()
 	if credit > 0 {
-		t := s.t
-		_ = t.write(func() error { return t.wfr.WriteWindowUpdate(s.id, uint32(credit)) })
+		id := s.id
+		s.t.control(func(fr *http2.Framer, _ *hpack.Encoder, _ *bytes.Buffer) error {
+			return fr.WriteWindowUpdate(id, uint32(credit))
+		})
 	}
 }
 
@@ -772,7 +856,10 @@ func (s *stream) endLocal() error {
 	err := t.write(func() error { _, err := t.tls.Write(hdr[:]); return err })
 	s.mu.Lock()
 	s.localEnded = true
-	done := s.closedWrite || s.app == nil
+	// Done once the other direction has reached the application too. (A
+	// client stream may end its direction before its application is
+	// attached, when the application half-closes before the answer.)
+	done := s.closedWrite
 	s.mu.Unlock()
 	if done {
 		s.finish(nil)
@@ -825,8 +912,10 @@ func (s *stream) abort(err error, reset bool) {
 	}
 	s.mu.Unlock()
 	if reset {
-		t := s.t
-		_ = t.write(func() error { return t.wfr.WriteRSTStream(s.id, http2.ErrCodeCancel) })
+		id := s.id
+		s.t.control(func(fr *http2.Framer, _ *hpack.Encoder, _ *bytes.Buffer) error {
+			return fr.WriteRSTStream(id, http2.ErrCodeCancel)
+		})
 	}
 	s.answer(answer{err: err})
 	s.finish(err)
