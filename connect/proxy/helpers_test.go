@@ -32,7 +32,7 @@ func TestMain(m *testing.M) {
 	conf := metrics.DefaultConfig("")
 	conf.EnableHostname = false
 	conf.EnableHostnameLabel = false
-	conf.EnableRuntimeMetrics = false // it would run a goroutine for ever
+	conf.EnableRuntimeMetrics = false       // it would run a goroutine for ever
 	metricsInterval = 20 * time.Millisecond // tests wait for the flush
 	if _, err := metrics.NewGlobal(conf, sink); err != nil {
 		fmt.Fprintln(os.Stderr, "metrics:", err)

@@ -378,7 +378,9 @@ func (t *tunnel) applySettings(f *http2.SettingsFrame) error {
 func (t *tunnel) credit(n int64) {
 	if v := t.connUnacked.Add(n); v >= connWindow/4 {
 		if t.connUnacked.CompareAndSwap(v, 0) {
-			t.control(func(fr *http2.Framer, _ *hpack.Encoder, _ *bytes.Buffer) error { return fr.WriteWindowUpdate(0, uint32(v)) })
+			t.control(func(fr *http2.Framer, _ *hpack.Encoder, _ *bytes.Buffer) error {
+				return fr.WriteWindowUpdate(0, uint32(v))
+			})
 		}
 	}
 }
