@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"sync/atomic"
@@ -119,4 +120,57 @@ func TestUpstream_earlyDataReplayedOnTheNextInstance(t *testing.T) {
 	if n := metricOf(pr.clientID, "upstream.dial_failures"); n == 0 {
 		t.Error("no connection tried the broken instance first; the test proved nothing")
 	}
+}
+
+// Many connections at full speed share a tunnel; when they close, new ones
+// still work (streams are all cleaned up, windows all returned).
+func TestTunnel_loadThenNewConnections(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a few seconds of load")
+	}
+	t.Parallel()
+	pr := newPair(t, nil)
+	load := func(conns int, d time.Duration) {
+		t.Helper()
+		errs := make(chan error, conns)
+		deadline := time.Now().Add(d)
+		for range conns {
+			go func() {
+				c, err := net.DialTimeout("tcp", pr.client.UpstreamAddr("db").String(), 5*time.Second)
+				if err != nil {
+					errs <- err
+					return
+				}
+				defer c.Close()
+				msg := bytes.Repeat([]byte("r"), 120)
+				buf := make([]byte, len(msg))
+				for n := 0; time.Now().Before(deadline); n++ {
+					c.SetDeadline(time.Now().Add(5 * time.Second))
+					if _, err := c.Write(msg); err != nil {
+						errs <- fmt.Errorf("write %d: %w", n, err)
+						return
+					}
+					if _, err := io.ReadFull(c, buf); err != nil {
+						errs <- fmt.Errorf("read %d: %w", n, err)
+						return
+					}
+				}
+				errs <- nil
+			}()
+		}
+		for range conns {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	load(16, 2*time.Second)
+	load(16, 500*time.Millisecond)
+	retry.Run(t, func(r *retry.R) {
+		for _, ot := range pr.client.pool.all() {
+			if n := ot.activeStreams(); n != 0 {
+				r.Fatalf("%d streams left on a tunnel after every connection closed", n)
+			}
+		}
+	})
 }
