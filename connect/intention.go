@@ -26,6 +26,13 @@ type Intention struct {
 	Action          string
 	Description     string            `json:",omitempty"`
 	Meta            map[string]string `json:",omitempty"`
+	// Permissions, when present, decide per HTTP request instead of Action
+	// (which is then empty): the first permission that matches decides;
+	// when none matches the request is denied. They come from
+	// service-intentions config entries and apply only to services whose
+	// protocol is http, http2 or grpc; for tcp, an intention with
+	// permissions denies.
+	Permissions []*IntentionPermission `json:",omitempty"`
 	// Precedence is computed from the names: the more exact, the higher.
 	Precedence int
 	// CreatedAt and UpdatedAt are set by the leader when it writes the
@@ -43,6 +50,12 @@ func (i *Intention) Clone() *Intention {
 	}
 	c := *i
 	c.Meta = maps.Clone(i.Meta)
+	if i.Permissions != nil {
+		c.Permissions = make([]*IntentionPermission, len(i.Permissions))
+		for k, p := range i.Permissions {
+			c.Permissions[k] = p.Clone()
+		}
+	}
 	return &c
 }
 
@@ -105,7 +118,20 @@ func (i *Intention) Validate() error {
 	if err := ValidateServiceName("DestinationName", i.DestinationName); err != nil {
 		return err
 	}
-	if i.Action != IntentionAllow && i.Action != IntentionDeny {
+	switch {
+	case len(i.Permissions) > 0:
+		if i.Action != "" {
+			return fieldErr("Action", "must be empty when Permissions are given: the permissions decide")
+		}
+		if len(i.Permissions) > 64 {
+			return fieldErr("Permissions", "%d permissions is more than the 64 allowed", len(i.Permissions))
+		}
+		for k, p := range i.Permissions {
+			if err := p.Validate(fmt.Sprintf("Permissions[%d]", k)); err != nil {
+				return err
+			}
+		}
+	case i.Action != IntentionAllow && i.Action != IntentionDeny:
 		return fieldErr("Action", "%q is not allow or deny", i.Action)
 	}
 	if len(i.Description) > 512 {
