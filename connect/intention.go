@@ -28,7 +28,7 @@ type Intention struct {
 	Meta            map[string]string `json:",omitempty"`
 	// Permissions, when present, decide per HTTP request instead of Action
 	// (which is then empty): the first permission that matches decides;
-	// when none matches the request is denied. They come from
+	// when none matches, the default intention policy does. They come from
 	// service-intentions config entries and apply only to services whose
 	// protocol is http, http2 or grpc; for tcp, an intention with
 	// permissions denies.

@@ -100,9 +100,15 @@ func (s *Set) Decide(source, destination string, defaultAllow bool) Decision {
 	if s != nil {
 		for _, ixn := range s.all {
 			if nameMatches(ixn.SourceName, source) && nameMatches(ixn.DestinationName, destination) {
-				allowed := ixn.Action == connect.IntentionAllow
+				if len(ixn.Permissions) > 0 {
+					// HTTP permissions cannot judge a connection.
+					return Decision{
+						Matched: ixn,
+						Reason:  fmt.Sprintf("Matched intention: %s => %s has HTTP permissions, which deny a connection that is not HTTP", ixn.SourceName, ixn.DestinationName),
+					}
+				}
 				return Decision{
-					Allowed: allowed,
+					Allowed: ixn.Action == connect.IntentionAllow,
 					Matched: ixn,
 					Reason:  fmt.Sprintf("Matched intention: %s => %s (%s)", ixn.SourceName, ixn.DestinationName, ixn.Action),
 				}

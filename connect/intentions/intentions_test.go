@@ -259,3 +259,19 @@ func FuzzSet_Decide(f *testing.F) {
 		}
 	})
 }
+
+// An intention with HTTP permissions denies a plain connection, even under
+// a default allow, and says why.
+func TestSet_Decide_permissionsDenyConnections(t *testing.T) {
+	s := NewSet([]*connect.Intention{{
+		SourceName: "web", DestinationName: "api",
+		Permissions: []*connect.IntentionPermission{{Action: connect.IntentionAllow, HTTP: &connect.IntentionHTTPPermission{PathPrefix: "/"}}},
+	}})
+	d := s.Decide("web", "api", true)
+	if d.Allowed || d.Matched == nil {
+		t.Fatalf("decision %+v: want denied by the matched L7 intention", d)
+	}
+	if !strings.Contains(d.Reason, "HTTP permissions") {
+		t.Errorf("reason %q does not say the permissions decided", d.Reason)
+	}
+}
