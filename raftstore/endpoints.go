@@ -160,6 +160,17 @@ func retryable(err error) bool {
 
 // serveRPCConn serves the internal RPC on one connection.
 func (s *Server) serveRPCConn(ctx context.Context, conn net.Conn) {
+	// The listener accepts before Raft exists; a peer that dials that early
+	// waits for it rather than reaching a half-built server.
+	select {
+	case <-s.started:
+	case <-s.shutdownCh:
+		conn.Close()
+		return
+	case <-ctx.Done():
+		conn.Close()
+		return
+	}
 	rpc.ServeConn(ctx, conn, s.handleRPC, s.Leader, s.logger)
 }
 

@@ -62,6 +62,9 @@ type Server struct {
 	shutdownOnce sync.Once
 	shutdownErr  error
 	shutdownCh   chan struct{}
+	// started is closed once start has set up Raft and the write workers;
+	// connections accepted before then wait for it.
+	started chan struct{}
 }
 
 // NewServer starts a server: it binds the server port, opens (or creates)
@@ -75,7 +78,7 @@ func NewServer(cfg Config) (*Server, error) {
 	if logger == nil {
 		logger = hclog.Default()
 	}
-	s := &Server{cfg: cfg, logger: logger.Named("server"), shutdownCh: make(chan struct{})}
+	s := &Server{cfg: cfg, logger: logger.Named("server"), shutdownCh: make(chan struct{}), started: make(chan struct{})}
 	if cfg.NodeID == "" {
 		s.cfg.NodeID = cfg.NodeName
 	}
@@ -191,6 +194,7 @@ func (s *Server) start() error {
 		s.wg.Add(1)
 		go s.bootstrapWatcher()
 	}
+	close(s.started)
 	return nil
 }
 
