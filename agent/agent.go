@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -29,6 +30,7 @@ import (
 	"github.com/trellismesh/trellis/raftstore"
 	"github.com/trellismesh/trellis/raftstore/rpc"
 	"github.com/trellismesh/trellis/raftstore/structs"
+	"github.com/trellismesh/trellis/ui"
 )
 
 // Agent is a running Trellis agent.
@@ -268,7 +270,14 @@ func (a *Agent) startHTTP() error {
 	if a.cfg.HTTPPort < 0 {
 		return nil
 	}
-	h := httpapi.New(httpapi.Config{Addrs: a.clientAddrs(a.cfg.HTTPPort), EnableDebug: a.cfg.EnableDebug, Logger: a.logger}, a)
+	var uiHandler http.Handler
+	if a.cfg.UIEnabled {
+		var err error
+		if uiHandler, err = httpapi.UIHandler(ui.FS); err != nil {
+			return err
+		}
+	}
+	h := httpapi.New(httpapi.Config{Addrs: a.clientAddrs(a.cfg.HTTPPort), UI: uiHandler, EnableDebug: a.cfg.EnableDebug, Logger: a.logger}, a)
 	if err := h.Start(); err != nil {
 		return err
 	}

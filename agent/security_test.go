@@ -152,9 +152,13 @@ func TestCluster_MutualTLS(t *testing.T) {
 	imposterHCL := certFor("imposter", false)
 	testcluster.StartAgent(t, testcluster.Options{Name: "imposter", BootstrapExpect: 3, HCL: imposterHCL,
 		RetryJoin: []string{c.Servers[0].GossipAddr()}})
-	leader := c.Leader()
 	var imposterSeen time.Time
 	retry.RunWith(&retry.Timer{Timeout: 15 * time.Second, Wait: 50 * time.Millisecond}, t, func(r *retry.R) {
+		// Ask whoever leads now: the imposter's arrival may cost an election.
+		leader := c.Leader()
+		if leader == nil {
+			r.Fatal("no leader")
+		}
 		var reply structs.RaftConfigurationResponse
 		if err := leader.RPC(context.Background(), structs.MethodOperatorRaftConfig, &structs.DCSpecificRequest{}, &reply); err != nil {
 			r.Fatal(err)

@@ -154,8 +154,11 @@ type Intention struct {
 	// SourceType is "consul" (or empty, meaning it).
 	SourceType string
 	// Action is IntentionActionAllow or IntentionActionDeny.
-	Action string            `json:",omitempty"`
-	Meta   map[string]string `json:",omitempty"`
+	Action string `json:",omitempty"`
+	// Permissions, set instead of Action, decide per HTTP request (from a
+	// service-intentions config entry, or written here).
+	Permissions []*IntentionPermission `json:",omitempty"`
+	Meta        map[string]string      `json:",omitempty"`
 	// Precedence is computed from the names: the higher applies first.
 	Precedence           int
 	CreatedAt, UpdatedAt time.Time

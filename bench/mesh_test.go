@@ -116,40 +116,7 @@ func BenchmarkMesh(b *testing.B) {
 		{"newconn/qps=200", 200, true},
 	} {
 		b.Run(sc.name, func(b *testing.B) {
-			var direct, mesh []*fortioResult
-			var cpuPerReq []float64 // the agents' CPU µs per request, mesh runs
-			for i := range b.N * repeats {
-				for _, path := range pairOrder(i) {
-					url := m.directURL
-					if path == "mesh" {
-						url = m.meshURL
-					}
-					mark := m.markCPU(b)
-					res := runFortio(b, fortio, url, sc.qps, sc.newConn, dur)
-					cpu := m.cpuSince(b, mark, res.cpu)
-					if sc.qps > 0 && res.ActualQPS < 0.95*float64(sc.qps) {
-						b.Logf("%s %s: only %.0f of %d requests/s", sc.name, path, res.ActualQPS, sc.qps)
-					}
-					b.Logf("%s %-6s run %d: %s; %s", sc.name, path, i+1, res, cpu)
-					if path == "mesh" {
-						mesh = append(mesh, res)
-						cpuPerReq = append(cpuPerReq, 1e6*cpu.agents.Seconds()/float64(res.DurationHistogram.Count))
-					} else {
-						direct = append(direct, res)
-					}
-				}
-			}
-			reportLatencies(b, direct, mesh)
-			b.ReportMetric(median(cpuPerReq), "agents-cpu-us/req")
-			if sc.newConn {
-				b.ReportMetric(1000*(median(percentileOf(mesh, "50"))-median(percentileOf(direct, "50"))), "newconn-p50-added-ms")
-			}
-			if m.profileDir != "" {
-				// One more mesh run, profiled, outside the figures.
-				wait := m.profile(b, dur)
-				runFortio(b, fortio, m.meshURL, sc.qps, sc.newConn, dur)
-				wait()
-			}
+			comparePaths(b, m, fortio, m.meshURL, sc.qps, sc.newConn, repeats, dur)
 		})
 	}
 
@@ -182,6 +149,121 @@ func BenchmarkMesh(b *testing.B) {
 			wait := m.profile(b, streamDuration)
 			streamThroughput(b, m.sinkUpstream, streamDuration)
 			wait()
+		}
+	})
+}
+
+// comparePaths runs fortio against the direct URL and meshURL alternately
+// (repeats pairs) and reports the latency, rate and CPU figures.
+func comparePaths(b *testing.B, m *mesh, fortio, meshURL string, qps int, newConn bool, repeats int, dur time.Duration) {
+	var direct, mesh []*fortioResult
+	var cpuPerReq []float64 // the agents' CPU µs per request, mesh runs
+	for i := range b.N * repeats {
+		for _, path := range pairOrder(i) {
+			url := m.directURL
+			if path == "mesh" {
+				url = meshURL
+			}
+			mark := m.markCPU(b)
+			res := runFortio(b, fortio, url, qps, newConn, dur)
+			cpu := m.cpuSince(b, mark, res.cpu)
+			if qps > 0 && res.ActualQPS < 0.95*float64(qps) {
+				b.Logf("%s %s: only %.0f of %d requests/s", b.Name(), path, res.ActualQPS, qps)
+			}
+			b.Logf("%s %-6s run %d: %s; %s", b.Name(), path, i+1, res, cpu)
+			if path == "mesh" {
+				mesh = append(mesh, res)
+				cpuPerReq = append(cpuPerReq, 1e6*cpu.agents.Seconds()/float64(res.DurationHistogram.Count))
+			} else {
+				direct = append(direct, res)
+			}
+		}
+	}
+	reportLatencies(b, direct, mesh)
+	b.ReportMetric(median(cpuPerReq), "agents-cpu-us/req")
+	// CPU seconds of both agents (both proxies and all else they do) per
+	// 1,000 requests.
+	b.ReportMetric(median(cpuPerReq)/1000, "agents-cpu-s/1k-req")
+	if newConn {
+		b.ReportMetric(1000*(median(percentileOf(mesh, "50"))-median(percentileOf(direct, "50"))), "newconn-p50-added-ms")
+	}
+	if m.profileDir != "" {
+		// One more mesh run, profiled, outside the figures.
+		wait := m.profile(b, dur)
+		runFortio(b, fortio, meshURL, qps, newConn, dur)
+		wait()
+	}
+}
+
+// BenchmarkMeshL7 measures the L7 (HTTP-aware) data path the same way as
+// BenchmarkMesh's L4 figures, in the same setup: service apihttp is the same
+// fortio server with service-defaults protocol http, so requests go
+//
+//	fortio ─HTTP/1.1─► upstream listener (c1) ─HTTP/2 over mTLS─► public listener (s1) ─HTTP/1.1─► fortio server
+//
+// with one pooled HTTP/2 connection between the proxies. Sub-benchmarks:
+// qps=1000, qps=5000 and qps=max (16 connections), and qps=max/features,
+// the maximum rate with a service-router (three routes ahead of the default),
+// a splitter and retries enabled, to price them (rps-ratio against the
+// same run's direct figure; compare with qps=max).
+func BenchmarkMeshL7(b *testing.B) {
+	fortio := fortioBinary(b)
+	m := startMesh(b, fortio)
+	repeats := envInt(b, repeatsEnv, meshRepeats)
+	dur := envDuration(b, durationEnv, loadDuration)
+	for _, sc := range []struct {
+		name string
+		qps  int
+	}{{"qps=1000", 1000}, {"qps=5000", 5000}, {"qps=max", 0}} {
+		b.Run(sc.name, func(b *testing.B) {
+			comparePaths(b, m, fortio, m.l7URL, sc.qps, false, repeats, dur)
+		})
+	}
+	b.Run("qps=max/features", func(b *testing.B) {
+		c := m.agents[0].client(b)
+		for _, e := range []consulapi.ConfigEntry{
+			&consulapi.ServiceResolverConfigEntry{Kind: consulapi.ServiceResolver, Name: "apihttp",
+				Subsets: map[string]consulapi.ServiceResolverSubset{"all": {Filter: `Service.Service == "apihttp"`}}},
+			&consulapi.ServiceSplitterConfigEntry{Kind: consulapi.ServiceSplitter, Name: "apihttp",
+				Splits: []consulapi.ServiceSplit{{Weight: 50, ServiceSubset: "all"}, {Weight: 50}}},
+			&consulapi.ServiceRouterConfigEntry{Kind: consulapi.ServiceRouter, Name: "apihttp", Routes: []consulapi.ServiceRoute{
+				{Match: &consulapi.ServiceRouteMatch{HTTP: &consulapi.ServiceRouteHTTPMatch{PathPrefix: "/admin"}}},
+				{Match: &consulapi.ServiceRouteMatch{HTTP: &consulapi.ServiceRouteHTTPMatch{Header: []consulapi.ServiceRouteHTTPMatchHeader{{Name: "x-debug", Present: true}}}}},
+				{Match: &consulapi.ServiceRouteMatch{HTTP: &consulapi.ServiceRouteHTTPMatch{PathPrefix: "/"}},
+					Destination: &consulapi.ServiceRouteDestination{NumRetries: 2, RetryOnConnectFailure: true, RetryOnStatusCodes: []uint32{503}}},
+			}},
+		} {
+			if _, _, err := c.ConfigEntries().Set(e, nil); err != nil {
+				b.Fatalf("write %s: %v", e.GetKind(), err)
+			}
+		}
+		defer func() {
+			for _, k := range []string{consulapi.ServiceRouter, consulapi.ServiceSplitter, consulapi.ServiceResolver} {
+				if _, err := c.ConfigEntries().Delete(k, "apihttp", nil); err != nil {
+					b.Errorf("delete %s: %v", k, err)
+				}
+			}
+		}()
+		waitL7(b, m.l7URL, time.Minute)
+		comparePaths(b, m, fortio, m.l7URL, 0, false, repeats, dur)
+	})
+}
+
+// waitL7 waits until a request through url takes the L7 path: the outbound
+// proxy starts a W3C trace on a request that has none, and fortio's /debug
+// page echoes the request's headers.
+func waitL7(tb testing.TB, url string, timeout time.Duration) {
+	tb.Helper()
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	retry.RunWith(&retry.Timer{Timeout: timeout, Wait: 50 * time.Millisecond}, tb, func(r *retry.R) {
+		resp, err := hc.Get(url + "debug")
+		if err != nil {
+			r.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(strings.ToLower(string(body)), "traceparent") {
+			r.Fatalf("GET %sdebug: %s, no traceparent: not on the L7 path yet", url, resp.Status)
 		}
 	})
 }
@@ -259,6 +341,7 @@ func BenchmarkMeshSidecarRSS(b *testing.B) {
 // mesh is the two-agent setup of BenchmarkMesh.
 type mesh struct {
 	directURL, meshURL     string // fortio server, directly and through the upstream
+	l7URL                  string // the same server as service apihttp, protocol http
 	sinkAddr, sinkUpstream string // the TCP sink, likewise
 	agents                 []*proc
 	others                 []int // pids of the benchmark's other processes: the app, the sink, this one
@@ -273,7 +356,8 @@ func startMesh(tb testing.TB, fortio string) *mesh {
 	sink := startSink(tb)
 	// s1: http, serf, server, api's and sink's sidecars; c1: http, serf,
 	// server, load's sidecar, load's app (never dialled), two upstreams.
-	p := testutil.FreePorts(tb, 12)
+	// p[12] is apihttp's sidecar, p[13] load's upstream to it.
+	p := testutil.FreePorts(tb, 14)
 	dir := tb.TempDir()
 	sHCL := fmt.Sprintf(`
 enable_debug = true
@@ -295,7 +379,16 @@ service {
     }
   }
 }
-`, app.port, p[3], sink.port, p[4])
+service {
+  name = "apihttp"
+  port = %d
+  connect {
+    sidecar_service {
+      port = %d
+    }
+  }
+}
+`, app.port, p[3], sink.port, p[4], app.port, p[12])
 	cHCL := fmt.Sprintf(`
 enable_debug = true
 service {
@@ -308,12 +401,13 @@ service {
         upstreams = [
           { destination_name = "api", local_bind_port = %d },
           { destination_name = "sink", local_bind_port = %d },
+          { destination_name = "apihttp", local_bind_port = %d },
         ]
       }
     }
   }
 }
-`, p[9], p[8], p[10], p[11])
+`, p[9], p[8], p[10], p[11], p[13])
 	agent := func(name string, hcl string, ports []int, extra ...string) *proc {
 		cfg := filepath.Join(dir, name+".hcl")
 		if err := os.WriteFile(cfg, []byte(hcl), 0o644); err != nil {
@@ -339,6 +433,7 @@ service {
 	m := &mesh{
 		directURL:    fmt.Sprintf("http://127.0.0.1:%d/", app.port),
 		meshURL:      fmt.Sprintf("http://127.0.0.1:%d/", p[10]),
+		l7URL:        fmt.Sprintf("http://127.0.0.1:%d/", p[13]),
 		sinkAddr:     fmt.Sprintf("127.0.0.1:%d", sink.port),
 		sinkUpstream: fmt.Sprintf("127.0.0.1:%d", p[11]),
 		agents:       []*proc{s1, c1},
@@ -348,7 +443,7 @@ service {
 	for _, w := range []struct {
 		a  *proc
 		id string
-	}{{s1, "api-sidecar-proxy"}, {s1, "sink-sidecar-proxy"}, {c1, "load-sidecar-proxy"}} {
+	}{{s1, "api-sidecar-proxy"}, {s1, "sink-sidecar-proxy"}, {s1, "apihttp-sidecar-proxy"}, {c1, "load-sidecar-proxy"}} {
 		c := w.a.client(tb)
 		retry.RunWith(&retry.Timer{Timeout: time.Minute, Wait: 50 * time.Millisecond}, tb, func(r *retry.R) {
 			select {
@@ -362,8 +457,15 @@ service {
 			}
 		})
 	}
+	// apihttp speaks http: its traffic takes the proxies' L7 path.
+	if _, _, err := s1.client(tb).ConfigEntries().Set(&consulapi.ServiceConfigEntry{
+		Kind: consulapi.ServiceDefaults, Name: "apihttp", Protocol: "http",
+	}, nil); err != nil {
+		tb.Fatalf("service-defaults for apihttp: %v", err)
+	}
 	waitHTTP200(tb, m.directURL, 30*time.Second)
 	waitHTTP200(tb, m.meshURL, time.Minute)
+	waitL7(tb, m.l7URL, time.Minute)
 	retry.RunWith(&retry.Timer{Timeout: time.Minute, Wait: 50 * time.Millisecond}, tb, func(r *retry.R) {
 		if err := pushBytes(m.sinkUpstream, 1); err != nil {
 			r.Fatalf("through the sink's upstream: %v", err)

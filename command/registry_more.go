@@ -8,7 +8,9 @@ import (
 	agentcmd "github.com/trellismesh/trellis/command/agent"
 	catalognodes "github.com/trellismesh/trellis/command/catalog/nodes"
 	catalogservices "github.com/trellismesh/trellis/command/catalog/services"
+	configcmd "github.com/trellismesh/trellis/command/config"
 	connectca "github.com/trellismesh/trellis/command/connect/ca"
+	connectchain "github.com/trellismesh/trellis/command/connect/chain"
 	connectproxy "github.com/trellismesh/trellis/command/connect/proxy"
 	"github.com/trellismesh/trellis/command/intention"
 	"github.com/trellismesh/trellis/command/join"
@@ -102,13 +104,33 @@ Usage: trellis intention <subcommand> [options] [SRC DST]
 		{"intention list", func() (cli.Command, error) { return intention.NewList(ui), nil }},
 		{"intention check", func() (cli.Command, error) { return intention.NewCheck(ui), nil }},
 		{"intention match", func() (cli.Command, error) { return intention.NewMatch(ui), nil }},
+		{"config", group("Manages config entries: how mesh traffic is routed, split, resolved and authorized", `
+Usage: trellis config <subcommand> [options]
+
+  Config entries are cluster-wide settings kept by the servers:
+  service-defaults (a service's protocol), service-router, service-splitter
+  and service-resolver (where requests to a service go), service-intentions
+  (who may call a service, with L7 permissions) and proxy-defaults. The
+  proxies apply changes at once.
+
+      $ trellis config write web-router.hcl
+      $ trellis config read -kind service-router -name web
+      $ trellis config list -kind service-resolver
+      $ trellis config delete -kind service-router -name web
+`)},
+		{"config write", func() (cli.Command, error) { return configcmd.NewWrite(ui), nil }},
+		{"config read", func() (cli.Command, error) { return configcmd.NewRead(ui), nil }},
+		{"config list", func() (cli.Command, error) { return configcmd.NewList(ui), nil }},
+		{"config delete", func() (cli.Command, error) { return configcmd.NewDelete(ui), nil }},
 		{"connect", group("Runs and inspects the service mesh", `
 Usage: trellis connect <subcommand> [options]
 
-  Commands of the service mesh: its certificate authority.
+  Commands of the service mesh: its certificate authority, its sidecar
+  proxies and the discovery chains they follow.
 
       $ trellis connect ca roots
-      $ trellis connect ca get-config
+      $ trellis connect proxy -sidecar-for web
+      $ trellis connect chain web
 `)},
 		{"connect ca", group("Inspects and configures the mesh's certificate authority", `
 Usage: trellis connect ca <subcommand> [options]
@@ -127,6 +149,7 @@ Usage: trellis connect ca <subcommand> [options]
 		{"connect ca rotate", func() (cli.Command, error) { return connectca.NewRotate(ui), nil }},
 		{"connect ca roots", func() (cli.Command, error) { return connectca.NewRoots(ui), nil }},
 		{"connect proxy", func() (cli.Command, error) { return connectproxy.New(ui), nil }},
+		{"connect chain", func() (cli.Command, error) { return connectchain.New(ui), nil }},
 	}
 }
 

@@ -12,7 +12,6 @@ import (
 
 	"github.com/trellismesh/trellis/connect"
 	"github.com/trellismesh/trellis/connect/ca"
-	"github.com/trellismesh/trellis/connect/intentions"
 	"github.com/trellismesh/trellis/raftstore/state"
 	"github.com/trellismesh/trellis/raftstore/structs"
 )
@@ -396,14 +395,6 @@ func (s *Server) intentionApply(_ context.Context, req *structs.IntentionRequest
 	return nil
 }
 
-func (s *Server) intentionList(ctx context.Context, req *structs.DCSpecificRequest, reply *structs.IndexedIntentions) error {
-	return s.read(ctx, req.Datacenter, &req.QueryOptions, &reply.QueryMeta, func(ws memdb.WatchSet, st *state.Store) (uint64, error) {
-		idx, list, err := st.Intentions(ws)
-		reply.Intentions = list
-		return idx, err
-	})
-}
-
 func (s *Server) intentionGet(ctx context.Context, req *structs.IntentionQueryRequest, reply *structs.IndexedIntentions) error {
 	if req.IntentionID == "" {
 		for _, f := range []struct{ name, v string }{{"SourceName", req.SourceName}, {"DestinationName", req.DestinationName}} {
@@ -428,33 +419,5 @@ func (s *Server) intentionGet(ctx context.Context, req *structs.IntentionQueryRe
 			reply.Intentions = []*connect.Intention{ixn}
 		}
 		return idx, err
-	})
-}
-
-func (s *Server) intentionMatch(ctx context.Context, req *structs.IntentionMatchRequest, reply *structs.IndexedIntentionMatches) error {
-	if req.By != "source" && req.By != "destination" {
-		return structs.Invalid("By", "%q is not source or destination", req.By)
-	}
-	if len(req.Names) == 0 {
-		return structs.Invalid("Names", "at least one name is required")
-	}
-	for i, n := range req.Names {
-		if err := connect.ValidateServiceName(fmt.Sprintf("Names[%d]", i), n); err != nil {
-			return fieldError("", err)
-		}
-	}
-	return s.read(ctx, req.Datacenter, &req.QueryOptions, &reply.QueryMeta, func(ws memdb.WatchSet, st *state.Store) (uint64, error) {
-		idx, list, err := st.Intentions(ws)
-		if err != nil {
-			return 0, err
-		}
-		set := intentions.NewSet(list)
-		reply.Matches = make([][]*connect.Intention, len(req.Names))
-		for i, n := range req.Names {
-			if reply.Matches[i], err = set.Match(req.By, n); err != nil {
-				return 0, err
-			}
-		}
-		return idx, nil
 	})
 }

@@ -70,10 +70,17 @@ var endpoints = map[string]endpoint{
 	structs.MethodCAConfigurationGet:     typed((*Server).caConfigGet),
 	structs.MethodCAConfigurationSet:     typed((*Server).caConfigSet),
 	structs.MethodCASign:                 typed((*Server).caSign),
-	structs.MethodIntentionApply:         typed((*Server).intentionApply),
-	structs.MethodIntentionList:          typed((*Server).intentionList),
-	structs.MethodIntentionGet:           typed((*Server).intentionGet),
-	structs.MethodIntentionMatch:         typed((*Server).intentionMatch),
+	// The intention methods see service-intentions entries too
+	// (config_entry_endpoints.go).
+	structs.MethodIntentionApply:    typed((*Server).intentionApplyChecked),
+	structs.MethodIntentionList:     typed((*Server).intentionListAll),
+	structs.MethodIntentionGet:      typed((*Server).intentionGetAll),
+	structs.MethodIntentionMatch:    typed((*Server).intentionMatchAll),
+	structs.MethodConfigEntryApply:  typed((*Server).configEntryApply),
+	structs.MethodConfigEntryDelete: typed((*Server).configEntryDelete),
+	structs.MethodConfigEntryGet:    typed((*Server).configEntryGet),
+	structs.MethodConfigEntryList:   typed((*Server).configEntryList),
+	structs.MethodDiscoveryChainGet: typed((*Server).discoveryChainGet),
 }
 
 // writeMethods always run on the leader.
@@ -84,6 +91,8 @@ var writeMethods = map[string]bool{
 	structs.MethodCAConfigurationSet:     true,
 	structs.MethodCASign:                 true,
 	structs.MethodIntentionApply:         true,
+	structs.MethodConfigEntryApply:       true,
+	structs.MethodConfigEntryDelete:      true,
 }
 
 // needsLeader reports whether a request must be served by the leader:

@@ -43,6 +43,12 @@ type Server struct {
 	caMu sync.RWMutex
 	// signerCache is the parsed active root, by its ID.
 	signerCache atomic.Pointer[ca.Root]
+	// meshWriteMu serialises config entry writes with intention writes, so
+	// that "is this destination managed by a service-intentions entry or by
+	// legacy intentions?" and the cross-entry checks are decided on the state
+	// the write applies to. Only a leader takes it, and always before
+	// intentionMu.
+	meshWriteMu sync.Mutex
 	// intentionMu serialises intention writes.
 	intentionMu sync.Mutex
 

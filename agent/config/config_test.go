@@ -344,3 +344,43 @@ checks = [{ http = "http://x/", interval = "1s" }, { ttl = "5s" }] }`, false)
 		_, _ = decodeConfig([]byte(content), name)
 	})
 }
+
+// TestLoad_UIConfig: the web UI is off by default, on with -dev, and
+// ui_config { enabled } (HCL or JSON), the older top-level ui key and the
+// -ui flag set it either way, later sources winning.
+func TestLoad_UIConfig(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	on := writeFile(t, dir, "on.hcl", "ui_config {\n  enabled = true\n}\n")
+	off := writeFile(t, dir, "off.json", `{"ui_config": {"enabled": false}}`)
+	legacy := writeFile(t, dir, "legacy.hcl", "ui = true\n")
+	bad := writeFile(t, dir, "bad.hcl", "ui_config {\n  enabeld = true\n}\n")
+	for _, c := range []struct {
+		name  string
+		dev   bool
+		args  []string
+		files []string
+		want  bool
+	}{
+		{"default", false, nil, nil, false},
+		{"dev", true, nil, nil, true},
+		{"file on", false, nil, []string{on}, true},
+		{"dev, file off", true, nil, []string{off}, false},
+		{"later file wins", false, nil, []string{on, off}, false},
+		{"top-level ui", false, nil, []string{legacy}, true},
+		{"flag over file", false, []string{"-ui=false"}, []string{on}, false},
+		{"flag on", false, []string{"-ui"}, nil, true},
+	} {
+		rc, _, err := load(t, c.dev, append([]string{"-data-dir", dir}, c.args...), c.files...)
+		if err != nil {
+			t.Errorf("%s: %v", c.name, err)
+			continue
+		}
+		if rc.UIEnabled != c.want {
+			t.Errorf("%s: UIEnabled = %t, want %t", c.name, rc.UIEnabled, c.want)
+		}
+	}
+	if _, _, err := load(t, false, []string{"-data-dir", dir}, bad); err == nil || !strings.Contains(err.Error(), "bad.hcl:2:3") || !strings.Contains(err.Error(), "enabeld") {
+		t.Errorf("a misspelt ui_config key = %v, want an error naming bad.hcl:2:3 and the key", err)
+	}
+}

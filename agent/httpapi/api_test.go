@@ -172,6 +172,13 @@ func TestAPI_CatalogAndHealthWithConsulClient(t *testing.T) {
 	if _, _, err := cat.Service("web", "", &consulapi.QueryOptions{Filter: `Nope ==`}); err == nil || !strings.Contains(err.Error(), "400") {
 		t.Errorf("bad filter = %v, want 400", err)
 	}
+	// Nested parentheses make go-bexpr's parser backtrack exponentially
+	// (minutes with its default budget); the API refuses them at once.
+	// The client's own timeout keeps a regression from hanging the test.
+	hostile := strings.Repeat("(", 12) + "Node == n1" + strings.Repeat(")", 11)
+	if _, _, err := cat.Service("web", "", &consulapi.QueryOptions{Filter: hostile}); err == nil || !strings.Contains(err.Error(), "400") {
+		t.Errorf("hostile filter = %v, want 400", err)
+	}
 	cn, _, err := cat.Node("n1", nil)
 	if err != nil || cn == nil || len(cn.Services) != 2 {
 		t.Errorf("catalog node n1 = %+v, %v", cn, err)

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/trellismesh/trellis/api"
@@ -26,7 +27,27 @@ func toAPIIntention(i *connect.Intention) *api.Intention {
 		SourceType: api.IntentionSourceConsul, Action: i.Action, Meta: maps.Clone(i.Meta),
 		Precedence: i.Precedence, CreatedAt: i.CreatedAt, UpdatedAt: i.UpdatedAt,
 		CreateIndex: i.CreateIndex, ModifyIndex: i.ModifyIndex,
+		Permissions: toAPIPermissions(i.Permissions),
 	}
+}
+
+// toAPIPermissions copies L7 permissions into the API's types.
+func toAPIPermissions(list []*connect.IntentionPermission) []*api.IntentionPermission {
+	if len(list) == 0 {
+		return nil
+	}
+	out := make([]*api.IntentionPermission, len(list))
+	for k, p := range list {
+		ap := &api.IntentionPermission{Action: p.Action}
+		if h := p.HTTP; h != nil {
+			ap.HTTP = &api.IntentionHTTPPermission{PathExact: h.PathExact, PathPrefix: h.PathPrefix, PathRegex: h.PathRegex, Methods: slices.Clone(h.Methods)}
+			for _, hp := range h.Header {
+				ap.HTTP.Header = append(ap.HTTP.Header, api.IntentionHTTPHeaderPermission(hp))
+			}
+		}
+		out[k] = ap
+	}
+	return out
 }
 
 func toAPIIntentions(list []*connect.Intention) []*api.Intention {
@@ -146,7 +167,7 @@ func (b *intentionBody) toIntention() (*connect.Intention, error) {
 		return nil, structs.Invalid("SourceType", "%q is not supported (only %q, a service of the mesh)", b.SourceType, api.IntentionSourceConsul)
 	}
 	if len(b.Permissions) > 0 {
-		return nil, structs.Invalid("Permissions", "L7 permissions are not supported by this endpoint; give an Action")
+		return nil, structs.Invalid("Permissions", "L7 permissions are written in a service-intentions config entry (trellis config write); this endpoint takes an Action")
 	}
 	ixn := &connect.Intention{
 		ID: b.ID, SourceName: b.SourceName, DestinationName: b.DestinationName,

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-bexpr"
+	"github.com/hashicorp/go-bexpr/grammar"
 
 	"github.com/trellismesh/trellis/raftstore/blocking"
 	"github.com/trellismesh/trellis/raftstore/structs"
@@ -108,6 +109,12 @@ func boolParam(r *http.Request, name string) bool {
 	return v != "false" && v != "0"
 }
 
+// Bounds of a ?filter= expression: its length, and the parser's work on it.
+const (
+	maxFilterLength   = 4096
+	filterParseBudget = 100000
+)
+
 // applyFilter evaluates ?filter= against data (a slice or map of API types),
 // returning the matching part. The expression names the JSON fields users
 // see, e.g. `Service.Tags contains "v2"` or `ServiceMeta.env == prod`.
@@ -115,6 +122,15 @@ func applyFilter(r *http.Request, data any) (any, error) {
 	expr := r.URL.Query().Get("filter")
 	if expr == "" {
 		return data, nil
+	}
+	if len(expr) > maxFilterLength {
+		return nil, badRequest("filter longer than %d characters", maxFilterLength)
+	}
+	// go-bexpr's parser backtracks exponentially in the nesting of
+	// parentheses and nots: parse once on a budget first, so that a hostile
+	// filter costs milliseconds, not minutes.
+	if _, err := grammar.Parse("", []byte(expr), grammar.MaxExpressions(filterParseBudget)); err != nil {
+		return nil, badRequest("invalid filter %q: %v", expr, err)
 	}
 	f, err := bexpr.CreateFilter(expr)
 	if err != nil {

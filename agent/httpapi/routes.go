@@ -78,6 +78,12 @@ var routes = []route{
 	{get, "/v1/connect/intentions/match", func(s *Server) handlerFunc { return s.connectIntentionMatch }},
 	{get, "/v1/connect/intentions/check", func(s *Server) handlerFunc { return s.connectIntentionCheck }},
 	{[]string{http.MethodGet, http.MethodPut, http.MethodDelete}, "/v1/connect/intentions/{id}", func(s *Server) handlerFunc { return s.connectIntentionByID }},
+
+	// Config entries and discovery chains (config_endpoints.go).
+	{put, "/v1/config", func(s *Server) handlerFunc { return s.configApply }},
+	{get, "/v1/config/{kind}", func(s *Server) handlerFunc { return s.configList }},
+	{[]string{http.MethodGet, http.MethodDelete}, "/v1/config/{kind}/{name}", func(s *Server) handlerFunc { return s.configEntry }},
+	{[]string{http.MethodGet, http.MethodPost}, "/v1/discovery-chain/{service}", func(s *Server) handlerFunc { return s.discoveryChain }},
 }
 
 func (s *Server) registerRoutes(ui http.Handler) {
@@ -91,6 +97,7 @@ func (s *Server) registerRoutes(ui http.Handler) {
 		s.mux.Handle("/ui/", ui)
 		s.mux.Handle("/{$}", http.RedirectHandler("/ui/", http.StatusMovedPermanently))
 	} else {
+		s.mux.Handle("/ui/", uiDisabled())
 		s.mux.Handle("/{$}", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			_, _ = w.Write([]byte("Trellis agent: the HTTP API is under /v1/ (the web UI is disabled)\n"))

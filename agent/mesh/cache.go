@@ -1,8 +1,8 @@
 // Package mesh is the agent's view of the mesh, kept current by blocking
 // queries to the servers: the trusted roots, the intentions, a leaf
 // certificate per service the agent's proxies front (renewed before expiry
-// and re-signed after a root rotation), and the healthy endpoints of the
-// services they dial. The proxies, the agent's connect endpoints and the CLI
+// and re-signed after a root rotation), the discovery chains of the
+// services they dial and the healthy endpoints of the chains' targets. The proxies, the agent's connect endpoints and the CLI
 // all read from it; when the servers are unreachable it keeps serving what
 // it last had.
 package mesh
@@ -22,6 +22,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/trellismesh/trellis/connect"
+	"github.com/trellismesh/trellis/connect/chain"
 	"github.com/trellismesh/trellis/connect/intentions"
 	"github.com/trellismesh/trellis/connect/proxy"
 	"github.com/trellismesh/trellis/raftstore/structs"
@@ -61,10 +62,12 @@ type Cache struct {
 	intentions *watch[*intentions.Set]
 
 	mu        sync.Mutex
-	leaves    map[string]*leaf      // by lower-case service name; guarded by mu
-	endpoints map[string]*endpoints // by lower-case service name; guarded by mu
-	closed    bool                  // guarded by mu
-	wg        sync.WaitGroup        // leaf goroutines
+	leaves    map[string]*leaf                               // by lower-case service name; guarded by mu
+	endpoints map[string]*endpoints                          // by lower-case service name; guarded by mu
+	chains    map[string]*shared[*chain.Chain]               // by lower-case service name; guarded by mu
+	nodes     map[string]*shared[[]structs.CheckServiceNode] // by datacenter/service, lower case; guarded by mu
+	closed    bool                                           // guarded by mu
+	wg        sync.WaitGroup                                 // leaf goroutines
 	ctx       context.Context
 	cancel    context.CancelFunc
 }
@@ -80,7 +83,8 @@ func New(cfg Config) *Cache {
 	if cfg.QueryWait <= 0 {
 		cfg.QueryWait = 5 * time.Minute
 	}
-	c := &Cache{cfg: cfg, logger: cfg.Logger.Named("mesh"), leaves: map[string]*leaf{}, endpoints: map[string]*endpoints{}}
+	c := &Cache{cfg: cfg, logger: cfg.Logger.Named("mesh"), leaves: map[string]*leaf{}, endpoints: map[string]*endpoints{},
+		chains: map[string]*shared[*chain.Chain]{}, nodes: map[string]*shared[[]structs.CheckServiceNode]{}}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.roots = startWatch("roots", c.logger, func(ctx context.Context, minIndex uint64) (*structs.IndexedCARoots, uint64, error) {
 		var reply structs.IndexedCARoots
@@ -130,11 +134,21 @@ func (c *Cache) Close() {
 	for _, e := range c.endpoints {
 		eps = append(eps, e)
 	}
+	var stops []func()
+	for _, sh := range c.chains {
+		stops = append(stops, sh.w.stop)
+	}
+	for _, sh := range c.nodes {
+		stops = append(stops, sh.w.stop)
+	}
 	c.mu.Unlock()
 	c.cancel()
 	c.wg.Wait()
 	for _, e := range eps {
 		e.w.stop()
+	}
+	for _, stop := range stops {
+		stop()
 	}
 	c.roots.stop()
 	c.intentions.stop()

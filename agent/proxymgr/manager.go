@@ -3,8 +3,9 @@
 // connect-proxy (unless its proxy config says external = "true", for
 // trellis connect proxy) it starts a connect/proxy.Proxy fed by the agent's
 // mesh cache — the leaf of the destination service, the trusted roots, the
-// intentions and the healthy endpoints of each upstream — and stops it when
-// the service is deregistered.
+// intentions, and for each upstream its discovery chain and the healthy
+// endpoints of the chain's targets (chain.go) — and stops it when the
+// service is deregistered.
 package proxymgr
 
 import (
@@ -268,13 +269,12 @@ func (m *Manager) startLocked(s *structs.NodeService) (err error) {
 	mp := &managed{svc: s.Clone(), p: p}
 	mp.releases = append(mp.releases, m.cfg.Mesh.OnRootsChange(p.Reverify), m.cfg.Mesh.OnIntentionsChange(p.Reauthorize))
 	for _, u := range s.Proxy.Upstreams {
-		name := u.DestinationName
-		release, err := m.cfg.Mesh.SubscribeEndpoints(name, func(in []proxy.Instance) { p.SetInstances(name, in) })
+		f, err := follow(m.cfg.Mesh, p, u.DestinationName, m.logger.With("proxy", s.ID))
 		if err != nil {
 			m.stopLocked(s.ID, mp)
 			return err
 		}
-		mp.releases = append(mp.releases, release)
+		mp.releases = append(mp.releases, f.close)
 	}
 	m.proxies[s.ID] = mp
 	up := make([]string, 0, len(cfg.Upstreams))

@@ -21,6 +21,14 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // sidecar port range of n free ports.
 func newManager(t *testing.T, n int) (*Manager, []int) {
 	t.Helper()
+	m, ports, _ := newManagerOf(t, n, false)
+	return m, ports
+}
+
+// newManagerOf is newManager that also returns the server, with the
+// cache's default intention policy.
+func newManagerOf(t *testing.T, n int, defaultAllow bool) (*Manager, []int, *raftstore.Server) {
+	t.Helper()
 	cfg := raftstore.TestConfig("s1", "")
 	cfg.Logger = testutil.Logger(t)
 	s, err := raftstore.NewServer(cfg)
@@ -33,7 +41,7 @@ func newManager(t *testing.T, n int) (*Manager, []int) {
 	if err := s.WaitForLeader(ctx); err != nil {
 		t.Fatal(err)
 	}
-	c := mesh.New(mesh.Config{RPC: s, NodeName: "n1", Datacenter: "dc1", Logger: testutil.Logger(t)})
+	c := mesh.New(mesh.Config{RPC: s, NodeName: "n1", Datacenter: "dc1", DefaultAllow: defaultAllow, Logger: testutil.Logger(t)})
 	t.Cleanup(c.Close)
 	// The range spans n free ports; ports between them that something
 	// else holds are skipped, as in production.
@@ -44,7 +52,7 @@ func newManager(t *testing.T, n int) (*Manager, []int) {
 	}
 	m := New(Config{Mesh: c, BindAddr: "127.0.0.1", MinPort: lo, MaxPort: hi, Logger: testutil.Logger(t)})
 	t.Cleanup(m.Close)
-	return m, ports
+	return m, ports, s
 }
 
 func sidecar(id string, port int, upstreams ...structs.Upstream) *structs.NodeService {

@@ -29,6 +29,9 @@ type Chain struct {
 	StartNode string
 	Nodes     map[string]*Node
 	Targets   map[string]*Target
+
+	// eval is what Route precomputes, once (see Prepare); never encoded.
+	eval evalState
 }
 
 // Node is one step of the chain.

@@ -22,6 +22,15 @@
 // instance once per application connection); a 403 from the destination is
 // final.
 //
+// An upstream may instead follow the destination's discovery chain
+// (SetChain, chain.go): each new connection goes to the chain's tcp target —
+// its primary target, or when that has no instance left to try, its failover
+// targets in order — with the target's identity, its connect timeout and the
+// resolver's load-balancing policy; the instances of each target come from
+// SetTargetInstances. A change of chain never cuts established connections;
+// with the resolver's DrainTimeout, those that the chain no longer leads to
+// are closed that long after the change.
+//
 // Bytes are copied both ways, and each direction ends on its own: when
 // either application half-closes, the other sees EOF and may go on sending,
 // as over plain TCP. A change of roots drains the tunnels whose peer no
@@ -49,6 +58,8 @@
 //	upstream.dial_failures         counter  failed attempts to open a tunnel to an instance
 //	upstream.tls_handshake_failures counter failed handshakes with an instance (also dial failures)
 //	upstream.denied                counter  connections the destination refused (403)
+//	upstream.target_connections    counter  connections established to a target of the chain (label target, the target ID)
+//	upstream.drained               counter  connections closed after the resolver's DrainTimeout
 //
 // The proxy counts in memory (an atomic add on the connection's path) and
 // emits what changed once a second, and when it closes.

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -36,9 +37,15 @@ type upstream struct {
 	dialFail      *counter
 	handshakeFail *counter
 	denied        *counter
+	drained       *counter
 
 	mu        sync.Mutex
 	endpoints []*endpoint // guarded by mu; replaced whole by SetInstances
+	// route is the discovery chain the upstream follows (chain.go); nil:
+	// connections go to endpoints.
+	route   *route                // guarded by mu
+	targets map[string]*targetSet // guarded by mu; instances of route's targets, by target ID
+	conns   map[*upConn]struct{}  // guarded by mu; established connections
 }
 
 // endpoint is an instance with the state the balancer keeps about it.
@@ -69,6 +76,7 @@ func newUpstream(p *Proxy, uc UpstreamConfig, ln net.Listener) *upstream {
 	u.dialFail = r.counter(keyUpstreamDialFail, u.labels)
 	u.handshakeFail = r.counter(keyUpstreamHandshakeFail, u.labels)
 	u.denied = r.counter(keyUpstreamDenied, u.labels)
+	u.drained = r.counter(keyUpstreamDrained, u.labels)
 	return u
 }
 
@@ -87,7 +95,9 @@ func (ep *endpoint) nodeName() string {
 // using this list, also while the servers are unreachable. An instance that
 // stays in the list keeps its balancing state (active connections,
 // backoff). Instances without an address are ignored; one without a Service
-// expects the destination's identity. Unknown destinations are ignored.
+// expects the destination's identity. While the upstream follows a
+// discovery chain (SetChain), these instances are kept but not used.
+// Unknown destinations are ignored.
 func (p *Proxy) SetInstances(destination string, instances []Instance) {
 	u := p.upstreams[destination]
 	if u == nil {
@@ -124,15 +134,19 @@ func (p *Proxy) SetInstances(destination string, instances []Instance) {
 		next = append(next, ep)
 	}
 	u.endpoints = next
+	u.reviewLocked()
 }
 
 // pick chooses an instance not in tried by the power of two choices on
 // active connections, preferring instances not backed off; nil when every
 // instance has been tried.
 func (u *upstream) pick(tried []*endpoint) *endpoint {
-	now := time.Now()
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	return u.pickLocked(tried, time.Now())
+}
+
+func (u *upstream) pickLocked(tried []*endpoint, now time.Time) *endpoint {
 	eligible := func(ep *endpoint, backedOffToo bool) bool {
 		for _, t := range tried {
 			if t == ep {
@@ -228,7 +242,8 @@ func (u *upstream) serve(app net.Conn) {
 	var triedBuf [4]*endpoint
 	tried := triedBuf[:0]
 	for {
-		ep := u.pick(tried)
+		ch := u.choose(tried, app.RemoteAddr())
+		ep := ch.ep
 		if ep == nil {
 			if p.ctx.Err() == nil {
 				if ok, suppressed := p.logDial.allow(); ok {
@@ -240,11 +255,17 @@ func (u *upstream) serve(app net.Conn) {
 		}
 		tried = append(tried, ep)
 		ep.active.Add(1)
-		st, err := u.open(ep, out)
+		st, err := u.open(ep, out, ch.timeout)
 		if err == nil {
 			u.succeeded(ep)
+			c := &upConn{st: st, key: ep.key, target: ch.target, primary: ch.primary, drain: ch.drain}
+			if ch.counted != nil {
+				ch.counted.inc()
+			}
+			u.track(c)
 			<-st.done
 			out.wait()
+			u.untrack(c)
 			ep.active.Add(-1)
 			return
 		}
@@ -263,7 +284,7 @@ func (u *upstream) serve(app net.Conn) {
 		u.failed(ep)
 		if ok, suppressed := p.logDial.allow(); ok {
 			p.logger.Warn("could not open a tunnel to an upstream instance; trying another",
-				logArgs(suppressed, "upstream", u.name, "instance", ep.inst.Addr, "node", ep.nodeName(), "error", err)...)
+				logArgs(suppressed, "upstream", u.name, "target", ch.target, "instance", ep.inst.Addr, "node", ep.nodeName(), "error", err)...)
 		}
 	}
 }
@@ -271,10 +292,11 @@ func (u *upstream) serve(app net.Conn) {
 // open opens a CONNECT stream to ep. A stream that fails on a pooled
 // tunnel is tried once more on a fresh one (the pooled one may have died
 // unnoticed, or be one the destination wants no new streams on); failures
-// after that are ep's.
-func (u *upstream) open(ep *endpoint, out *outbound) (*stream, error) {
+// after that are ep's. timeout, when above 0, bounds the dial (within
+// Config.DialTimeout).
+func (u *upstream) open(ep *endpoint, out *outbound, timeout time.Duration) (*stream, error) {
 	for attempt := 0; ; attempt++ {
-		st, reused, err := u.connect(ep, out)
+		st, reused, err := u.connect(ep, out, timeout)
 		if err == nil || errors.Is(err, errDenied) {
 			return st, err
 		}
@@ -306,9 +328,16 @@ var errMisdirected = errors.New("destination answered 421 Misdirected Request: t
 // connect opens a stream on a pooled tunnel to ep and waits for the
 // destination's answer; reused reports whether the tunnel had served
 // before (a failure on it may be the tunnel's, not ep's).
-func (u *upstream) connect(ep *endpoint, out *outbound) (st *stream, reused bool, err error) {
+func (u *upstream) connect(ep *endpoint, out *outbound, timeout time.Duration) (st *stream, reused bool, err error) {
 	p := u.p
-	ot, reused, err := p.pool.get(p.ctx, ep)
+	ctx := p.ctx
+	if timeout > 0 {
+		// Only the dial and handshake use ctx: the tunnel outlives it.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	ot, reused, err := p.pool.get(ctx, ep)
 	if err != nil {
 		return nil, false, err
 	}

@@ -30,12 +30,13 @@ type handler func(f *FSM, body []byte, index uint64) any
 
 // handlers is the dispatch table. Entries are only ever added.
 var handlers = map[structs.MessageType]handler{
-	structs.RegisterRequestType:   (*FSM).applyRegister,
-	structs.DeregisterRequestType: (*FSM).applyDeregister,
-	structs.BatchRequestType:      (*FSM).applyBatch,
-	structs.CARequestType:         (*FSM).applyCA,
-	structs.IntentionRequestType:  (*FSM).applyIntention,
-	structs.LeafRequestType:       (*FSM).applyLeaf,
+	structs.RegisterRequestType:    (*FSM).applyRegister,
+	structs.DeregisterRequestType:  (*FSM).applyDeregister,
+	structs.BatchRequestType:       (*FSM).applyBatch,
+	structs.CARequestType:          (*FSM).applyCA,
+	structs.IntentionRequestType:   (*FSM).applyIntention,
+	structs.LeafRequestType:        (*FSM).applyLeaf,
+	structs.ConfigEntryRequestType: (*FSM).applyConfigEntry,
 }
 
 // BatchResult is the result of a batch entry: one error (or nil) per write.
@@ -171,6 +172,21 @@ func (f *FSM) applyLeaf(body []byte, index uint64) any {
 		return fmt.Errorf("record leaves: %w", err)
 	}
 	return nil
+}
+
+// applyConfigEntry applies a config entry write. Its result is a bool,
+// whether the write happened (false when a CAS did not match), or an error.
+// An entry that does not decode is an error, never a panic.
+func (f *FSM) applyConfigEntry(body []byte, index uint64) any {
+	var req structs.ConfigEntryRequest
+	if err := structs.Decode(body, &req); err != nil {
+		return fmt.Errorf("decode config entry %d: %w", index, err)
+	}
+	applied, err := f.State().ConfigEntryWrite(index, &req)
+	if err != nil {
+		return fmt.Errorf("%s config entry: %w", req.Op, err)
+	}
+	return applied
 }
 
 // snapshotHeader starts every snapshot stream.

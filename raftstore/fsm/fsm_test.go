@@ -14,20 +14,21 @@ import (
 // already in Raft logs would be applied by the wrong handler.
 func TestMessageTypesPinned(t *testing.T) {
 	pinned := map[structs.MessageType]uint8{
-		structs.RegisterRequestType:   0,
-		structs.DeregisterRequestType: 1,
-		structs.BatchRequestType:      2,
-		structs.CARequestType:         3,
-		structs.IntentionRequestType:  4,
-		structs.LeafRequestType:       5,
-		structs.IgnoreUnknownTypeFlag: 128,
+		structs.RegisterRequestType:    0,
+		structs.DeregisterRequestType:  1,
+		structs.BatchRequestType:       2,
+		structs.CARequestType:          3,
+		structs.IntentionRequestType:   4,
+		structs.LeafRequestType:        5,
+		structs.ConfigEntryRequestType: 6,
+		structs.IgnoreUnknownTypeFlag:  128,
 	}
 	for typ, want := range pinned {
 		if uint8(typ) != want {
 			t.Errorf("%s = %d, want %d (values are persisted: never renumber)", typ, uint8(typ), want)
 		}
 	}
-	if len(handlers) != 6 {
+	if len(handlers) != 7 {
 		t.Errorf("%d handlers; add the new type to this test's pinned table", len(handlers))
 	}
 }

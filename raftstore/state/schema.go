@@ -19,6 +19,8 @@ const (
 	tableCARoots    = "ca_roots"
 	tableIntentions = "intentions"
 	tableLeaves     = "ca_leaves"
+
+	tableConfigEntries = "config_entries"
 )
 
 // serviceRow is a service instance as stored: the instance plus the node it is
@@ -132,6 +134,16 @@ func schema() *memdb.DBSchema {
 					&memdb.StringFieldIndex{Field: "Node", Lowercase: true},
 					&memdb.StringFieldIndex{Field: "Service", Lowercase: true},
 				}}},
+			},
+		},
+		tableConfigEntries: {
+			Name: tableConfigEntries,
+			Indexes: map[string]*memdb.IndexSchema{
+				"id": {Name: "id", Unique: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+					&memdb.StringFieldIndex{Field: "Kind"},
+					&memdb.StringFieldIndex{Field: "Name", Lowercase: true},
+				}}},
+				"kind": {Name: "kind", Indexer: &memdb.StringFieldIndex{Field: "Kind"}},
 			},
 		},
 		tableIndex: {

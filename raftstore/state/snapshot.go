@@ -6,6 +6,7 @@ import (
 	"github.com/hashicorp/go-memdb"
 
 	"github.com/trellismesh/trellis/connect"
+	"github.com/trellismesh/trellis/connect/configentry"
 	"github.com/trellismesh/trellis/raftstore/structs"
 )
 
@@ -30,6 +31,8 @@ type Record struct {
 	CARoot    *structs.CARoot          `json:",omitempty"`
 	Intention *connect.Intention       `json:",omitempty"`
 	Leaf      *structs.IssuedLeaf      `json:",omitempty"`
+
+	ConfigEntry *configentry.Envelope `json:",omitempty"`
 }
 
 // ServiceRecord is a service instance with the node it is on.
@@ -61,6 +64,9 @@ func (sn *Snapshot) Walk(fn func(Record) error) error {
 		{tableCARoots, func(v any) Record { return Record{CARoot: v.(*structs.CARoot)} }},
 		{tableIntentions, func(v any) Record { return Record{Intention: v.(*connect.Intention)} }},
 		{tableLeaves, func(v any) Record { return Record{Leaf: v.(*structs.IssuedLeaf)} }},
+		{tableConfigEntries, func(v any) Record {
+			return Record{ConfigEntry: &configentry.Envelope{Entry: v.(*configEntryRow).Entry}}
+		}},
 		{tableIndex, func(v any) Record { r := v.(*indexRow); return Record{Index: &IndexRecord{Key: r.Key, Value: r.Value}} }},
 	}
 	for _, t := range tables {
@@ -109,6 +115,8 @@ func (r *Restore) Add(rec Record) error {
 		err = r.tx.Insert(tableIntentions, rec.Intention)
 	case rec.Leaf != nil:
 		err = r.tx.Insert(tableLeaves, rec.Leaf)
+	case rec.ConfigEntry != nil && rec.ConfigEntry.Entry != nil:
+		err = r.tx.Insert(tableConfigEntries, newConfigEntryRow(rec.ConfigEntry.Entry))
 	case rec.Index != nil:
 		err = r.tx.Insert(tableIndex, &indexRow{Key: rec.Index.Key, Value: rec.Index.Value})
 	default:

@@ -131,7 +131,7 @@ func (s *Store) Index(key string) uint64 {
 func (s *Store) MaxIndex() uint64 {
 	tx := s.db.Txn(false)
 	var max uint64
-	for _, k := range []string{indexNodes, indexServices, indexChecks, indexCAConfig, indexCARoots, indexIntentions, indexLeaves} {
+	for _, k := range []string{indexNodes, indexServices, indexChecks, indexCAConfig, indexCARoots, indexIntentions, indexLeaves, indexConfigEntries} {
 		raw, err := tx.First(tableIndex, "id", k)
 		if err == nil && raw != nil && raw.(*indexRow).Value > max {
 			max = raw.(*indexRow).Value

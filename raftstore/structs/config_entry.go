@@ -14,6 +14,12 @@ const (
 	MethodDiscoveryChainGet = "DiscoveryChain.Get" // DiscoveryChainRequest → DiscoveryChainResponse (blocking)
 )
 
+// Operations of ConfigEntryRequest.
+const (
+	ConfigEntryOpUpsert = "upsert"
+	ConfigEntryOpDelete = "delete"
+)
+
 // ConfigEntryRequest writes (Op "upsert" or "delete") one entry. With CAS, the
 // write happens only when the entry's ModifyIndex is Index (0: it must not
 // exist yet).

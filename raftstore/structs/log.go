@@ -23,6 +23,9 @@ const (
 	IntentionRequestType MessageType = 4
 	// LeafRequestType records issued leaves (a LeafWrite).
 	LeafRequestType MessageType = 5
+	// ConfigEntryRequestType writes or deletes a config entry (a
+	// ConfigEntryRequest, validated by the leader).
+	ConfigEntryRequestType MessageType = 6
 )
 
 // IgnoreUnknownTypeFlag, set on a MessageType, lets an older server skip an
@@ -43,6 +46,8 @@ func (t MessageType) String() string {
 		return "Intention"
 	case LeafRequestType:
 		return "Leaf"
+	case ConfigEntryRequestType:
+		return "ConfigEntry"
 	}
 	return fmt.Sprintf("MessageType(%d)", uint8(t))
 }

@@ -1,0 +1,479 @@
+package l7
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-metrics"
+
+	"github.com/trellismesh/trellis/connect"
+	"github.com/trellismesh/trellis/connect/configentry"
+	"github.com/trellismesh/trellis/connect/intentions"
+)
+
+// HeaderClientCert carries the verified identity of the calling service
+// to the application: "URI=<SPIFFE ID>" (the form of Envoy's
+// x-forwarded-client-cert). The destination proxy always replaces
+// whatever the request had.
+const HeaderClientCert = "X-Forwarded-Client-Cert"
+
+// Authorizer decides each request that reaches a destination proxy. It
+// must be fast and safe for concurrent use: it is called for every request.
+type Authorizer interface {
+	AuthorizeHTTP(source connect.ServiceID, r *http.Request) intentions.Decision
+}
+
+// AuthorizerFunc adapts a function to Authorizer.
+type AuthorizerFunc func(source connect.ServiceID, r *http.Request) intentions.Decision
+
+// AuthorizeHTTP calls f(source, r).
+func (f AuthorizerFunc) AuthorizeHTTP(source connect.ServiceID, r *http.Request) intentions.Decision {
+	return f(source, r)
+}
+
+// IntentionsAuthorizer decides by the intentions that Set returns (read
+// for every request, so that it may be swapped at any time) for
+// destination, with DefaultAllow when none matches.
+type IntentionsAuthorizer struct {
+	Destination  string
+	DefaultAllow bool
+	Set          func() *intentions.Set
+}
+
+// AuthorizeHTTP decides r with intentions.Set.DecideHTTP.
+func (a *IntentionsAuthorizer) AuthorizeHTTP(source connect.ServiceID, r *http.Request) intentions.Decision {
+	return a.Set().DecideHTTP(source.Service, a.Destination, r, a.DefaultAllow)
+}
+
+// DefaultLocalConnectTimeout bounds a dial of the application when
+// InboundConfig.LocalConnectTimeout is 0.
+const DefaultLocalConnectTimeout = 5 * time.Second
+
+// InboundConfig configures the destination side of one service.
+type InboundConfig struct {
+	// ProxyID is the sidecar's ID, for logs and metric labels.
+	ProxyID string
+	// Service is the destination service (the proxy's own).
+	Service string
+	// Protocol is the application's: http (HTTP/1.1, the default), http2
+	// or grpc (HTTP/2 with prior knowledge).
+	Protocol string
+	// LocalAppAddr is the application's host:port.
+	LocalAppAddr string
+	// Authorizer decides every request. Required.
+	Authorizer Authorizer
+	// LocalConnectTimeout bounds a dial of the application;
+	// DefaultLocalConnectTimeout when 0.
+	LocalConnectTimeout time.Duration
+	// LocalRequestTimeout bounds a request to the application, its answer
+	// included (504 when nothing was answered yet); 0 means none.
+	LocalRequestTimeout time.Duration
+	// MaxConcurrentRequests caps requests forwarded at once (the service's
+	// MaxInboundConnections); beyond it the proxy answers 503. 0: no cap.
+	MaxConcurrentRequests int
+	// Logger is named "l7-inbound"; nil means hclog.Default().
+	Logger hclog.Logger
+}
+
+// Inbound is the destination proxy's HTTP data path: it serves HTTP/2 on
+// mutual-TLS connections from source proxies, authorizes each request by
+// the source's identity, and forwards the allowed ones to the application.
+// Its methods are safe for concurrent use.
+type Inbound struct {
+	cfg    InboundConfig
+	logger hclog.Logger
+	ctx    context.Context
+	cancel context.CancelFunc
+	// srv serves HTTP/2 with prior knowledge on the connections ServeConn
+	// feeds it through connLn, wrapped so that it does not take them for
+	// TLS connections to negotiate on (their ALPN is ours, not "h2").
+	srv    *http.Server
+	connLn *connListener
+	app    *http.Transport
+	appURL url.URL
+
+	active atomic.Int64
+
+	reg       registry
+	labels    []metrics.Label
+	statsMu   sync.RWMutex
+	bySource  map[string]*sourceStats // guarded by statsMu
+	timeouts  *counter
+	appFails  *counter
+	overload  *counter
+	stop      chan struct{}
+	denyLog   logLimiter
+	closeOnce sync.Once
+
+	mu         sync.RWMutex
+	closed     bool                   // guarded by mu
+	conns      map[*meshConn]struct{} // guarded by mu
+	goroutines sync.WaitGroup         // ServeConn calls and requests
+	background sync.WaitGroup         // the server and the flusher
+}
+
+// meshConn is a connection from a source proxy, as the server sees it.
+type meshConn struct {
+	net.Conn // the *tls.Conn, hidden from the server
+	source   connect.ServiceID
+	chain    []*x509.Certificate // the peer's, verified in the handshake
+	xfcc     []string
+	stats    *sourceStats
+	once     sync.Once
+	done     chan struct{} // closed by Close
+}
+
+func (c *meshConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { close(c.done) })
+	return err
+}
+
+// connKey is the context key of a request's *meshConn.
+type connKey struct{}
+
+type sourceStats struct {
+	req    *reqStats
+	denied *counter
+}
+
+// NewInbound validates cfg and starts the inbound side. Close stops it.
+func NewInbound(cfg InboundConfig) (*Inbound, error) {
+	switch {
+	case cfg.ProxyID == "":
+		return nil, errors.New("l7 inbound: ProxyID is required")
+	case cfg.Service == "":
+		return nil, fmt.Errorf("l7 inbound %s: Service is required", cfg.ProxyID)
+	case cfg.Authorizer == nil:
+		return nil, fmt.Errorf("l7 inbound %s: Authorizer is required", cfg.ProxyID)
+	case cfg.LocalConnectTimeout < 0 || cfg.LocalRequestTimeout < 0:
+		return nil, fmt.Errorf("l7 inbound %s: negative timeout", cfg.ProxyID)
+	}
+	if _, _, err := net.SplitHostPort(cfg.LocalAppAddr); err != nil {
+		return nil, fmt.Errorf("l7 inbound %s: LocalAppAddr %q: %w", cfg.ProxyID, cfg.LocalAppAddr, err)
+	}
+	switch cfg.Protocol {
+	case "":
+		cfg.Protocol = configentry.ProtocolHTTP
+	case configentry.ProtocolHTTP, configentry.ProtocolHTTP2, configentry.ProtocolGRPC:
+	default:
+		return nil, fmt.Errorf("l7 inbound %s: Protocol %q is not http, http2 or grpc", cfg.ProxyID, cfg.Protocol)
+	}
+	if cfg.LocalConnectTimeout == 0 {
+		cfg.LocalConnectTimeout = DefaultLocalConnectTimeout
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = hclog.Default()
+	}
+	logger = logger.Named("l7-inbound").With("proxy", cfg.ProxyID)
+	in := &Inbound{
+		cfg:      cfg,
+		logger:   logger,
+		labels:   withLabels(nil, "proxy", cfg.ProxyID, "service", cfg.Service),
+		bySource: make(map[string]*sourceStats),
+		stop:     make(chan struct{}),
+		appURL:   url.URL{Scheme: "http", Host: cfg.LocalAppAddr},
+		connLn:   newConnListener(),
+		conns:    make(map[*meshConn]struct{}),
+	}
+	in.ctx, in.cancel = context.WithCancel(context.Background())
+	in.timeouts = in.reg.counter(keyInboundTimeouts, in.labels)
+	in.appFails = in.reg.counter(keyInboundAppFail, in.labels)
+	in.overload = in.reg.counter(keyInboundOverload, in.labels)
+	dialer := &net.Dialer{Timeout: cfg.LocalConnectTimeout}
+	in.app = &http.Transport{
+		DialContext:         dialer.DialContext,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
+		DisableCompression:  true,
+		Protocols:           new(http.Protocols),
+	}
+	if cfg.Protocol == configentry.ProtocolHTTP {
+		in.app.Protocols.SetHTTP1(true)
+	} else {
+		in.app.Protocols.SetUnencryptedHTTP2(true)
+	}
+	protocols := new(http.Protocols)
+	protocols.SetUnencryptedHTTP2(true)
+	in.srv = &http.Server{
+		Handler:     http.HandlerFunc(in.serveHTTP),
+		Protocols:   protocols,
+		HTTP2:       &http.HTTP2Config{MaxConcurrentStreams: 1000},
+		IdleTimeout: 10 * time.Minute,
+		ErrorLog:    logger.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
+		BaseContext: func(net.Listener) context.Context { return in.ctx },
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, connKey{}, c)
+		},
+	}
+	in.background.Add(2)
+	go func() {
+		defer in.background.Done()
+		in.srv.Serve(in.connLn)
+	}()
+	go func() {
+		defer in.background.Done()
+		in.reg.run(in.stop)
+	}()
+	return in, nil
+}
+
+// ServeConn serves HTTP/2 on conn, a connection to the public listener that
+// negotiated ALPN (its handshake is run first if it has not been). It
+// returns when conn closes, ctx ends or the Inbound closes, and closes conn.
+func (in *Inbound) ServeConn(ctx context.Context, conn *tls.Conn) {
+	if !in.enter() {
+		conn.Close()
+		return
+	}
+	defer in.goroutines.Done()
+	if err := conn.HandshakeContext(ctx); err != nil {
+		conn.Close()
+		in.logger.Debug("inbound handshake failed", "remote", conn.RemoteAddr(), "error", err)
+		return
+	}
+	source, err := connect.PeerIdentity(conn.ConnectionState())
+	if err != nil {
+		conn.Close()
+		in.logger.Debug("inbound connection without a service identity", "remote", conn.RemoteAddr(), "error", err)
+		return
+	}
+	cs := conn.ConnectionState()
+	mc := &meshConn{
+		Conn: conn, source: source, xfcc: []string{"URI=" + source.String()}, chain: cs.PeerCertificates,
+		stats: in.statsFor(source.Service), done: make(chan struct{}),
+	}
+	in.mu.Lock()
+	if in.closed {
+		in.mu.Unlock()
+		mc.Close()
+		return
+	}
+	in.conns[mc] = struct{}{}
+	in.mu.Unlock()
+	defer func() {
+		in.mu.Lock()
+		delete(in.conns, mc)
+		in.mu.Unlock()
+	}()
+	stop := context.AfterFunc(ctx, func() { mc.Close() })
+	defer stop()
+	// A connection ends when the first certificate of the peer's chain
+	// expires: its requests would no longer be authenticated.
+	expire := time.AfterFunc(time.Until(chainNotAfter(cs.PeerCertificates)), func() {
+		in.logger.Debug("closing a connection whose peer certificate expired", "source", source.Service)
+		mc.Close()
+	})
+	defer expire.Stop()
+	if !in.connLn.push(mc) {
+		mc.Close()
+		return
+	}
+	<-mc.done
+}
+
+// chainNotAfter returns the earliest expiry of chain's certificates.
+func chainNotAfter(chain []*x509.Certificate) time.Time {
+	var t time.Time
+	for _, c := range chain {
+		if t.IsZero() || c.NotAfter.Before(t) {
+			t = c.NotAfter
+		}
+	}
+	return t
+}
+
+// Reverify closes the connections whose peer chain does not verify against
+// b (after a change of roots) and returns how many it closed. Their
+// requests in flight fail; the sources reconnect.
+func (in *Inbound) Reverify(b *connect.Bundle) int {
+	in.mu.RLock()
+	conns := make([]*meshConn, 0, len(in.conns))
+	for mc := range in.conns {
+		conns = append(conns, mc)
+	}
+	in.mu.RUnlock()
+	now := time.Now()
+	closed := 0
+	for _, mc := range conns {
+		if b == nil {
+			mc.Close()
+			closed++
+			continue
+		}
+		if _, err := b.Verify(mc.chain, now); err != nil {
+			in.logger.Info("closing a connection whose peer no longer verifies", "source", mc.source.Service, "error", err)
+			mc.Close()
+			closed++
+		}
+	}
+	return closed
+}
+
+// Close closes every connection ServeConn serves and waits for their
+// requests to end. It is idempotent.
+func (in *Inbound) Close() error {
+	in.closeOnce.Do(func() {
+		in.cancel()
+		in.mu.Lock()
+		in.closed = true
+		in.mu.Unlock()
+		in.connLn.Close()
+		in.srv.Close() // closes every connection
+		in.goroutines.Wait()
+		in.app.CloseIdleConnections()
+		close(in.stop)
+		in.background.Wait()
+	})
+	return nil
+}
+
+func (in *Inbound) enter() bool {
+	in.mu.RLock()
+	defer in.mu.RUnlock()
+	if in.closed {
+		return false
+	}
+	in.goroutines.Add(1)
+	return true
+}
+
+func (in *Inbound) statsFor(source string) *sourceStats {
+	in.statsMu.RLock()
+	s := in.bySource[source]
+	in.statsMu.RUnlock()
+	if s != nil {
+		return s
+	}
+	s = &sourceStats{
+		req:    in.reg.reqStatsFor(keyInboundRequests, keyInboundLatency, in.labels, "source", source),
+		denied: in.reg.counterFor(keyInboundDenied, in.labels, "source", source),
+	}
+	in.statsMu.Lock()
+	if prev := in.bySource[source]; prev != nil {
+		s = prev
+	} else {
+		in.bySource[source] = s
+	}
+	in.statsMu.Unlock()
+	return s
+}
+
+// serveHTTP serves one request from a source proxy.
+func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	mc, _ := r.Context().Value(connKey{}).(*meshConn)
+	if mc == nil || !in.enter() {
+		meshError(w, http.StatusServiceUnavailable, "the proxy is shutting down")
+		return
+	}
+	defer in.goroutines.Done()
+	start := time.Now()
+	h := inboundHandler{in: in, source: mc.source, xfcc: mc.xfcc, stats: mc.stats}
+	status, abort := h.serve(w, r)
+	h.stats.req.observe(status, time.Since(start))
+	if abort {
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// inboundHandler is what serving a request needs to know of its connection.
+type inboundHandler struct {
+	in     *Inbound
+	source connect.ServiceID
+	xfcc   []string
+	stats  *sourceStats
+}
+
+func (h *inboundHandler) serve(w http.ResponseWriter, r *http.Request) (int, bool) {
+	in := h.in
+	dec := in.cfg.Authorizer.AuthorizeHTTP(h.source, r)
+	if !dec.Allowed {
+		h.stats.denied.inc()
+		by := "the default intention policy"
+		if dec.Matched != nil {
+			by = fmt.Sprintf("intention %s => %s", dec.Matched.SourceName, dec.Matched.DestinationName)
+		}
+		if in.denyLog.allow() {
+			in.logger.Info("request denied by intention", "source", h.source.Service, "destination", in.cfg.Service,
+				"method", r.Method, "path", r.URL.Path, "decided_by", by, "reason", dec.Reason)
+		}
+		meshError(w, http.StatusForbidden, fmt.Sprintf("request denied by %s (source %s → destination %s)", by, h.source.Service, in.cfg.Service))
+		return http.StatusForbidden, false
+	}
+	if n := in.active.Add(1); in.cfg.MaxConcurrentRequests > 0 && n > int64(in.cfg.MaxConcurrentRequests) {
+		in.active.Add(-1)
+		in.overload.inc()
+		w.Header()[HeaderOverloaded] = []string{"true"}
+		meshError(w, http.StatusServiceUnavailable, fmt.Sprintf("%s has too many requests in flight", in.cfg.Service))
+		return http.StatusServiceUnavailable, false
+	}
+	defer in.active.Add(-1)
+
+	ctx := r.Context()
+	if d := in.cfg.LocalRequestTimeout; d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	hdr := cloneForward(r.Header)
+	hdr[HeaderClientCert] = h.xfcc
+	ensureTraceparent(hdr)
+	u := in.appURL
+	u.Path, u.RawPath, u.RawQuery = r.URL.Path, r.URL.RawPath, r.URL.RawQuery
+	req := &http.Request{
+		Method: r.Method, URL: &u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: hdr,
+		Body: r.Body, ContentLength: r.ContentLength, Host: r.Host, Trailer: r.Trailer,
+	}
+	if r.ContentLength == 0 {
+		req.Body = nil
+	}
+	resp, err := in.app.RoundTrip(req.WithContext(ctx))
+	if err != nil {
+		switch {
+		case r.Context().Err() != nil:
+			return 499, false
+		case ctx.Err() != nil:
+			in.timeouts.inc()
+			meshError(w, http.StatusGatewayTimeout, fmt.Sprintf("%s did not answer within %s (local request timeout)", in.cfg.Service, in.cfg.LocalRequestTimeout))
+			return http.StatusGatewayTimeout, false
+		}
+		in.appFails.inc()
+		in.logger.Debug("request to the application failed", "addr", in.cfg.LocalAppAddr, "error", err)
+		meshError(w, http.StatusBadGateway, fmt.Sprintf("the application of %s could not be reached", in.cfg.Service))
+		return http.StatusBadGateway, false
+	}
+	defer resp.Body.Close()
+	if err := writeResponse(w, resp); err != nil {
+		return resp.StatusCode, true
+	}
+	return resp.StatusCode, false
+}
+
+// logLimiter lets through at most 10 log lines a second.
+type logLimiter struct {
+	mu     sync.Mutex
+	window time.Time // guarded by mu
+	n      int       // guarded by mu
+}
+
+func (l *logLimiter) allow() bool {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.window) > time.Second {
+		l.window, l.n = now, 0
+	}
+	l.n++
+	return l.n <= 10
+}
