@@ -14,6 +14,7 @@ import (
 
 	"github.com/chromedp/cdproto/emulation"
 	cdplog "github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
@@ -225,6 +226,9 @@ service {
 
 // TestUI drives the web UI in headless chromium against a dev agent.
 func TestUI(t *testing.T) {
+	if !testing.Short() {
+		t.Parallel()
+	}
 	b := newBrowser(t)
 	a := testcluster.StartAgent(t, testcluster.Options{Name: "ui-node", HCL: fmt.Sprintf(uiServices, testutil.FreePorts(t, 1)[0])})
 	addr := a.HTTPAddr()
@@ -334,7 +338,7 @@ func TestUI(t *testing.T) {
 		{"/ui/", "overview", `document.querySelector('#main .cards .big') && document.querySelector('#main').textContent.includes('CA root expires') && document.querySelector('#main .card .allow')`},
 		{"/ui/nodes", "nodes", `document.querySelector('#nodes table') && document.querySelector('#nodes').textContent.includes('leader')`},
 		{"/ui/nodes/ui-node", "node", `document.querySelectorAll('#main table').length === 2`},
-		{"/ui/config", "config", `document.querySelectorAll('#main [data-kind] .empty, #main [data-kind] article').length === 6 &&
+		{"/ui/config", "config", `[...document.querySelectorAll('#main div[data-kind]')].every((d) => d.querySelector('.empty, article')) &&
 			document.querySelector('[data-kind="service-router"] pre')?.textContent.includes('Kind = "service-router"') &&
 			document.querySelector('[data-kind="service-router"] pre').textContent.includes('PathPrefix = "/admin"') &&
 			document.querySelector('[data-kind="service-resolver"] pre')?.textContent.includes('Subsets = {')`},
@@ -363,10 +367,27 @@ func TestUI(t *testing.T) {
 		t.Errorf("first Tab focused %q, want the skip link", got)
 	}
 
-	// Losing the agent shows the banner.
-	a.Stop()
-	b.waitFor(t, "banner", `!document.getElementById('banner').hidden`)
+	// Losing the agent (its API blocked in the browser) shows the banner, and
+	// it goes when calls succeed again.
+	offline := func(off bool) chromedp.Action[chromedp.Void] {
+		return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+			if _, err := chromedp.Call(ctx, network.Enable, network.EnableParams{}); err != nil {
+				return err
+			}
+			// Blocked requests fail as a network error does.
+			var block []*network.BlockPattern
+			if off {
+				block = append(block, &network.BlockPattern{URLPattern: "http://127.0.0.1:*/v1/*", Block: true})
+			}
+			_, err := chromedp.Call(ctx, network.SetBlockedURLs, network.SetBlockedURLsParams{URLPatterns: block})
+			return err
+		})
+	}
+	b.do(t, "go offline", offline(true), chromedp.Click(chromedp.CSS(`nav a[data-nav="nodes"]`)))
+	b.waitFor(t, "banner", `!document.getElementById('banner').hidden && document.getElementById('banner').textContent === 'Lost connection to the agent — retrying'`)
 	b.screenshot(t, shots, "connection-lost")
+	b.do(t, "back online", offline(false))
+	b.waitFor(t, "banner gone", `document.getElementById('banner').hidden && document.querySelector('#nodes table')`)
 }
 
 // TestUI_Disabled checks the 404 that says how to turn the UI on.

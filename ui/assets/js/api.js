@@ -21,17 +21,33 @@ const connListeners = new Set();
 let lost = false;
 let probing = false;
 
-/** onConnection calls fn(lost) whenever the agent becomes (un)reachable. */
+let problem = null; // the last 5xx a watch got, until one succeeds
+
+/**
+ * onConnection calls fn(lost, problem) whenever the agent becomes
+ * unreachable or reachable again, or a watch starts or stops failing with a
+ * server error (problem is its message, or null).
+ */
 export function onConnection(fn) {
   connListeners.add(fn);
-  fn(lost);
+  fn(lost, problem);
+}
+
+function notify() {
+  for (const fn of connListeners) fn(lost, problem);
 }
 
 function setLost(v) {
   if (lost === v) return;
   lost = v;
-  for (const fn of connListeners) fn(lost);
+  notify();
   if (lost) probe();
+}
+
+function setProblem(msg) {
+  if (problem === msg) return;
+  problem = msg;
+  notify();
 }
 
 /** sleep waits ms, or until signal aborts. */
@@ -111,6 +127,7 @@ export async function watch(path, onData, signal, { onError, notFoundIsEmpty, wa
       const url = index > 0 ? `${path}${sep}index=${index}&wait=${wait}` : path;
       const r = await request('GET', url, { signal });
       failures = 0;
+      setProblem(null);
       if (signal.aborted) return;
       if (r.index === index && index > 0) {
         // The wait ran out with nothing new; if it came back at once,
@@ -130,7 +147,10 @@ export async function watch(path, onData, signal, { onError, notFoundIsEmpty, wa
         await sleep(10000, signal);
         continue;
       }
-      if (err instanceof APIError) onError?.(err);
+      if (err instanceof APIError) {
+        if (err.status >= 500) setProblem(`The agent answered ${err.status}: ${err.message} — retrying`);
+        onError?.(err);
+      }
       index = 0;
       await sleep(backoff(failures++), signal);
     }

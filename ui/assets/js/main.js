@@ -10,7 +10,11 @@ import intentionsPage from './pages/intentions.js';
 import configPage from './pages/config.js';
 import caPage from './pages/ca.js';
 
-onConnection((lost) => { document.getElementById('banner').hidden = !lost; });
+onConnection((lost, problem) => {
+  const banner = document.getElementById('banner');
+  banner.textContent = lost ? 'Lost connection to the agent — retrying' : problem || '';
+  banner.hidden = !lost && !problem;
+});
 
 get('/v1/agent/self').then((self) => {
   const cfg = self?.Config || {};

@@ -57,7 +57,7 @@ export function render() {
   const h1 = main.querySelector('h1');
   if (h1) {
     h1.tabIndex = -1;
-    document.title = `${h1.textContent} · Trellis`;
+    document.title = `${(h1.firstChild?.textContent || h1.textContent).trim()} · Trellis`;
     if (document.activeElement && document.activeElement !== document.body) h1.focus({ preventScroll: true });
   }
 }

@@ -18,9 +18,9 @@ export default function caPage(main, _params, signal) {
     trust.textContent = d?.TrustDomain ? `Trust domain: ${d.TrustDomain}` : '';
     const list = d?.Roots || [];
     replace(roots, list.length ? table(['Name', 'Active', 'Valid from', 'Expires', 'Key', 'ID'], list.map((r) => [
-      r.Name, r.Active ? badge('passing', 'active') : 'no', fmtTime(r.NotBefore),
-      [fmtTime(r.NotAfter), ' (', expiry(r.NotAfter), ')'], `${r.PrivateKeyType || ''} ${r.PrivateKeyBits || ''}`,
-      h('span', { class: 'mono' }, r.ID)])) : h('p', { class: 'empty' }, 'No CA root yet: the leader makes one when it starts.'));
+      r.Name, r.Active ? badge('passing', 'active') : 'no', h('span', { class: 'nowrap' }, fmtTime(r.NotBefore)),
+      [h('span', { class: 'nowrap' }, fmtTime(r.NotAfter)), ' (', expiry(r.NotAfter), ')'], h('span', { class: 'nowrap' }, `${r.PrivateKeyType || ''} ${r.PrivateKeyBits || ''}`),
+      h('span', { class: 'mono id' }, r.ID)])) : h('p', { class: 'empty' }, 'No CA root yet: the leader makes one when it starts.'));
     loadLeaves();
   }, signal);
 
@@ -33,8 +33,8 @@ export default function caPage(main, _params, signal) {
       if (signal.aborted) return;
       replace(leaves, certs.length ? table(['Service', 'Identity', 'Valid from', 'Expires', 'Serial'], certs.map((c) => c.error
         ? [c.Service, h('span', { class: 'error' }, c.error), '', '', '']
-        : [c.Service, h('span', { class: 'mono' }, c.ServiceURI), fmtTime(c.ValidAfter), [fmtTime(c.ValidBefore), ' (', expiry(c.ValidBefore), ')'],
-          h('span', { class: 'mono' }, c.SerialNumber)])) : h('p', { class: 'empty' }, 'No local service has a sidecar.'));
+        : [c.Service, h('span', { class: 'mono id' }, c.ServiceURI), h('span', { class: 'nowrap' }, fmtTime(c.ValidAfter)),
+          [h('span', { class: 'nowrap' }, fmtTime(c.ValidBefore)), ' (', expiry(c.ValidBefore), ')'], h('span', { class: 'mono id' }, c.SerialNumber)])) : h('p', { class: 'empty' }, 'No local service has a sidecar.'));
     } catch (e) {
       if (!signal.aborted) replace(leaves, h('p', { class: 'error' }, e.message));
     }
