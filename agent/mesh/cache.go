@@ -23,6 +23,7 @@ import (
 
 	"github.com/trellismesh/trellis/connect"
 	"github.com/trellismesh/trellis/connect/chain"
+	"github.com/trellismesh/trellis/connect/configentry"
 	"github.com/trellismesh/trellis/connect/intentions"
 	"github.com/trellismesh/trellis/connect/proxy"
 	"github.com/trellismesh/trellis/raftstore/structs"
@@ -65,6 +66,7 @@ type Cache struct {
 	leaves    map[string]*leaf                               // by lower-case service name; guarded by mu
 	endpoints map[string]*endpoints                          // by lower-case service name; guarded by mu
 	chains    map[string]*shared[*chain.Chain]               // by lower-case service name; guarded by mu
+	entries   map[string]*shared[configentry.Entry]          // by kind/lower-case name; guarded by mu
 	nodes     map[string]*shared[[]structs.CheckServiceNode] // by datacenter/service, lower case; guarded by mu
 	closed    bool                                           // guarded by mu
 	wg        sync.WaitGroup                                 // leaf goroutines
@@ -84,7 +86,7 @@ func New(cfg Config) *Cache {
 		cfg.QueryWait = 5 * time.Minute
 	}
 	c := &Cache{cfg: cfg, logger: cfg.Logger.Named("mesh"), leaves: map[string]*leaf{}, endpoints: map[string]*endpoints{},
-		chains: map[string]*shared[*chain.Chain]{}, nodes: map[string]*shared[[]structs.CheckServiceNode]{}}
+		chains: map[string]*shared[*chain.Chain]{}, entries: map[string]*shared[configentry.Entry]{}, nodes: map[string]*shared[[]structs.CheckServiceNode]{}}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.roots = startWatch("roots", c.logger, func(ctx context.Context, minIndex uint64) (*structs.IndexedCARoots, uint64, error) {
 		var reply structs.IndexedCARoots
@@ -136,6 +138,9 @@ func (c *Cache) Close() {
 	}
 	var stops []func()
 	for _, sh := range c.chains {
+		stops = append(stops, sh.w.stop)
+	}
+	for _, sh := range c.entries {
 		stops = append(stops, sh.w.stop)
 	}
 	for _, sh := range c.nodes {

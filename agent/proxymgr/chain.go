@@ -9,6 +9,7 @@ import (
 
 	"github.com/trellismesh/trellis/agent/mesh"
 	"github.com/trellismesh/trellis/connect/chain"
+	"github.com/trellismesh/trellis/connect/configentry"
 	"github.com/trellismesh/trellis/connect/proxy"
 )
 
@@ -16,7 +17,7 @@ import (
 // the targets it adds before it is applied anyway: until then new
 // connections keep going where the previous chain led, rather than finding
 // a target with no instances known yet.
-var readyTimeout = 2 * time.Second
+const readyTimeout = 2 * time.Second
 
 // follower keeps one upstream of a proxy on its destination's discovery
 // chain: it watches the endpoints of every target the chain leads tcp
@@ -80,10 +81,20 @@ func tcpTargets(c *chain.Chain) map[string]*chain.Target {
 	return out
 }
 
+// usedTargets returns the targets of c the upstream's connections use: for
+// an http chain every target (routes and splits lead anywhere), for tcp the
+// primary and the failovers.
+func usedTargets(c *chain.Chain) map[string]*chain.Target {
+	if configentry.IsHTTP(c.Protocol) {
+		return c.Targets
+	}
+	return tcpTargets(c)
+}
+
 // onChain takes a new chain of the destination (from the chain watch; the
 // calls of one subscription never overlap).
 func (f *follower) onChain(c *chain.Chain) {
-	want := tcpTargets(c)
+	want := usedTargets(c)
 	f.mu.Lock()
 	if f.closed {
 		f.mu.Unlock()
@@ -176,7 +187,7 @@ func (f *follower) applyLocked(force bool) {
 	if c == nil {
 		return
 	}
-	want := tcpTargets(c)
+	want := usedTargets(c)
 	if !force {
 		for id := range want {
 			if w := f.targets[id]; w != nil && !w.has {

@@ -268,6 +268,16 @@ func (m *Manager) startLocked(s *structs.NodeService) (err error) {
 	}
 	mp := &managed{svc: s.Clone(), p: p}
 	mp.releases = append(mp.releases, m.cfg.Mesh.OnRootsChange(p.Reverify), m.cfg.Mesh.OnIntentionsChange(p.Reauthorize))
+	var upNames []string
+	for _, u := range s.Proxy.Upstreams {
+		upNames = append(upNames, u.DestinationName)
+	}
+	stops, err := watchServiceConfig(m.cfg.Mesh, p, dest, upNames)
+	if err != nil {
+		m.stopLocked(s.ID, mp)
+		return err
+	}
+	mp.releases = append(mp.releases, stops...)
 	for _, u := range s.Proxy.Upstreams {
 		f, err := follow(m.cfg.Mesh, p, u.DestinationName, m.logger.With("proxy", s.ID))
 		if err != nil {

@@ -318,6 +318,13 @@ func (p *Proxy) SetChain(destination string, c *chain.Chain) {
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	if stopped := u.setChainHTTPLocked(c); stopped != nil {
+		// Its requests in flight finish or fail; closing waits for them, so
+		// not under the lock.
+		if !p.goFunc(func() { stopped.Close() }) {
+			stopped.Close() // the proxy is closing
+		}
+	}
 	prev := u.route
 	u.route = r
 	for id, ts := range u.targets {
@@ -347,6 +354,7 @@ func (p *Proxy) SetTargetInstances(destination, targetID string, insts []Instanc
 	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	u.setTargetHTTPLocked(targetID, insts)
 	r := u.route
 	if r == nil || !r.references(targetID) {
 		p.logger.Debug("instances of a target the chain does not lead to ignored", "upstream", destination, "target", targetID)

@@ -234,6 +234,7 @@ type Proxy struct {
 	h1        *http.Server // base configuration of the HTTP/2 server: its error log
 	upstreams map[string]*upstream
 	pool      *pool
+	http      httpSide // the L7 inbound (http.go)
 
 	reg          registry
 	inActive     *gauge
@@ -442,6 +443,8 @@ func (p *Proxy) Close() error {
 		for _, ic := range inbound {
 			ic.close()
 		}
+		p.closeHTTP()
+		p.closeHTTPUpstreams()
 		p.pool.close()
 		for _, c := range apps {
 			c.Close()

@@ -13,10 +13,11 @@ import (
 
 	"github.com/trellismesh/trellis/connect"
 	"github.com/trellismesh/trellis/connect/intentions"
+	"github.com/trellismesh/trellis/connect/proxy/l7"
 )
 
 func newServerTLS(certs connect.CertSource) *tls.Config {
-	c := connect.ServerTLSConfig(certs, connect.ALPNTunnel)
+	c := connect.ServerTLSConfig(certs, connect.ALPNTunnel, l7.ALPN)
 	// Tunnels are long-lived and carry bulk data: full-size records from
 	// the first byte.
 	c.DynamicRecordSizingDisabled = true
@@ -90,8 +91,15 @@ func (p *Proxy) handleInbound(raw net.Conn) {
 	var cs tls.ConnectionState
 	if err == nil {
 		cs = tc.ConnectionState()
-		if cs.NegotiatedProtocol != connect.ALPNTunnel {
-			err = fmt.Errorf("client did not negotiate ALPN %q (got %q)", connect.ALPNTunnel, cs.NegotiatedProtocol)
+		switch cs.NegotiatedProtocol {
+		case connect.ALPNTunnel:
+		case l7.ALPN:
+			// The L7 path: HTTP/2 whose streams are requests; it reads the
+			// peer's identity and authorizes each request itself.
+			p.serveInboundHTTP(tc)
+			return
+		default:
+			err = fmt.Errorf("client did not negotiate ALPN %q or %q (got %q)", connect.ALPNTunnel, l7.ALPN, cs.NegotiatedProtocol)
 		}
 	}
 	var source connect.ServiceID
@@ -321,4 +329,5 @@ func (p *Proxy) Reverify() {
 		}
 	}
 	p.pool.reverify(b, now)
+	p.reverifyHTTP(b)
 }

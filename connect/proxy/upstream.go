@@ -46,6 +46,7 @@ type upstream struct {
 	route   *route                // guarded by mu
 	targets map[string]*targetSet // guarded by mu; instances of route's targets, by target ID
 	conns   map[*upConn]struct{}  // guarded by mu; established connections
+	http    upstreamHTTP          // the L7 side (http.go)
 }
 
 // endpoint is an instance with the state the balancer keeps about it.
@@ -222,6 +223,12 @@ var errDenied = errors.New("denied by the destination")
 
 // serve forwards one application connection to an instance.
 func (u *upstream) serve(app net.Conn) {
+	if out := u.httpOutbound(); out != nil {
+		// The chain says http: the L7 side serves the connection's requests
+		// (it owns app from here, and closes it).
+		out.ServeConn(app)
+		return
+	}
 	p := u.p
 	if !p.trackApp(app) {
 		return
