@@ -363,6 +363,52 @@ Sources = [{
 		}
 	})
 
+	t.Run("metrics", func(t *testing.T) {
+		// Per-request telemetry of both sides, as Prometheus scrapes it.
+		scrape := func(a *agentProc) string {
+			resp, err := http.Get("http://" + a.http + "/v1/agent/metrics?format=prometheus")
+			if err != nil {
+				return err.Error()
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return string(b)
+		}
+		has := func(text, metric string, labels ...string) bool {
+			for _, line := range strings.Split(text, "\n") {
+				if !strings.HasPrefix(line, metric+"{") {
+					continue
+				}
+				all := true
+				for _, l := range labels {
+					all = all && strings.Contains(line, l)
+				}
+				if all {
+					return true
+				}
+			}
+			return false
+		}
+		retry.RunWith(&retry.Timer{Timeout: 15 * time.Second, Wait: 200 * time.Millisecond}, t, func(r *retry.R) {
+			out := scrape(front)
+			if !has(out, "trellis_proxy_http_upstream_requests_total", `upstream="api"`, `class="2xx"`, `route=`) {
+				var lines []string
+				for _, l := range strings.Split(out, "\n") {
+					if strings.Contains(l, "proxy_http") {
+						lines = append(lines, l)
+					}
+				}
+				r.Fatalf("no request count of upstream api by route and class in:\n%s", strings.Join(lines, "\n"))
+			}
+			if !has(out, "trellis_proxy_http_upstream_latency_ms", `upstream="api"`, `quantile="0.99"`) {
+				r.Fatal("no p99 latency of upstream api")
+			}
+			if !has(scrape(back), "trellis_proxy_http_inbound_denied_total", `source="web"`) {
+				r.Fatal("no count of requests denied by intentions at users")
+			}
+		})
+	})
+
 	t.Run("grpc", func(t *testing.T) {
 		conn, err := grpc.NewClient(up["grpc"], grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {

@@ -216,6 +216,10 @@ func (c *compiler) flatten(s *configentry.ServiceSplitterConfigEntry, share floa
 type resolved struct {
 	service, subset, dc string
 	entry               *configentry.ServiceResolverConfigEntry // nil: no entry
+	// drain is the DrainTimeout of the first redirecting entry that sets
+	// one: a redirect is what moves connections, so its entry says how long
+	// the old ones may stay.
+	drain configentry.Duration
 }
 
 func (r resolved) id() string { return TargetID(r.service, r.subset, r.dc) }
@@ -232,7 +236,10 @@ func (c *compiler) resolve(svc, subset, dc string) (resolved, error) {
 			break
 		}
 		rd := cur.entry.Redirect
-		next := resolved{service: cur.service, subset: rd.ServiceSubset, dc: cur.dc}
+		next := resolved{service: cur.service, subset: rd.ServiceSubset, dc: cur.dc, drain: cur.drain}
+		if next.drain == 0 {
+			next.drain = cur.entry.DrainTimeout
+		}
 		if rd.Service != "" && rd.Service != cur.service {
 			next.service = rd.Service
 		}
@@ -306,14 +313,16 @@ func (c *compiler) resolverNode(svc, subset, dc string) (string, error) {
 	if _, ok := c.chain.Nodes[name]; ok {
 		return name, nil
 	}
-	res := &Resolver{Default: r.entry == nil, ConnectTimeout: DefaultConnectTimeout, Target: id}
+	res := &Resolver{Default: r.entry == nil, ConnectTimeout: DefaultConnectTimeout, Target: id, DrainTimeout: r.drain}
 	node := &Node{Type: NodeResolver, Name: id, Resolver: res}
 	if e := r.entry; e != nil {
 		if e.ConnectTimeout > 0 {
 			res.ConnectTimeout = e.ConnectTimeout
 		}
 		res.RequestTimeout = e.RequestTimeout
-		res.DrainTimeout = e.DrainTimeout
+		if r.drain == 0 {
+			res.DrainTimeout = e.DrainTimeout
+		}
 		if e.LoadBalancer != nil {
 			lb := *e.LoadBalancer
 			node.LoadBalancer = &lb

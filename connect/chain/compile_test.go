@@ -214,6 +214,27 @@ func TestCompile_ResolverSettings(t *testing.T) {
 	}
 }
 
+// A redirect's DrainTimeout, written beside it, is the one the chain uses:
+// the redirect is what moves the connections.
+func TestCompile_RedirectCarriesDrainTimeout(t *testing.T) {
+	db := &configentry.ServiceResolverConfigEntry{Kind: configentry.ServiceResolver, Name: "db",
+		Redirect: &configentry.ServiceResolverRedirect{Service: "db-v2"}, DrainTimeout: configentry.Duration(30 * time.Second)}
+	for _, tc := range []struct {
+		name    string
+		entries []configentry.Entry
+	}{
+		{"no resolver for db-v2", []configentry.Entry{db}},
+		{"db-v2 has its own", []configentry.Entry{db, &configentry.ServiceResolverConfigEntry{Kind: configentry.ServiceResolver, Name: "db-v2",
+			DrainTimeout: configentry.Duration(time.Hour)}}},
+	} {
+		c := compile(t, "db", tc.entries...)
+		res := c.Nodes[c.StartNode].Resolver
+		if res.Target != "db-v2.default.default.dc1" || res.DrainTimeout.D() != 30*time.Second {
+			t.Errorf("%s: resolver %+v", tc.name, res)
+		}
+	}
+}
+
 func router(name string, routes ...configentry.ServiceRoute) *configentry.ServiceRouterConfigEntry {
 	return &configentry.ServiceRouterConfigEntry{Kind: configentry.ServiceRouter, Name: name, Routes: routes}
 }
