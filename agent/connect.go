@@ -9,6 +9,7 @@ import (
 	"github.com/trellismesh/trellis/agent/proxymgr"
 	"github.com/trellismesh/trellis/connect"
 	"github.com/trellismesh/trellis/connect/intentions"
+	"github.com/trellismesh/trellis/connect/proxy"
 	"github.com/trellismesh/trellis/raftstore/structs"
 )
 
@@ -160,6 +161,19 @@ func (a *Agent) ConnectAuthorize(_ context.Context, target, clientCertURI string
 
 // DefaultIntentionAllow reports the default intention policy.
 func (a *Agent) DefaultIntentionAllow() bool { return a.cfg.DefaultIntentionAllow }
+
+// DescribeProxy implements httpapi.ConnectAgent's DescribeProxy: the proxy of local
+// sidecar id and the intentions that apply to the service it fronts.
+func (a *Agent) DescribeProxy(id string) (proxy.Description, []*connect.Intention, bool) {
+	if a.proxies == nil {
+		return proxy.Description{}, nil, false
+	}
+	d, ok := a.proxies.Describe(id)
+	if !ok {
+		return d, nil, false
+	}
+	return d, a.mesh.IntentionsFor(d.Service), true
+}
 
 // MeshStatus describes the mesh settings in a line, for the start-up banner.
 func (a *Agent) MeshStatus() string {

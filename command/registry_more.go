@@ -12,6 +12,7 @@ import (
 	connectca "github.com/trellismesh/trellis/command/connect/ca"
 	connectchain "github.com/trellismesh/trellis/command/connect/chain"
 	connectproxy "github.com/trellismesh/trellis/command/connect/proxy"
+	connectproxyconfig "github.com/trellismesh/trellis/command/connect/proxyconfig"
 	"github.com/trellismesh/trellis/command/intention"
 	"github.com/trellismesh/trellis/command/join"
 	"github.com/trellismesh/trellis/command/keygen"
@@ -150,6 +151,7 @@ Usage: trellis connect ca <subcommand> [options]
 		{"connect ca roots", func() (cli.Command, error) { return connectca.NewRoots(ui), nil }},
 		{"connect proxy", func() (cli.Command, error) { return connectproxy.New(ui), nil }},
 		{"connect chain", func() (cli.Command, error) { return connectchain.New(ui), nil }},
+		{"connect proxy-config", func() (cli.Command, error) { return connectproxyconfig.New(ui), nil }},
 	}
 }
 

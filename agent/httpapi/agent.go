@@ -6,7 +6,9 @@ import (
 	"time"
 
 	"github.com/trellismesh/trellis/api"
+	"github.com/trellismesh/trellis/connect"
 	"github.com/trellismesh/trellis/connect/intentions"
+	"github.com/trellismesh/trellis/connect/proxy"
 	"github.com/trellismesh/trellis/raftstore/structs"
 )
 
@@ -84,6 +86,10 @@ type ConnectAgent interface {
 	// DefaultIntentionAllow reports this agent's default intention policy
 	// (connect { default_intention_policy }): true for allow.
 	DefaultIntentionAllow() bool
+	// DescribeProxy returns a snapshot of the proxy of the local sidecar
+	// with service ID id, and the intentions that apply to the service it
+	// fronts, in precedence order; false when the agent runs no such proxy.
+	DescribeProxy(id string) (proxy.Description, []*connect.Intention, bool)
 }
 
 // Self is the body of /v1/agent/self. Consul's clients read Config.NodeName

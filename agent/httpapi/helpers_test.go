@@ -17,6 +17,7 @@ import (
 	"github.com/trellismesh/trellis/api"
 	"github.com/trellismesh/trellis/connect"
 	"github.com/trellismesh/trellis/connect/intentions"
+	"github.com/trellismesh/trellis/connect/proxy"
 	"github.com/trellismesh/trellis/internal/testutil"
 	"github.com/trellismesh/trellis/raftstore"
 	"github.com/trellismesh/trellis/raftstore/blocking"
@@ -42,6 +43,10 @@ type testAgent struct {
 }
 
 var _ Agent = (*testAgent)(nil)
+
+func (a *testAgent) DescribeProxy(string) (proxy.Description, []*connect.Intention, bool) {
+	return proxy.Description{}, nil, false
+}
 
 func (a *testAgent) RPC(ctx context.Context, method string, args, reply any) error {
 	return a.srv.RPC(ctx, method, args, reply)
