@@ -172,7 +172,11 @@ func TestProxy_Chain_connectTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer silent.Close()
-	m.client.SetChain("db", testChain(chain.Resolver{ConnectTimeout: configentry.Duration(200 * time.Millisecond)}, nil, "db", "db-v2"))
+	c := testChain(chain.Resolver{ConnectTimeout: configentry.Duration(200 * time.Millisecond)}, nil, "db", "db-v2")
+	// The failover target's own bound is generous: a real handshake under
+	// -race on a loaded machine can take longer than 200ms.
+	c.Targets[targetID("", "db-v2")].ConnectTimeout = configentry.Duration(10 * time.Second)
+	m.client.SetChain("db", c)
 	m.client.SetTargetInstances("db", targetID("", "db"), []Instance{{Addr: silent.Addr().String()}})
 	m.client.SetTargetInstances("db", targetID("", "db-v2"), []Instance{{Addr: v2}})
 	start := time.Now()
