@@ -31,7 +31,8 @@ func TestCluster_ClientPartition(t *testing.T) {
 		}
 		return len(entries)
 	}
-	retry.Run(t, func(r *retry.R) {
+	// A cluster of four forming on a loaded machine can take a while.
+	retry.RunWith(&retry.Timer{Timeout: 30 * time.Second, Wait: 100 * time.Millisecond}, t, func(r *retry.R) {
 		if n := passing(); n != 1 {
 			r.Fatalf("api passing on %d instances, want 1", n)
 		}

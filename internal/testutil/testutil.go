@@ -6,10 +6,13 @@ package testutil
 
 import (
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
@@ -65,6 +68,12 @@ var _ io.Writer = (*testWriter)(nil)
 // FreePorts returns n distinct ports that were free on 127.0.0.1 for both TCP
 // and UDP when asked. Prefer binding port 0 and reading the address back;
 // use this only where a component needs its port before it binds.
+//
+// The ports come from below the kernel's ephemeral range, so that the port-0
+// listeners a test opens afterwards (its backends, say) cannot be given a
+// port it handed out before the component that needs it has bound it. Each
+// process starts at a random point of that range and moves on, so parallel
+// test binaries rarely meet.
 func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
 	var ports []int
@@ -74,12 +83,16 @@ func FreePorts(t testing.TB, n int) []int {
 			c.Close()
 		}
 	}()
-	for len(ports) < n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("free port: %v", err)
+	low, high := portRange()
+	for tries := 0; len(ports) < n; tries++ {
+		if tries > 20*(high-low) {
+			t.Fatalf("free port: none free in %d-%d", low, high)
 		}
-		port := l.Addr().(*net.TCPAddr).Port
+		port := low + int(portCursor.Add(1))%(high-low)
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
 		u, err := net.ListenPacket("udp", l.Addr().String())
 		if err != nil {
 			l.Close()
@@ -89,4 +102,26 @@ func FreePorts(t testing.TB, n int) []int {
 		ports = append(ports, port)
 	}
 	return ports
+}
+
+// portCursor is where FreePorts looks next, from a random start.
+var portCursor = func() *atomic.Int64 {
+	var c atomic.Int64
+	c.Store(rand.Int64N(1 << 20))
+	return &c
+}()
+
+// portRange is the range FreePorts picks from: 22000 (above the default
+// sidecar ports, 21000-21255, which agents in tests pick themselves) up to
+// the start of the kernel's ephemeral range (32768 when it cannot be read).
+func portRange() (low, high int) {
+	low, high = 22000, 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil && v > low+1000 {
+				high = v
+			}
+		}
+	}
+	return low, high
 }
