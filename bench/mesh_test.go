@@ -457,6 +457,21 @@ service {
 			}
 		})
 	}
+	// When a run fails, keep what every agent's goroutines were doing (the
+	// cleanup runs before the agents are killed).
+	tb.Cleanup(func() {
+		if !tb.Failed() {
+			return
+		}
+		for _, a := range m.agents {
+			file := filepath.Join(os.TempDir(), fmt.Sprintf("trellis-bench-%s-%d-goroutines.txt", a.name, time.Now().UnixNano()))
+			if err := fetchTo("http://"+a.http+"/debug/pprof/goroutine?debug=2", file); err != nil {
+				tb.Logf("goroutines of %s: %v", a.name, err)
+				continue
+			}
+			tb.Logf("goroutines of %s: %s", a.name, file)
+		}
+	})
 	// apihttp speaks http: its traffic takes the proxies' L7 path.
 	if _, _, err := s1.client(tb).ConfigEntries().Set(&consulapi.ServiceConfigEntry{
 		Kind: consulapi.ServiceDefaults, Name: "apihttp", Protocol: "http",
