@@ -82,7 +82,9 @@ func (pl *pool) get(ctx context.Context, ep *endpoint) (ot *outTunnel, reused bo
 		now := time.Now()
 		if now.Sub(pl.lastPrune) >= poolIdleTimeout/4 {
 			pl.lastPrune = now
-			pl.pruneLocked(now)
+			pl.mu.Unlock()
+			pl.prune(now)
+			continue
 		}
 		for _, t := range pl.conns[ep.key] {
 			if t.canOpen() {
@@ -109,10 +111,10 @@ func (pl *pool) get(ctx context.Context, ep *endpoint) (ot *outTunnel, reused bo
 		t, err := pl.dial(ctx, ep)
 		pl.mu.Lock()
 		delete(pl.dials, ep.key)
+		var late *outTunnel // made while the pool closed
 		if err == nil {
 			if pl.closed {
-				err = errProxyClosed
-				t.close(errProxyClosed)
+				err, late = errProxyClosed, t
 			} else {
 				pl.conns[ep.key] = append(pl.conns[ep.key], t)
 			}
@@ -120,6 +122,9 @@ func (pl *pool) get(ctx context.Context, ep *endpoint) (ot *outTunnel, reused bo
 		d.err = err
 		close(d.done)
 		pl.mu.Unlock()
+		if late != nil {
+			late.close(errProxyClosed) // not under mu: its closed hook takes it
+		}
 		if err != nil {
 			return nil, false, err
 		}
@@ -127,15 +132,19 @@ func (pl *pool) get(ctx context.Context, ep *endpoint) (ot *outTunnel, reused bo
 	}
 }
 
-// pruneLocked drops closed tunnels and closes idle ones.
-func (pl *pool) pruneLocked(now time.Time) {
+// prune drops closed tunnels and closes idle ones. It closes them after
+// letting go of mu: a tunnel's closed hook (forget) takes mu, so closing one
+// under it deadlocked every later get.
+func (pl *pool) prune(now time.Time) {
+	var idle []*outTunnel
+	pl.mu.Lock()
 	for key, ts := range pl.conns {
 		keep := ts[:0]
 		for _, t := range ts {
 			switch {
 			case t.isClosed():
 			case t.idleFor(now) >= poolIdleTimeout:
-				t.close(nil)
+				idle = append(idle, t)
 			default:
 				keep = append(keep, t)
 			}
@@ -145,6 +154,10 @@ func (pl *pool) pruneLocked(now time.Time) {
 		} else {
 			pl.conns[key] = keep
 		}
+	}
+	pl.mu.Unlock()
+	for _, t := range idle {
+		t.close(nil)
 	}
 }
 

@@ -723,3 +723,31 @@ func TestProxy_Public_clientLeafExpiresOnAnOpenTunnel(t *testing.T) {
 		t.Errorf("upstream.dial_failures is %v, want 0 (a 421 is retried on a new connection)", got)
 	}
 }
+
+// A tunnel idle for poolIdleTimeout is closed by the next prune, and the
+// pool goes on serving: closing it used to happen under the pool's lock,
+// which its closed hook takes too, and every later connection hung.
+func TestProxy_Pool_idleTunnelClosedWithoutDeadlock(t *testing.T) {
+	t.Parallel()
+	pr := newPair(t, nil)
+	checkEcho(t, pr.client, "db")
+	retry.Run(t, func(r *retry.R) {
+		if ts := pr.client.pool.all(); len(ts) != 1 || ts[0].idleFor(time.Now()) == 0 {
+			r.Fatalf("want one idle pooled tunnel, have %d", len(ts))
+		}
+	})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pr.client.pool.prune(time.Now().Add(poolIdleTimeout + time.Second))
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("prune of an idle tunnel did not return: the pool deadlocked")
+	}
+	if n := len(pr.client.pool.all()); n != 0 {
+		t.Errorf("pool holds %d tunnels after the idle one was pruned, want 0", n)
+	}
+	checkEcho(t, pr.client, "db") // a new tunnel
+}
