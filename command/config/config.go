@@ -58,23 +58,7 @@ type base struct {
 // query flags when query.
 func (b *base) init(ui cli.Ui, name, text string, own *flag.FlagSet, query bool) {
 	b.ui = ui
-	if own == nil {
-		own = flags.NewFlagSet(name)
-	}
-	hf := b.http.ClientFlags()
-	groups := []flags.Group{{Title: "HTTP API Options", Flags: hf}}
-	var sf *flag.FlagSet
-	if query {
-		sf = b.http.ServerFlags()
-		groups = append(groups, flags.Group{Title: "Query Options", Flags: sf})
-	}
-	groups = append(groups, flags.Group{Title: "Command Options", Flags: own})
-	b.help = flags.Usage(text, groups...)
-	flags.Merge(own, hf)
-	if sf != nil {
-		flags.Merge(own, sf)
-	}
-	b.fs = own
+	b.fs, b.help = flags.CommandFlagSet(&b.http, name, text, own, query)
 }
 
 // Help returns the command's usage.

@@ -166,3 +166,27 @@ func ErrorMessage(what string, err error) string {
 	}
 	return fmt.Sprintf("Error %s: %v", what, err)
 }
+
+// CommandFlagSet builds a command's flag set: own (the command's flags; nil
+// for none) merged with h's HTTP client flags and, when query, its query
+// flags. It returns the set and the usage text, text followed by the three
+// groups of flags.
+func CommandFlagSet(h *HTTPFlags, name, text string, own *flag.FlagSet, query bool) (*flag.FlagSet, string) {
+	if own == nil {
+		own = NewFlagSet(name)
+	}
+	hf := h.ClientFlags()
+	groups := []Group{{Title: "HTTP API Options", Flags: hf}}
+	var sf *flag.FlagSet
+	if query {
+		sf = h.ServerFlags()
+		groups = append(groups, Group{Title: "Query Options", Flags: sf})
+	}
+	groups = append(groups, Group{Title: "Command Options", Flags: own})
+	help := Usage(text, groups...)
+	Merge(own, hf)
+	if sf != nil {
+		Merge(own, sf)
+	}
+	return own, help
+}

@@ -41,14 +41,7 @@ func New(ui cli.Ui) cli.Command {
 	c := &cmd{ui: ui}
 	own := flags.NewFlagSet("connect chain")
 	own.StringVar(&c.format, "format", "text", "The output `format`: text, or json (the chain as /v1/discovery-chain answers it).")
-	hf, sf := c.http.ClientFlags(), c.http.ServerFlags()
-	c.help = flags.Usage(help,
-		flags.Group{Title: "HTTP API Options", Flags: hf},
-		flags.Group{Title: "Query Options", Flags: sf},
-		flags.Group{Title: "Command Options", Flags: own})
-	flags.Merge(own, hf)
-	flags.Merge(own, sf)
-	c.fs = own
+	c.fs, c.help = flags.CommandFlagSet(&c.http, "connect chain", help, own, true)
 	return c
 }
 

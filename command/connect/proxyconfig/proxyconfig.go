@@ -47,12 +47,7 @@ func New(ui cli.Ui) cli.Command {
 	c := &cmd{ui: ui, now: time.Now}
 	own := flags.NewFlagSet("connect proxy-config")
 	own.StringVar(&c.format, "format", "text", "The output `format`: text, or json (as /v1/agent/connect/proxy-config answers it).")
-	hf := c.http.ClientFlags()
-	c.help = flags.Usage(help,
-		flags.Group{Title: "HTTP API Options", Flags: hf},
-		flags.Group{Title: "Command Options", Flags: own})
-	flags.Merge(own, hf)
-	c.fs = own
+	c.fs, c.help = flags.CommandFlagSet(&c.http, "connect proxy-config", help, own, false)
 	return c
 }
 
