@@ -221,7 +221,7 @@ func (u *upstream) describe(now time.Time) UpstreamDescription {
 		cp := *uc
 		d.Config = &cp
 	}
-	if u.http.out != nil {
+	if u.http.out.Load() != nil {
 		d.Mode = ModeL7
 	}
 	r := u.route

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/trellismesh/trellis/connect"
@@ -144,18 +145,16 @@ func (p *Proxy) closeHTTP() {
 // upstreamHTTP is an upstream's L7 side: in use while the destination's
 // chain says http, http2 or grpc.
 type upstreamHTTP struct {
-	out   *l7.Outbound                // guarded by upstream.mu; nil while the chain is tcp
+	// out is the L7 side, nil while the chain is tcp: read without a lock
+	// on every new application connection, changed under upstream.mu.
+	out   atomic.Pointer[l7.Outbound]
 	chain *chain.Chain                // guarded by upstream.mu; the chain out follows
 	insts map[string][]Instance       // guarded by upstream.mu; the last instances of each target, by ID
 	upcfg *configentry.UpstreamConfig // guarded by upstream.mu
 }
 
 // httpOutbound returns the upstream's L7 side when its chain is http.
-func (u *upstream) httpOutbound() *l7.Outbound {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.http.out
-}
+func (u *upstream) httpOutbound() *l7.Outbound { return u.http.out.Load() }
 
 // endpointsOf converts instances to the L7 side's endpoints, with the
 // target's identity.
@@ -177,7 +176,7 @@ func (u *upstream) setChainHTTPLocked(c *chain.Chain) (stopped *l7.Outbound) {
 	h := &u.http
 	h.chain = c
 	if c == nil || !configentry.IsHTTP(c.Protocol) {
-		stopped, h.out = h.out, nil
+		stopped = h.out.Swap(nil)
 		if stopped != nil {
 			u.p.logger.Info("upstream leaves the L7 path: its protocol is tcp now", "upstream", u.name)
 		}
@@ -188,13 +187,13 @@ func (u *upstream) setChainHTTPLocked(c *chain.Chain) (stopped *l7.Outbound) {
 			delete(h.insts, id)
 		}
 	}
-	if h.out != nil {
-		if err := h.out.SetChain(c); err != nil {
+	if cur := h.out.Load(); cur != nil {
+		if err := cur.SetChain(c); err != nil {
 			u.p.logger.Warn("discovery chain not taken by the L7 path; it keeps the previous one", "upstream", u.name, "error", err)
 			return nil
 		}
 		for id, t := range c.Targets {
-			h.out.SetTargetEndpoints(id, endpointsOf(h.insts[id], t.Name))
+			cur.SetTargetEndpoints(id, endpointsOf(h.insts[id], t.Name))
 		}
 		return nil
 	}
@@ -209,7 +208,7 @@ func (u *upstream) setChainHTTPLocked(c *chain.Chain) (stopped *l7.Outbound) {
 	for id, t := range c.Targets {
 		out.SetTargetEndpoints(id, endpointsOf(h.insts[id], t.Name))
 	}
-	h.out = out
+	h.out.Store(out)
 	u.p.logger.Info("upstream takes the L7 path", "upstream", u.name, "protocol", c.Protocol)
 	return nil
 }
@@ -222,11 +221,12 @@ func (u *upstream) setTargetHTTPLocked(targetID string, insts []Instance) {
 		h.insts = map[string][]Instance{}
 	}
 	h.insts[targetID] = slices.Clone(insts)
-	if h.out == nil || h.chain == nil {
+	out := h.out.Load()
+	if out == nil || h.chain == nil {
 		return
 	}
 	if t := h.chain.Targets[targetID]; t != nil {
-		h.out.SetTargetEndpoints(targetID, endpointsOf(insts, t.Name))
+		out.SetTargetEndpoints(targetID, endpointsOf(insts, t.Name))
 	}
 }
 
@@ -242,8 +242,8 @@ func (p *Proxy) SetUpstreamConfig(destination string, uc *configentry.UpstreamCo
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.http.upcfg = uc
-	if u.http.out != nil {
-		u.http.out.SetUpstreamConfig(uc)
+	if out := u.http.out.Load(); out != nil {
+		out.SetUpstreamConfig(uc)
 	}
 }
 
@@ -251,8 +251,7 @@ func (p *Proxy) SetUpstreamConfig(destination string, uc *configentry.UpstreamCo
 func (p *Proxy) closeHTTPUpstreams() {
 	for _, u := range p.upstreams {
 		u.mu.Lock()
-		out := u.http.out
-		u.http.out = nil
+		out := u.http.out.Swap(nil)
 		u.mu.Unlock()
 		if out != nil {
 			out.Close()
