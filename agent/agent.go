@@ -26,6 +26,7 @@ import (
 	"github.com/trellismesh/trellis/agent/mesh"
 	"github.com/trellismesh/trellis/agent/proxymgr"
 	"github.com/trellismesh/trellis/agent/telemetry"
+	"github.com/trellismesh/trellis/connect/golden"
 	"github.com/trellismesh/trellis/gossip"
 	"github.com/trellismesh/trellis/raftstore"
 	"github.com/trellismesh/trellis/raftstore/rpc"
@@ -51,6 +52,7 @@ type Agent struct {
 	dns       *dns.Server
 	mesh      *mesh.Cache       // nil when connect is disabled
 	proxies   *proxymgr.Manager // nil when connect is disabled
+	golden    *golden.Recorder  // the proxies' golden signals; nil when connect is disabled
 
 	// runMu serialises changes to the registered services and checks, so a
 	// check's runner and its state change together.
@@ -161,6 +163,11 @@ func (a *Agent) Start(ctx context.Context) (err error) {
 		go func() {
 			defer a.wg.Done()
 			a.runProxies(runCtx)
+		}()
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.reportMeshMetrics(runCtx)
 		}()
 	}
 

@@ -8,6 +8,7 @@ import (
 	"github.com/trellismesh/trellis/agent/mesh"
 	"github.com/trellismesh/trellis/agent/proxymgr"
 	"github.com/trellismesh/trellis/connect"
+	"github.com/trellismesh/trellis/connect/golden"
 	"github.com/trellismesh/trellis/connect/intentions"
 	"github.com/trellismesh/trellis/connect/proxy"
 	"github.com/trellismesh/trellis/raftstore/structs"
@@ -25,8 +26,10 @@ func (a *Agent) startMesh() {
 		RPC: a, NodeName: a.cfg.NodeName, Datacenter: a.cfg.Datacenter,
 		DefaultAllow: a.cfg.DefaultIntentionAllow, Logger: a.logger,
 	})
+	a.golden = golden.NewRecorder()
 	a.proxies = proxymgr.New(proxymgr.Config{
-		Mesh: a.mesh, BindAddr: a.cfg.BindAddr, MinPort: a.cfg.SidecarMinPort, MaxPort: a.cfg.SidecarMaxPort, Logger: a.logger,
+		Mesh: a.mesh, BindAddr: a.cfg.BindAddr, MinPort: a.cfg.SidecarMinPort, MaxPort: a.cfg.SidecarMaxPort,
+		Golden: a.golden, Logger: a.logger,
 	})
 }
 

@@ -81,6 +81,8 @@ var endpoints = map[string]endpoint{
 	structs.MethodConfigEntryGet:    typed((*Server).configEntryGet),
 	structs.MethodConfigEntryList:   typed((*Server).configEntryList),
 	structs.MethodDiscoveryChainGet: typed((*Server).discoveryChainGet),
+	structs.MethodMetricsReport:     typed((*Server).metricsReport),
+	structs.MethodMetricsEdges:      typed((*Server).metricsEdges),
 }
 
 // writeMethods always run on the leader.
@@ -93,6 +95,8 @@ var writeMethods = map[string]bool{
 	structs.MethodIntentionApply:         true,
 	structs.MethodConfigEntryApply:       true,
 	structs.MethodConfigEntryDelete:      true,
+	structs.MethodMetricsReport:          true,
+	structs.MethodMetricsEdges:           true, // the leader holds the reports
 }
 
 // needsLeader reports whether a request must be served by the leader:

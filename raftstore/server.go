@@ -17,6 +17,7 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
 	"github.com/trellismesh/trellis/connect/ca"
+	"github.com/trellismesh/trellis/connect/golden"
 	"github.com/trellismesh/trellis/raftstore/fsm"
 	"github.com/trellismesh/trellis/raftstore/rpc"
 	"github.com/trellismesh/trellis/raftstore/state"
@@ -43,6 +44,9 @@ type Server struct {
 	caMu sync.RWMutex
 	// signerCache is the parsed active root, by its ID.
 	signerCache atomic.Pointer[ca.Root]
+	// golden keeps the agents' reports of the mesh's golden signals while
+	// this server leads (metrics_endpoints.go).
+	golden *golden.Window
 	// meshWriteMu serialises config entry writes with intention writes, so
 	// that "is this destination managed by a service-intentions entry or by
 	// legacy intentions?" and the cross-entry checks are decided on the state
@@ -84,7 +88,8 @@ func NewServer(cfg Config) (*Server, error) {
 	if logger == nil {
 		logger = hclog.Default()
 	}
-	s := &Server{cfg: cfg, logger: logger.Named("server"), shutdownCh: make(chan struct{}), started: make(chan struct{})}
+	s := &Server{cfg: cfg, logger: logger.Named("server"), shutdownCh: make(chan struct{}), started: make(chan struct{}),
+		golden: golden.NewWindow(MetricsRetain)}
 	if cfg.NodeID == "" {
 		s.cfg.NodeID = cfg.NodeName
 	}

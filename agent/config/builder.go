@@ -36,7 +36,8 @@ func defaults() *fileConfig {
 		LogLevel: ptr("info"), LogJSON: ptr(false), UIEnabled: ptr(false), ConnectEnabled: ptr(true),
 		HTTPPort: ptr(8500), DNSPort: ptr(8600), ServerPort: ptr(8300), SerfLANPort: ptr(8301),
 		DNSNodeTTL: ptr(time.Duration(0)), DNSServiceTTL: ptr(time.Duration(0)), DNSUDPAnswerLimit: ptr(3),
-		BootstrapExpect: ptr(0), RetryInterval: ptr(30 * time.Second), Encrypt: ptr(""),
+		MeshMetricsInterval: ptr(5 * time.Second),
+		BootstrapExpect:     ptr(0), RetryInterval: ptr(30 * time.Second), Encrypt: ptr(""),
 		ReconnectTimeout: ptr(72 * time.Hour), StabilizationTime: ptr(10 * time.Second),
 		TLSCAFile: ptr(""), TLSCertFile: ptr(""), TLSKeyFile: ptr(""), TLSVerifyIncoming: ptr(false), TLSVerifyOutgoing: ptr(false),
 		EnableDebug: ptr(false), DefaultIntentionPolicy: ptr("deny"), CAProvider: ptr(""),
@@ -138,6 +139,7 @@ func build(c *fileConfig, opts LoadOpts) (RuntimeConfig, []string, error) {
 		DNSNodeTTL:              *c.DNSNodeTTL,
 		DNSServiceTTL:           *c.DNSServiceTTL,
 		DNSUDPAnswerLimit:       *c.DNSUDPAnswerLimit,
+		MeshMetricsInterval:     *c.MeshMetricsInterval,
 		Services:                c.Services,
 		BootstrapExpect:         *c.BootstrapExpect,
 		RetryJoin:               c.RetryJoin,
@@ -264,6 +266,9 @@ func build(c *fileConfig, opts LoadOpts) (RuntimeConfig, []string, error) {
 		return rc, nil, fmt.Errorf("domain %q: not a DNS domain name", *c.Domain)
 	}
 	rc.DNSDomain = domain
+	if rc.MeshMetricsInterval < 100*time.Millisecond || rc.MeshMetricsInterval > time.Minute {
+		return rc, nil, fmt.Errorf("telemetry.mesh_metrics_interval %s: want 100ms to 1m", rc.MeshMetricsInterval)
+	}
 	if rc.DNSUDPAnswerLimit < 0 {
 		return rc, nil, fmt.Errorf("dns_config.udp_answer_limit %d: must be 0 (no limit) or more", rc.DNSUDPAnswerLimit)
 	}

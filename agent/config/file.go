@@ -31,18 +31,20 @@ type fileConfig struct {
 	DNSNodeTTL        *time.Duration
 	DNSServiceTTL     *time.Duration
 	DNSUDPAnswerLimit *int
-	BootstrapExpect   *int
-	RetryJoin         []string
-	RetryInterval     *time.Duration
-	Encrypt           *string
-	ReconnectTimeout  *time.Duration
-	StabilizationTime *time.Duration
-	TLSCAFile         *string
-	TLSCertFile       *string
-	TLSKeyFile        *string
-	TLSVerifyIncoming *bool
-	TLSVerifyOutgoing *bool
-	EnableDebug       *bool
+	// MeshMetricsInterval is telemetry.mesh_metrics_interval.
+	MeshMetricsInterval *time.Duration
+	BootstrapExpect     *int
+	RetryJoin           []string
+	RetryInterval       *time.Duration
+	Encrypt             *string
+	ReconnectTimeout    *time.Duration
+	StabilizationTime   *time.Duration
+	TLSCAFile           *string
+	TLSCertFile         *string
+	TLSKeyFile          *string
+	TLSVerifyIncoming   *bool
+	TLSVerifyOutgoing   *bool
+	EnableDebug         *bool
 	// connect { default_intention_policy ca_config { ... } } and the sidecar port range.
 	DefaultIntentionPolicy *string
 	CAProvider             *string
@@ -147,6 +149,10 @@ func decodeConfig(src []byte, filename string) (*fileConfig, error) {
 				"node_ttl":         func(f field, w string) { setDuration(&e, f, w, &c.DNSNodeTTL) },
 				"service_ttl":      func(f field, w string) { setDuration(&e, f, w, &c.DNSServiceTTL) },
 				"udp_answer_limit": func(f field, w string) { setInt(&e, f, w, &c.DNSUDPAnswerLimit) },
+			})
+		case "telemetry":
+			decodeSection(&e, f, "telemetry", map[string]func(field, string){
+				"mesh_metrics_interval": func(f field, w string) { setDuration(&e, f, w, &c.MeshMetricsInterval) },
 			})
 		case "enable_debug":
 			setBool(&e, f, top, &c.EnableDebug)
@@ -267,6 +273,7 @@ func (c *fileConfig) merge(src *fileConfig) {
 	overI(&c.ServerPort, src.ServerPort)
 	overI(&c.SerfLANPort, src.SerfLANPort)
 	overD(&c.DNSNodeTTL, src.DNSNodeTTL)
+	overD(&c.MeshMetricsInterval, src.MeshMetricsInterval)
 	overD(&c.DNSServiceTTL, src.DNSServiceTTL)
 	overI(&c.DNSUDPAnswerLimit, src.DNSUDPAnswerLimit)
 	overI(&c.BootstrapExpect, src.BootstrapExpect)

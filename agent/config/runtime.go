@@ -42,7 +42,10 @@ type RuntimeConfig struct {
 	DNSNodeTTL        time.Duration
 	DNSServiceTTL     time.Duration
 	DNSUDPAnswerLimit int
-	UIEnabled         bool
+	// MeshMetricsInterval is how often the agent sends its proxies' golden
+	// signals to the servers (telemetry { mesh_metrics_interval }).
+	MeshMetricsInterval time.Duration
+	UIEnabled           bool
 	// ConnectEnabled turns the mesh on (connect { enabled }).
 	ConnectEnabled bool
 	// DefaultIntentionAllow is the policy when no intention matches:

@@ -78,6 +78,7 @@ var routes = []route{
 	{[]string{http.MethodGet, http.MethodPut, http.MethodDelete}, "/v1/connect/intentions/exact", func(s *Server) handlerFunc { return s.connectIntentionExact }},
 	{get, "/v1/connect/intentions/match", func(s *Server) handlerFunc { return s.connectIntentionMatch }},
 	{get, "/v1/connect/intentions/check", func(s *Server) handlerFunc { return s.connectIntentionCheck }},
+	{get, "/v1/connect/metrics", func(s *Server) handlerFunc { return s.connectMetrics }},
 	{[]string{http.MethodGet, http.MethodPut, http.MethodDelete}, "/v1/connect/intentions/{id}", func(s *Server) handlerFunc { return s.connectIntentionByID }},
 
 	// Config entries and discovery chains (config_endpoints.go).

@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/trellismesh/trellis/agent/mesh"
+	"github.com/trellismesh/trellis/connect/golden"
 	"github.com/trellismesh/trellis/connect/proxy"
 	"github.com/trellismesh/trellis/raftstore/structs"
 )
@@ -37,6 +38,9 @@ type Config struct {
 	// MinPort and MaxPort bound the public ports picked for sidecars that
 	// name none.
 	MinPort, MaxPort int
+	// Golden receives the golden signals of every proxy's edges; nil
+	// records none.
+	Golden *golden.Recorder
 	// Logger is named "proxies"; nil means hclog.Default().
 	Logger hclog.Logger
 }
@@ -257,7 +261,7 @@ func (m *Manager) startLocked(s *structs.NodeService) (err error) {
 	cfg := proxy.Config{
 		ProxyID: s.ID, Service: dest, PublicListener: ln,
 		LocalAppAddr: net.JoinHostPort(localAddr, strconv.Itoa(s.Proxy.LocalServicePort)),
-		Certs:        certs, Authorizer: m.cfg.Mesh.Authorizer(dest), Logger: m.logger,
+		Certs:        certs, Authorizer: m.cfg.Mesh.Authorizer(dest), Golden: m.cfg.Golden, Logger: m.logger,
 	}
 	for _, u := range s.Proxy.Upstreams {
 		cfg.Upstreams = append(cfg.Upstreams, proxy.UpstreamConfig{DestinationName: u.DestinationName, LocalBindAddress: u.LocalBindAddress, LocalBindPort: u.LocalBindPort})

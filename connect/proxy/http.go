@@ -99,6 +99,7 @@ func (p *Proxy) inboundHTTP() *l7.Inbound {
 		Authorizer:          l7Authorizer{p.cfg.Authorizer},
 		LocalConnectTimeout: h.sc.LocalConnectTimeout, LocalRequestTimeout: h.sc.LocalRequestTimeout,
 		MaxConcurrentRequests: h.sc.MaxInboundConnections,
+		Golden:                p.cfg.Golden,
 		Logger:                p.logger,
 	})
 	if err != nil {
@@ -199,7 +200,7 @@ func (u *upstream) setChainHTTPLocked(c *chain.Chain) (stopped *l7.Outbound) {
 	}
 	out, err := l7.NewOutbound(l7.OutboundConfig{
 		ProxyID: u.p.cfg.ProxyID, Service: u.p.cfg.Service, DestinationName: u.name, Chain: c,
-		Certs: u.p.cfg.Certs, Upstream: h.upcfg, ConnectTimeout: u.p.dialTimeout, Logger: u.p.logger,
+		Certs: u.p.cfg.Certs, Upstream: h.upcfg, ConnectTimeout: u.p.dialTimeout, Golden: u.p.cfg.Golden, Logger: u.p.logger,
 	})
 	if err != nil {
 		u.p.logger.Error("cannot start the L7 path of the upstream; it stays on L4", "upstream", u.name, "error", err)

@@ -80,6 +80,7 @@ import (
 	"github.com/hashicorp/go-metrics"
 
 	"github.com/trellismesh/trellis/connect"
+	"github.com/trellismesh/trellis/connect/golden"
 	"github.com/trellismesh/trellis/connect/intentions"
 )
 
@@ -119,6 +120,10 @@ type Config struct {
 	// DialTimeout bounds each dial (TCP + TLS) to another proxy or the app,
 	// and each inbound handshake; DefaultDialTimeout when 0.
 	DialTimeout time.Duration
+	// Golden receives the golden signals of every edge the proxy serves
+	// (inbound per source, outbound per upstream), for the UI's topology;
+	// nil records none.
+	Golden *golden.Recorder
 	// Logger is named "proxy"; nil means hclog.Default().
 	Logger hclog.Logger
 }

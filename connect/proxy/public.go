@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/trellismesh/trellis/connect"
+	"github.com/trellismesh/trellis/connect/golden"
 	"github.com/trellismesh/trellis/connect/intentions"
 	"github.com/trellismesh/trellis/connect/proxy/l7"
 )
@@ -31,6 +32,7 @@ type inboundConn struct {
 	source   connect.ServiceID
 	chain    []*x509.Certificate
 	notAfter time.Time // of the earliest certificate of chain
+	edge     *golden.Edge
 }
 
 // close ends the tunnel and its streams. Closing the TCP connection rather
@@ -113,7 +115,8 @@ func (p *Proxy) handleInbound(raw net.Conn) {
 		return
 	}
 
-	ic := &inboundConn{raw: raw, source: source, chain: cs.PeerCertificates, notAfter: chainNotAfter(cs.PeerCertificates)}
+	ic := &inboundConn{raw: raw, source: source, chain: cs.PeerCertificates, notAfter: chainNotAfter(cs.PeerCertificates),
+		edge: p.cfg.Golden.Edge(golden.Key{Side: golden.Inbound, Source: source.Service, Destination: p.cfg.Service, Protocol: "tcp"})}
 	srcConns := p.reg.withExtra(keyInboundConnections, p.labels, "source", source.Service)
 	srcDenied := p.reg.withExtra(keyInboundDenied, p.labels, "source", source.Service)
 	ic.t, err = newTunnel(true, tc, bc, source.String(), tunnelHooks{
@@ -215,6 +218,7 @@ func (p *Proxy) acceptStream(ic *inboundConn, conns, denied *counter, authority 
 	dec := p.cfg.Authorizer.Authorize(ic.source)
 	if !dec.Allowed {
 		denied.inc()
+		ic.edge.Observe(true, 0)
 		p.inClosed.inc()
 		if ok, suppressed := p.logDenied.allow(); ok {
 			p.logger.Info("denied inbound connection",
@@ -230,8 +234,10 @@ func (p *Proxy) acceptStream(ic *inboundConn, conns, denied *counter, authority 
 // other direction.
 func (p *Proxy) serveStream(ic *inboundConn, s *stream) {
 	defer p.inClosed.inc()
+	start := time.Now()
 	d := net.Dialer{Timeout: p.dialTimeout, KeepAlive: -1}
 	app, err := d.DialContext(p.ctx, "tcp", p.cfg.LocalAppAddr)
+	ic.edge.Observe(err != nil, time.Since(start))
 	if err != nil {
 		if ok, suppressed := p.logApp.allow(); ok {
 			p.logger.Warn("dial local application failed", logArgs(suppressed, "addr", p.cfg.LocalAppAddr, "source", ic.source.Service, "error", err)...)

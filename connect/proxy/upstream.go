@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-metrics"
+
+	"github.com/trellismesh/trellis/connect/golden"
 )
 
 // Backoff of an instance that failed: backoffBase after the first failure,
@@ -37,6 +39,7 @@ type upstream struct {
 	dialFail      *counter
 	handshakeFail *counter
 	denied        *counter
+	edge          *golden.Edge // the L4 path's golden signals
 	drained       *counter
 
 	mu        sync.Mutex
@@ -77,6 +80,7 @@ func newUpstream(p *Proxy, uc UpstreamConfig, ln net.Listener) *upstream {
 	u.dialFail = r.counter(keyUpstreamDialFail, u.labels)
 	u.handshakeFail = r.counter(keyUpstreamHandshakeFail, u.labels)
 	u.denied = r.counter(keyUpstreamDenied, u.labels)
+	u.edge = p.cfg.Golden.Edge(golden.Key{Side: golden.Outbound, Source: p.cfg.Service, Destination: u.name, Protocol: "tcp"})
 	u.drained = r.counter(keyUpstreamDrained, u.labels)
 	return u
 }
@@ -244,6 +248,7 @@ func (u *upstream) serve(app net.Conn) {
 		u.closed.inc()
 	}()
 
+	start := time.Now()
 	out := newOutbound(app, u.bytesSent)
 	out.received = u.bytesReceived
 	var triedBuf [4]*endpoint
@@ -253,6 +258,7 @@ func (u *upstream) serve(app net.Conn) {
 		ep := ch.ep
 		if ep == nil {
 			if p.ctx.Err() == nil {
+				u.edge.Observe(true, time.Since(start))
 				if ok, suppressed := p.logDial.allow(); ok {
 					p.logger.Warn("no instance of the upstream could be reached; closing the application connection",
 						logArgs(suppressed, "upstream", u.name, "tried", len(tried), "client", app.RemoteAddr())...)
@@ -264,6 +270,7 @@ func (u *upstream) serve(app net.Conn) {
 		ep.active.Add(1)
 		st, err := u.open(ep, out, ch.timeout)
 		if err == nil {
+			u.edge.Observe(false, time.Since(start))
 			u.succeeded(ep)
 			c := &upConn{st: st, key: ep.key, target: ch.target, primary: ch.primary, drain: ch.drain}
 			if ch.counted != nil {
@@ -277,7 +284,11 @@ func (u *upstream) serve(app net.Conn) {
 			return
 		}
 		ep.active.Add(-1)
-		if errors.Is(err, errDenied) || p.ctx.Err() != nil {
+		if errors.Is(err, errDenied) {
+			u.edge.Observe(true, time.Since(start))
+			return
+		}
+		if p.ctx.Err() != nil {
 			return
 		}
 		if errors.Is(err, errSharedDial) {

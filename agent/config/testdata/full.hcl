@@ -40,6 +40,10 @@ connect {
   }
 }
 
+telemetry {
+  mesh_metrics_interval = "10s"
+}
+
 dns_config {
   node_ttl         = "30s"
   service_ttl      = "10s"

@@ -18,6 +18,7 @@ import (
 
 	"github.com/trellismesh/trellis/connect"
 	"github.com/trellismesh/trellis/connect/configentry"
+	"github.com/trellismesh/trellis/connect/golden"
 	"github.com/trellismesh/trellis/connect/intentions"
 )
 
@@ -81,6 +82,9 @@ type InboundConfig struct {
 	// MaxConcurrentRequests caps requests forwarded at once (the service's
 	// MaxInboundConnections); beyond it the proxy answers 503. 0: no cap.
 	MaxConcurrentRequests int
+	// Golden receives each source's golden signals (one request each,
+	// failed when answered 5xx), for the UI's topology; nil records none.
+	Golden *golden.Recorder
 	// Logger is named "l7-inbound"; nil means hclog.Default().
 	Logger hclog.Logger
 }
@@ -145,6 +149,7 @@ type connKey struct{}
 type sourceStats struct {
 	req    *reqStats
 	denied *counter
+	edge   *golden.Edge
 }
 
 // NewInbound validates cfg and starts the inbound side. Close stops it.
@@ -359,6 +364,7 @@ func (in *Inbound) statsFor(source string) *sourceStats {
 	s = &sourceStats{
 		req:    in.reg.reqStatsFor(keyInboundRequests, keyInboundLatency, in.labels, "source", source),
 		denied: in.reg.counterFor(keyInboundDenied, in.labels, "source", source),
+		edge:   in.cfg.Golden.Edge(golden.Key{Side: golden.Inbound, Source: source, Destination: in.cfg.Service, Protocol: in.cfg.Protocol}),
 	}
 	in.statsMu.Lock()
 	if prev := in.bySource[source]; prev != nil {
@@ -381,7 +387,9 @@ func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	h := inboundHandler{in: in, source: mc.source, xfcc: mc.xfcc, stats: mc.stats}
 	status, abort := h.serve(w, r)
-	h.stats.req.observe(status, time.Since(start))
+	took := time.Since(start)
+	h.stats.req.observe(status, took)
+	h.stats.edge.Observe(status >= 500 || abort, took)
 	if abort {
 		panic(http.ErrAbortHandler)
 	}

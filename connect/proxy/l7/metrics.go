@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-metrics"
+
+	"github.com/trellismesh/trellis/connect/golden"
 )
 
 // Metric keys; the package doc lists what each one counts. go-metrics may
@@ -65,7 +67,7 @@ func (c *counter) inc() { c.n.Add(1) }
 // route, or an inbound source): a counter per class and a latency histogram.
 type reqStats struct {
 	classes [len(classNames)]*counter
-	hist    histogram
+	hist    golden.Histogram
 	histKey []string
 	labels  []metrics.Label
 	// qlabels are labels plus quantile, one set per quantile.
@@ -75,7 +77,7 @@ type reqStats struct {
 // observe counts one response.
 func (s *reqStats) observe(status int, d time.Duration) {
 	s.classes[classOf(status)].inc()
-	s.hist.record(d)
+	s.hist.Record(d)
 }
 
 // registry holds a proxy side's metrics and emits them.
@@ -168,12 +170,12 @@ func (g *registry) flush() {
 		}
 	}
 	for _, s := range stats {
-		snap := s.hist.snapshot()
-		if snap.total == 0 {
+		snap := s.hist.Snapshot()
+		if snap.Total() == 0 {
 			continue
 		}
 		for i, q := range quantiles {
-			ms := float32(snap.quantile(q.q).Microseconds()) / 1000
+			ms := float32(snap.Quantile(q.q).Microseconds()) / 1000
 			metrics.SetGaugeWithLabels(s.histKey, ms, s.qlabels[i])
 		}
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/trellismesh/trellis/connect"
 	"github.com/trellismesh/trellis/connect/chain"
 	"github.com/trellismesh/trellis/connect/configentry"
+	"github.com/trellismesh/trellis/connect/golden"
 )
 
 // ALPN is the protocol a source proxy negotiates on a destination proxy's
@@ -82,6 +83,9 @@ type OutboundConfig struct {
 	// route nor its resolver sets a timeout; 0 means none (streams may be
 	// long-lived).
 	RequestTimeout time.Duration
+	// Golden receives the edge's golden signals (one request each, failed
+	// when answered 5xx), for the UI's topology; nil records none.
+	Golden *golden.Recorder
 	// Logger is named "l7-outbound"; nil means hclog.Default().
 	Logger hclog.Logger
 }
@@ -134,6 +138,8 @@ type routeState struct {
 	// prefixes maps a route's destination to the path its match names
 	// (PathExact or PathPrefix), which PrefixRewrite replaces.
 	prefixes map[*configentry.ServiceRouteDestination]string
+	// edge counts the golden signals under the chain's protocol.
+	edge *golden.Edge
 }
 
 // upstreamState is an UpstreamConfig with its defaults filled in.
@@ -236,7 +242,8 @@ func (o *Outbound) SetChain(c *chain.Chain) error {
 	if err := c.Prepare(); err != nil {
 		return fmt.Errorf("l7 outbound %s: chain of %s: %w", o.cfg.ProxyID, c.ServiceName, err)
 	}
-	rs := &routeState{chain: c, prefixes: map[*configentry.ServiceRouteDestination]string{}}
+	rs := &routeState{chain: c, prefixes: map[*configentry.ServiceRouteDestination]string{},
+		edge: o.cfg.Golden.Edge(golden.Key{Side: golden.Outbound, Source: o.cfg.Service, Destination: o.cfg.DestinationName, Protocol: c.Protocol})}
 	for _, n := range c.Nodes {
 		for _, r := range n.Routes {
 			if r.Definition == nil || r.Definition.Destination == nil || r.Definition.Match == nil || r.Definition.Match.HTTP == nil {
@@ -445,12 +452,16 @@ func (o *Outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rs := o.route.Load()
 	d, err := rs.chain.Route(r, rand.Float64()*100)
 	if err != nil {
-		o.statsFor(chain.DefaultRouteName).observe(http.StatusServiceUnavailable, time.Since(start))
+		took := time.Since(start)
+		o.statsFor(chain.DefaultRouteName).observe(http.StatusServiceUnavailable, took)
+		rs.edge.Observe(true, took)
 		meshError(w, http.StatusServiceUnavailable, fmt.Sprintf("no route to %s: %v", o.cfg.DestinationName, err))
 		return
 	}
 	status, abort := o.serve(w, r, rs, d)
-	o.statsFor(d.RouteName).observe(status, time.Since(start))
+	took := time.Since(start)
+	o.statsFor(d.RouteName).observe(status, took)
+	rs.edge.Observe(status >= 500 || abort, took)
 	if abort {
 		// The answer was cut short after its headers: reset the stream
 		// (or close the HTTP/1.1 connection) so the client sees it.

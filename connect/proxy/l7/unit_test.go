@@ -2,7 +2,6 @@ package l7
 
 import (
 	"fmt"
-	"math"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -10,36 +9,6 @@ import (
 
 	"github.com/trellismesh/trellis/connect/configentry"
 )
-
-func TestHistogram_Quantiles(t *testing.T) {
-	t.Parallel()
-	var h histogram
-	// 1..1000 ms, uniformly.
-	for i := 1; i <= 1000; i++ {
-		h.record(time.Duration(i) * time.Millisecond)
-	}
-	s := h.snapshot()
-	if s.total != 1000 {
-		t.Fatalf("total %d", s.total)
-	}
-	for _, q := range []float64{0.5, 0.9, 0.99} {
-		got := s.quantile(q).Seconds() * 1000
-		want := q * 1000
-		if math.Abs(got-want)/want > 0.07 {
-			t.Errorf("p%v = %.1fms, want %.0fms within 7%%", q*100, got, want)
-		}
-	}
-	if s2 := h.snapshot(); s2.total != 0 || s2.quantile(0.5) != 0 {
-		t.Errorf("a snapshot did not reset the histogram: %d", s2.total)
-	}
-	// Every bucket's bounds hold the values that index it.
-	for _, us := range []uint64{0, 1, 15, 16, 17, 31, 32, 1000, 123456, 1 << 30} {
-		lo, hi := histBounds(histIndex(us))
-		if us < lo || us >= hi {
-			t.Errorf("%dµs in bucket [%d, %d)", us, lo, hi)
-		}
-	}
-}
 
 func TestTraceparent(t *testing.T) {
 	t.Parallel()

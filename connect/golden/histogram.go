@@ -1,4 +1,4 @@
-package l7
+package golden
 
 import (
 	"math/bits"
@@ -6,11 +6,12 @@ import (
 	"time"
 )
 
-// histogram counts latencies in log-linear buckets: exact below 16µs, then
+// Histogram counts latencies in log-linear buckets: exact below 16µs, then
 // eight buckets per power of two (a relative error under 7%), up to about
 // 12 days. Recording is one atomic add; a snapshot swaps every bucket to
-// zero, so each snapshot covers the samples since the previous one.
-type histogram struct {
+// zero, so each snapshot covers the samples since the previous one. The
+// zero value is ready to use.
+type Histogram struct {
 	buckets [histBuckets]atomic.Uint64
 }
 
@@ -46,8 +47,8 @@ func histBounds(i int) (low, high uint64) {
 	return low, low + width
 }
 
-// record adds one sample.
-func (h *histogram) record(d time.Duration) {
+// Record adds one sample.
+func (h *Histogram) Record(d time.Duration) {
 	us := d.Microseconds()
 	if us < 0 {
 		us = 0
@@ -55,8 +56,8 @@ func (h *histogram) record(d time.Duration) {
 	h.buckets[histIndex(uint64(us))].Add(1)
 }
 
-// snapshot takes (and resets) the counts.
-func (h *histogram) snapshot() (s histSnapshot) {
+// Snapshot takes (and resets) the counts.
+func (h *Histogram) Snapshot() (s Snapshot) {
 	for i := range h.buckets {
 		if n := h.buckets[i].Load(); n != 0 {
 			n = h.buckets[i].Swap(0)
@@ -67,15 +68,30 @@ func (h *histogram) snapshot() (s histSnapshot) {
 	return s
 }
 
-// histSnapshot is the counts of a histogram over one interval.
-type histSnapshot struct {
+// Snapshot is the counts of a histogram over some interval; snapshots of
+// several histograms (or intervals) merge with Add.
+type Snapshot struct {
 	counts [histBuckets]uint64
 	total  uint64
 }
 
-// quantile returns the q-th quantile (0 < q ≤ 1) as a duration: the middle
+// Total is the number of samples.
+func (s *Snapshot) Total() uint64 { return s.total }
+
+// Add merges o's counts into s.
+func (s *Snapshot) Add(o *Snapshot) {
+	if o.total == 0 {
+		return
+	}
+	for i, n := range o.counts {
+		s.counts[i] += n
+	}
+	s.total += o.total
+}
+
+// Quantile returns the q-th quantile (0 < q ≤ 1) as a duration: the middle
 // of the bucket that holds it. 0 when there are no samples.
-func (s *histSnapshot) quantile(q float64) time.Duration {
+func (s *Snapshot) Quantile(q float64) time.Duration {
 	if s.total == 0 {
 		return 0
 	}
@@ -93,4 +109,26 @@ func (s *histSnapshot) quantile(q float64) time.Duration {
 	}
 	lo, hi := histBounds(histBuckets - 1)
 	return time.Duration((lo+hi)/2) * time.Microsecond
+}
+
+// Buckets returns the non-empty buckets, each as its lower bound in
+// microseconds and its count: the wire form of a snapshot. It names bounds,
+// not bucket numbers, so a peer with other buckets can still read it.
+func (s *Snapshot) Buckets() [][2]uint64 {
+	var out [][2]uint64
+	for i, n := range s.counts {
+		if n != 0 {
+			lo, _ := histBounds(i)
+			out = append(out, [2]uint64{lo, n})
+		}
+	}
+	return out
+}
+
+// AddBuckets merges counts in the form Buckets returns.
+func (s *Snapshot) AddBuckets(b [][2]uint64) {
+	for _, lc := range b {
+		s.counts[histIndex(lc[0])] += lc[1]
+		s.total += lc[1]
+	}
 }

@@ -1,0 +1,91 @@
+package agent_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/trellismesh/trellis/api"
+	"github.com/trellismesh/trellis/internal/retry"
+	"github.com/trellismesh/trellis/internal/testcluster"
+	"github.com/trellismesh/trellis/internal/testutil"
+)
+
+// TestMesh_GoldenMetricsAcrossAgents sends traffic from web (one client
+// agent) to api (another); each agent reports its proxy's side to the
+// leader, and any agent answers /v1/connect/metrics with both sides.
+func TestMesh_GoldenMetricsAcrossAgents(t *testing.T) {
+	t.Parallel()
+	c := testcluster.StartCluster(t, testcluster.ClusterOptions{Servers: 1, Clients: 2, Modify: func(i int, o *testcluster.Options) {
+		o.HCL = `telemetry { mesh_metrics_interval = "200ms" }`
+	}})
+	up := testutil.FreePorts(t, 1)[0]
+	registerWithSidecar(t, c.Clients[1], "api", startHTTPApp(t, "api"), nil)
+	registerWithSidecar(t, c.Clients[0], "web", startHTTPApp(t, "web"), map[string]int{"api": up})
+	upstream := fmt.Sprintf("127.0.0.1:%d", up)
+	retry.RunWith(&retry.Timer{Timeout: 30 * time.Second, Wait: 20 * time.Millisecond}, t, func(r *retry.R) {
+		if body, err := get(upstream, "/warm"); err != nil || body != "api /warm" {
+			r.Fatalf("through the upstream: %q, %v", body, err)
+		}
+	})
+	const n = 20
+	for i := range n {
+		if body, err := get(upstream, "/"); err != nil || body != "api /" {
+			t.Fatalf("request %d: %q, %v", i, body, err)
+		}
+	}
+
+	// Asked through the agent that runs neither proxy.
+	for _, via := range []*testcluster.Agent{c.Servers[0], c.Clients[1]} {
+		retry.RunWith(&retry.Timer{Timeout: 20 * time.Second, Wait: 100 * time.Millisecond}, t, func(r *retry.R) {
+			m, err := trellisClient(t, via).Connect().Metrics("api", 5*time.Minute, nil)
+			if err != nil {
+				r.Fatal(err)
+			}
+			if len(m.Edges) != 1 {
+				r.Fatalf("edges %+v", m.Edges)
+			}
+			e := m.Edges[0]
+			if e.Source != "web" || e.Destination != "api" || e.Protocol != "tcp" || e.Unit != "connections" || m.Window != "5m0s" {
+				r.Fatalf("edge %+v in window %s", e, m.Window)
+			}
+			// The warm-up may have taken a few tries (before the proxy
+			// knew api's instance, they failed).
+			for side, s := range map[string]*api.MeshEdgeSide{"outbound": e.Outbound, "inbound": e.Inbound} {
+				if s == nil || s.Requests-s.Failures < n+1 || s.Reporters != 1 || s.RequestsPerSecond <= 0 || s.P99Ms <= 0 || s.P50Ms > s.P99Ms {
+					r.Fatalf("%s side %+v", side, s)
+				}
+			}
+			if e.Inbound.Failures != 0 {
+				r.Fatalf("inbound failures %d: the destination refused nothing", e.Inbound.Failures)
+			}
+		})
+	}
+
+	// A bad filter or window is refused, naming it.
+	_, err := trellisClient(t, c.Clients[0]).Connect().Metrics("", -time.Second, &api.QueryOptions{Filter: "Protocol =="})
+	if err == nil || !strings.Contains(err.Error(), "filter") {
+		t.Errorf("a bad filter: %v", err)
+	}
+	resp, err := http.Get("http://" + c.Clients[0].HTTPAddr() + "/v1/connect/metrics?window=soon")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "window") {
+		t.Errorf("window=soon: %d %s", resp.StatusCode, body)
+	}
+}
+
+func trellisClient(t *testing.T, a *testcluster.Agent) *api.Client {
+	t.Helper()
+	cl, err := api.NewClient(&api.Config{Address: a.HTTPAddr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl
+}
