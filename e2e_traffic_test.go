@@ -23,6 +23,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/trellismesh/trellis/api"
 	"github.com/trellismesh/trellis/internal/retry"
 	"github.com/trellismesh/trellis/internal/testutil"
 )
@@ -49,9 +50,10 @@ func TestE2E_Traffic(t *testing.T) {
 	t.Parallel()
 	ports := testutil.FreePorts(t, 9+8)
 	join := "127.0.0.1:" + strconv.Itoa(ports[1])
-	server := startAgentProcArgs(t, "server", ports[0:3], nil, "")
-	front := startAgentProcArgs(t, "client-front", ports[3:6], []string{"-server=false", "-bootstrap=false", "-retry-join", join}, "")
-	back := startAgentProcArgs(t, "client-back", ports[6:9], []string{"-server=false", "-bootstrap=false", "-retry-join", join}, "")
+	const fastReports = `telemetry { mesh_metrics_interval = "300ms" }`
+	server := startAgentProcArgs(t, "server", ports[0:3], nil, fastReports)
+	front := startAgentProcArgs(t, "client-front", ports[3:6], []string{"-server=false", "-bootstrap=false", "-retry-join", join}, fastReports)
+	back := startAgentProcArgs(t, "client-back", ports[6:9], []string{"-server=false", "-bootstrap=false", "-retry-join", join}, fastReports)
 	retry.RunWith(&retry.Timer{Timeout: 60 * time.Second, Wait: 100 * time.Millisecond}, t, func(r *retry.R) {
 		for _, p := range []*agentProc{server, front, back} {
 			if r2 := run(t, p.http, "connect", "ca", "roots"); r2.code != 0 || !strings.Contains(r2.stdout, "true") {
@@ -405,6 +407,41 @@ Sources = [{
 			}
 			if !has(scrape(back), "trellis_proxy_http_inbound_denied_total", `source="web"`) {
 				r.Fatal("no count of requests denied by intentions at users")
+			}
+		})
+	})
+
+	t.Run("golden", func(t *testing.T) {
+		// The golden signals of the edges, both sides, merged by the
+		// leader from each agent's reports, asked through the caller's
+		// agent: flaky's edge has the 503s its proxy saw (retried by web's,
+		// so the outbound side counts successes), api's the split's traffic.
+		retry.RunWith(&retry.Timer{Timeout: 15 * time.Second, Wait: 200 * time.Millisecond}, t, func(r *retry.R) {
+			cl, err := api.NewClient(&api.Config{Address: front.http})
+			if err != nil {
+				r.Fatal(err)
+			}
+			m, err := cl.Connect().Metrics("", 5*time.Minute, nil)
+			if err != nil {
+				r.Fatal(err)
+			}
+			edges := map[string]api.MeshEdge{}
+			for _, e := range m.Edges {
+				edges[e.Source+">"+e.Destination+"/"+e.Protocol] = e
+			}
+			fl, ok := edges["web>flaky/http"]
+			if !ok || fl.Inbound == nil || fl.Outbound == nil {
+				r.Fatalf("web → flaky: %+v (edges %v)", fl, m.Edges)
+			}
+			if fl.Inbound.Failures == 0 || fl.Inbound.SuccessRate >= 1 || fl.Outbound.Requests < 100 || fl.Outbound.P99Ms <= 0 {
+				r.Fatalf("web → flaky: outbound %+v, inbound %+v", *fl.Outbound, *fl.Inbound)
+			}
+			ap, ok := edges["web>api/http"]
+			if !ok || ap.Outbound == nil || ap.Outbound.Requests < 1000 || ap.Unit != "requests" {
+				r.Fatalf("web → api: %+v", ap)
+			}
+			if db, ok := edges["web>db/tcp"]; !ok || db.Unit != "connections" || db.Outbound == nil {
+				r.Fatalf("web → db: %+v", db)
 			}
 		})
 	})

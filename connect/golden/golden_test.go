@@ -209,3 +209,42 @@ func TestValidate(t *testing.T) {
 		t.Error("too many samples passed")
 	}
 }
+
+// Old reports are merged into 30-second ones: fewer kept, the same totals,
+// rates and quantiles.
+func TestWindow_CompactsOldReports(t *testing.T) {
+	t.Parallel()
+	w := NewWindow(5 * time.Minute)
+	start := time.Now()
+	var now time.Time
+	for i := range 60 {
+		var h Histogram
+		for j := range 10 {
+			h.Record(time.Duration(1+j%2) * time.Millisecond)
+		}
+		s := h.Snapshot()
+		now = start.Add(time.Duration(i) * 5 * time.Second)
+		w.Add("n1", 5*time.Second, []Sample{
+			{Side: Outbound, Source: "web", Destination: "api", Protocol: "http", Requests: 10, Failures: 1, Latency: s.Buckets()},
+			{Side: Inbound, Source: "web", Destination: "api", Protocol: "http", Requests: 10},
+		}, now)
+	}
+	if n := len(w.nodes["n1"]); n > 16 {
+		t.Errorf("%d reports kept of 60", n)
+	}
+	got := w.Edges(5*time.Minute, now, nil)
+	if len(got) != 1 || got[0].Outbound == nil {
+		t.Fatalf("edges %+v", got)
+	}
+	out := got[0].Outbound
+	if out.Requests != 600 || out.Failures != 60 || math.Abs(out.RequestsPerSecond-2) > 0.01 || out.P50Ms < 0.9 || out.P50Ms > 1.1 || out.P99Ms < 1.8 {
+		t.Errorf("after compaction: %+v", *out)
+	}
+	if in := got[0].Inbound; in == nil || in.Requests != 600 {
+		t.Errorf("inbound after compaction: %+v", in)
+	}
+	// The last 15 s are still in 5-second steps.
+	if got := w.Edges(12*time.Second, now, nil); got[0].Outbound.Requests != 30 {
+		t.Errorf("last 12 s: %d requests, want 30", got[0].Outbound.Requests)
+	}
+}

@@ -84,7 +84,84 @@ func (w *Window) Add(node string, interval time.Duration, samples []Sample, now 
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.expire(now)
-	w.nodes[node] = append(w.nodes[node], report{at: now, interval: interval, samples: samples})
+	w.nodes[node] = compact(append(w.nodes[node], report{at: now, interval: interval, samples: samples}), now)
+}
+
+// Reports older than compactAfter are merged into reports of about
+// compactSpan each: a query of the last seconds sees every report, a query
+// of minutes sees them in 30-second steps, and a node costs about a sixth of
+// the memory of keeping every report.
+const (
+	compactAfter = 30 * time.Second
+	compactSpan  = 30 * time.Second
+)
+
+// compact merges the reports of rs (oldest first) older than compactAfter
+// into ones covering up to compactSpan.
+func compact(rs []report, now time.Time) []report {
+	n := 0
+	for n < len(rs) && now.Sub(rs[n].at) > compactAfter {
+		n++
+	}
+	if n < 2 {
+		return rs
+	}
+	out := make([]report, 0, len(rs))
+	cur := rs[0]
+	for _, r := range rs[1:n] {
+		if cur.interval+r.interval <= compactSpan {
+			cur = merge(cur, r)
+			continue
+		}
+		out = append(out, cur)
+		cur = r
+	}
+	out = append(out, cur)
+	return append(out, rs[n:]...)
+}
+
+// merge returns the report covering a then b (b the later).
+func merge(a, b report) report {
+	out := report{at: b.at, interval: a.interval + b.interval, samples: make([]Sample, 0, max(len(a.samples), len(b.samples)))}
+	idx := make(map[Key]int, len(a.samples)+len(b.samples))
+	for _, rs := range [2][]Sample{a.samples, b.samples} {
+		for _, s := range rs {
+			k := s.key()
+			i, ok := idx[k]
+			if !ok {
+				idx[k] = len(out.samples)
+				out.samples = append(out.samples, s)
+				continue
+			}
+			m := &out.samples[i]
+			m.Requests += s.Requests
+			m.Failures += s.Failures
+			m.Latency = mergeBuckets(m.Latency, s.Latency)
+		}
+	}
+	return out
+}
+
+// mergeBuckets adds two sparse histograms (sorted by lower bound), into a
+// new slice.
+func mergeBuckets(a, b [][2]uint64) [][2]uint64 {
+	out := make([][2]uint64, 0, max(len(a), len(b)))
+	i, j := 0, 0
+	for i < len(a) || j < len(b) {
+		switch {
+		case j == len(b) || (i < len(a) && a[i][0] < b[j][0]):
+			out = append(out, a[i])
+			i++
+		case i == len(a) || b[j][0] < a[i][0]:
+			out = append(out, b[j])
+			j++
+		default:
+			out = append(out, [2]uint64{a[i][0], a[i][1] + b[j][1]})
+			i++
+			j++
+		}
+	}
+	return out
 }
 
 // expire drops reports older than retain, and nodes left with none.
