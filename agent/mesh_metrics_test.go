@@ -16,7 +16,8 @@ import (
 
 // TestMesh_GoldenMetricsAcrossAgents sends traffic from web (one client
 // agent) to api (another); each agent reports its proxy's side to the
-// leader, and any agent answers /v1/connect/metrics with both sides.
+// leader, and any agent answers /v1/connect/metrics with both sides (and
+// /v1/connect/ca/leaves with the leaves of both nodes).
 func TestMesh_GoldenMetricsAcrossAgents(t *testing.T) {
 	t.Parallel()
 	c := testcluster.StartCluster(t, testcluster.ClusterOptions{Servers: 1, Clients: 2, Modify: func(i int, o *testcluster.Options) {
@@ -65,8 +66,25 @@ func TestMesh_GoldenMetricsAcrossAgents(t *testing.T) {
 		})
 	}
 
+	// The leaves of both services, on the nodes that hold them, as any
+	// agent answers.
+	leaves, _, err := trellisClient(t, c.Servers[0]).Connect().CALeaves(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := map[string]string{}
+	for _, l := range leaves {
+		held[l.Service] = l.Node
+		if l.SerialNumber == "" || l.RootID == "" || time.Until(l.ValidBefore) < time.Hour {
+			t.Errorf("leaf %+v", l)
+		}
+	}
+	if held["api"] != c.Clients[1].Config.NodeName || held["web"] != c.Clients[0].Config.NodeName {
+		t.Errorf("leaves held: %v", held)
+	}
+
 	// A bad filter or window is refused, naming it.
-	_, err := trellisClient(t, c.Clients[0]).Connect().Metrics("", -time.Second, &api.QueryOptions{Filter: "Protocol =="})
+	_, err = trellisClient(t, c.Clients[0]).Connect().Metrics("", -time.Second, &api.QueryOptions{Filter: "Protocol =="})
 	if err == nil || !strings.Contains(err.Error(), "filter") {
 		t.Errorf("a bad filter: %v", err)
 	}

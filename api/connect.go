@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"time"
 )
 
 // Connect returns the client of the mesh endpoints: the certificate
@@ -24,6 +25,26 @@ func (h *Connect) CARoots(q *QueryOptions) (*CARootList, *QueryMeta, error) {
 		return nil, nil, err
 	}
 	return &out, meta, nil
+}
+
+// IssuedLeaf is a leaf certificate a node holds, as the leader recorded it
+// when it signed it (GET /v1/connect/ca/leaves, a Trellis path).
+type IssuedLeaf struct {
+	Node         string
+	Service      string
+	SerialNumber string
+	RootID       string
+	ValidBefore  time.Time
+	CreateIndex  uint64
+	ModifyIndex  uint64
+}
+
+// CALeaves returns the leaves every node holds, soonest to expire first.
+// It blocks with q.WaitIndex; q.Filter selects.
+func (h *Connect) CALeaves(q *QueryOptions) ([]IssuedLeaf, *QueryMeta, error) {
+	var out []IssuedLeaf
+	meta, err := h.c.query("/v1/connect/ca/leaves", &out, q, nil)
+	return out, meta, err
 }
 
 // CAGetConfig returns the CA's configuration (never its private key).

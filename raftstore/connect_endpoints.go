@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -45,6 +46,25 @@ func (s *Server) caRoots(ctx context.Context, req *structs.DCSpecificRequest, re
 				reply.ActiveRootID = r.ID
 			}
 		}
+		return idx, nil
+	})
+}
+
+// caLeaves lists the leaf certificates the nodes hold (the leader records
+// each one it signs, and prunes those of services gone or expired).
+func (s *Server) caLeaves(ctx context.Context, req *structs.DCSpecificRequest, reply *structs.IndexedIssuedLeaves) error {
+	return s.read(ctx, req.Datacenter, &req.QueryOptions, &reply.QueryMeta, func(ws memdb.WatchSet, st *state.Store) (uint64, error) {
+		idx, leaves, err := st.IssuedLeaves(ws)
+		if err != nil {
+			return 0, err
+		}
+		slices.SortStableFunc(leaves, func(a, b *structs.IssuedLeaf) int {
+			if c := a.NotAfter.Compare(b.NotAfter); c != 0 {
+				return c
+			}
+			return strings.Compare(a.Node+"/"+a.Service, b.Node+"/"+b.Service)
+		})
+		reply.Leaves = leaves
 		return idx, nil
 	})
 }

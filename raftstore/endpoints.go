@@ -70,6 +70,7 @@ var endpoints = map[string]endpoint{
 	structs.MethodCAConfigurationGet:     typed((*Server).caConfigGet),
 	structs.MethodCAConfigurationSet:     typed((*Server).caConfigSet),
 	structs.MethodCASign:                 typed((*Server).caSign),
+	structs.MethodCALeaves:               typed((*Server).caLeaves),
 	// The intention methods see service-intentions entries too
 	// (config_entry_endpoints.go).
 	structs.MethodIntentionApply:    typed((*Server).intentionApplyChecked),

@@ -63,6 +63,39 @@ func (s *Server) connectCARoots(w http.ResponseWriter, r *http.Request) (any, er
 	return rootsAnswer(w, r, &reply)
 }
 
+// issuedLeafOut is one element of GET /v1/connect/ca/leaves (a Trellis
+// addition): a leaf certificate a node holds, as the leader recorded it
+// when it signed it. The private key never leaves its agent.
+type issuedLeafOut struct {
+	Node         string
+	Service      string
+	SerialNumber string
+	RootID       string
+	ValidBefore  time.Time
+	CreateIndex  uint64
+	ModifyIndex  uint64
+}
+
+// connectCALeaves lists the leaves of every node, soonest to expire first
+// (blocking; ?filter selects).
+func (s *Server) connectCALeaves(w http.ResponseWriter, r *http.Request) (any, error) {
+	var req structs.DCSpecificRequest
+	if err := parseQuery(r, &req.Datacenter, &req.QueryOptions); err != nil {
+		return nil, err
+	}
+	var reply structs.IndexedIssuedLeaves
+	if err := s.agent.RPC(r.Context(), structs.MethodCALeaves, &req, &reply); err != nil {
+		return nil, err
+	}
+	setMeta(w, &reply.QueryMeta)
+	out := make([]issuedLeafOut, 0, len(reply.Leaves))
+	for _, l := range reply.Leaves {
+		out = append(out, issuedLeafOut{Node: l.Node, Service: l.Service, SerialNumber: l.SerialNumber, RootID: l.RootID,
+			ValidBefore: l.NotAfter, CreateIndex: l.CreateIndex, ModifyIndex: l.ModifyIndex})
+	}
+	return applyFilter(r, out)
+}
+
 func (s *Server) agentConnectCARoots(w http.ResponseWriter, r *http.Request) (any, error) {
 	var dc string
 	var opts structs.QueryOptions

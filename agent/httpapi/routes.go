@@ -70,6 +70,7 @@ var routes = []route{
 	{get, "/v1/connect/ca/roots", func(s *Server) handlerFunc { return s.connectCARoots }},
 	{[]string{http.MethodGet, http.MethodPut}, "/v1/connect/ca/configuration", func(s *Server) handlerFunc { return s.connectCAConfiguration }},
 	{[]string{http.MethodPost}, "/v1/connect/ca/rotate", func(s *Server) handlerFunc { return s.connectCARotate }},
+	{get, "/v1/connect/ca/leaves", func(s *Server) handlerFunc { return s.connectCALeaves }},
 	{get, "/v1/agent/connect/ca/roots", func(s *Server) handlerFunc { return s.agentConnectCARoots }},
 	{get, "/v1/agent/connect/ca/leaf/{service}", func(s *Server) handlerFunc { return s.agentConnectCALeaf }},
 	{[]string{http.MethodPost}, "/v1/agent/connect/authorize", func(s *Server) handlerFunc { return s.agentConnectAuthorize }},

@@ -13,6 +13,7 @@ const (
 	MethodCAConfigurationGet = "ConnectCA.ConfigurationGet" // DCSpecificRequest → CAConfiguration
 	MethodCAConfigurationSet = "ConnectCA.ConfigurationSet" // CARequest → WriteReply
 	MethodCASign             = "ConnectCA.Sign"             // CASignRequest → IssuedCert
+	MethodCALeaves           = "ConnectCA.Leaves"           // DCSpecificRequest → IndexedIssuedLeaves (blocking)
 	MethodIntentionApply     = "Intention.Apply"            // IntentionRequest → IntentionApplyReply
 	MethodIntentionList      = "Intention.List"             // DCSpecificRequest → IndexedIntentions (blocking)
 	MethodIntentionGet       = "Intention.Get"              // IntentionQueryRequest → IndexedIntentions
@@ -130,6 +131,13 @@ type IndexedCARoots struct {
 	ActiveRootID string
 	TrustDomain  string
 	Roots        CARoots
+	QueryMeta
+}
+
+// IndexedIssuedLeaves is the record of the leaves the nodes hold, soonest
+// to expire first.
+type IndexedIssuedLeaves struct {
+	Leaves []*IssuedLeaf
 	QueryMeta
 }
 
