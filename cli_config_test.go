@@ -98,13 +98,16 @@ routes {
 	expect(run(t, addr, "config", "list", "-kind", "service-nope"), 1, "", "service-nope")
 	expect(run(t, addr, "config", "read", "-kind", "service-defaults", "-name", "ghost"), 1, "", "no config entry service-defaults/ghost")
 
-	// Refused: a misspelt field, named with its line; a field error; a
-	// router contradicting the protocols.
+	// Refused: a misspelt field, named with its line; field errors, with
+	// theirs; a delete contradicting the protocols.
 	bad := write("bad.hcl", "Kind = \"service-defaults\"\nName = \"db\"\nProtocl = \"http\"\n")
 	expect(run(t, addr, "config", "write", bad), 1, "", "bad.hcl:3")
 	expect(run(t, addr, "config", "write", bad), 1, "", "Protocl")
 	pigeon := write("pigeon.json", `{"Kind": "service-defaults", "Name": "db", "Protocol": "carrier-pigeon"}`)
-	expect(run(t, addr, "config", "write", pigeon), 1, "", "Protocol")
+	expect(run(t, addr, "config", "write", pigeon), 1, "", "pigeon.json:1:44: invalid Protocol")
+	// A value Validate refuses on the leader is located in the file too.
+	smtp := write("smtp.hcl", "kind = \"service-defaults\"\nname = \"mail\"\n\nprotocol = \"smtp\"\n")
+	expect(run(t, addr, "config", "write", smtp), 1, "", "smtp.hcl:4:1: invalid Protocol")
 	expect(run(t, addr, "config", "delete", "-kind", "service-defaults", "-name", "web"), 1, "", "has a service-router")
 
 	// CAS.

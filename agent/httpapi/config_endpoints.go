@@ -97,18 +97,20 @@ func isEmptyJSON(v any) bool {
 	return false
 }
 
-// decodeEntry reads the entry of a PUT /v1/config body.
-func decodeEntry(r *http.Request) (configentry.Entry, error) {
+// decodeEntry reads the entry of a PUT /v1/config body, with where its
+// fields were written (nil for a body in Consul's JSON shape, which names no
+// file).
+func decodeEntry(r *http.Request) (configentry.Entry, *configentry.Positions, error) {
 	src, err := io.ReadAll(r.Body)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, err
+			return nil, nil, err
 		}
-		return nil, badRequest("read the request body: %v", err)
+		return nil, nil, badRequest("read the request body: %v", err)
 	}
 	if strings.TrimSpace(string(src)) == "" {
-		return nil, badRequest("request body is empty: a config entry is expected")
+		return nil, nil, badRequest("request body is empty: a config entry is expected")
 	}
 	q := r.URL.Query()
 	filename, format := q.Get("filename"), strings.ToLower(q.Get("format"))
@@ -118,9 +120,10 @@ func decodeEntry(r *http.Request) (configentry.Entry, error) {
 		}
 	}
 	var e configentry.Entry
+	var at *configentry.Positions
 	switch format {
 	case "hcl":
-		e, err = configentry.DecodeHCL(src, filename)
+		e, at, err = configentry.DecodeWithPositions(src, filename, true)
 	case "json", "":
 		if filename == "" && format == "" {
 			// Consul's shape: a JSON body from a Consul client.
@@ -133,14 +136,14 @@ func decodeEntry(r *http.Request) (configentry.Entry, error) {
 			e, err = configentry.DecodeJSON(src)
 			break
 		}
-		e, err = configentry.Decode(src, filename)
+		e, at, err = configentry.DecodeWithPositions(src, filename, false)
 	default:
-		return nil, badRequest("invalid format %q: want json or hcl", format)
+		return nil, nil, badRequest("invalid format %q: want json or hcl", format)
 	}
 	if err != nil {
-		return nil, badRequest("%v", err)
+		return nil, nil, badRequest("%v", err)
 	}
-	return e, nil
+	return e, at, nil
 }
 
 func (s *Server) configApply(w http.ResponseWriter, r *http.Request) (any, error) {
@@ -148,7 +151,7 @@ func (s *Server) configApply(w http.ResponseWriter, r *http.Request) (any, error
 	if err != nil {
 		return nil, err
 	}
-	e, err := decodeEntry(r)
+	e, at, err := decodeEntry(r)
 	if err != nil {
 		return nil, err
 	}
@@ -158,9 +161,15 @@ func (s *Server) configApply(w http.ResponseWriter, r *http.Request) (any, error
 	}
 	var reply structs.ConfigEntryApplyReply
 	if err := s.rpc(r.Context(), structs.MethodConfigEntryApply, req, &reply); err != nil {
+		// The servers name the field; the source says where it is.
 		var ve *structs.ValidationError
-		if f := r.URL.Query().Get("filename"); f != "" && errors.As(err, &ve) {
-			return nil, badRequest("%s: %v", f, err)
+		if errors.As(err, &ve) {
+			if where := at.Prefix(ve.Field); where != "" {
+				return nil, badRequest("%s: %v", where, err)
+			}
+			if f := r.URL.Query().Get("filename"); f != "" {
+				return nil, badRequest("%s: %v", f, err)
+			}
 		}
 		return nil, err
 	}

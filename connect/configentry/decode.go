@@ -160,7 +160,11 @@ func Decode(src []byte, filename string) (Entry, error) {
 }
 
 func decodeJSON(b []byte, filename string) (Entry, error) {
-	p := &jsonParser{src: b, dec: json.NewDecoder(bytes.NewReader(b)), filename: filename}
+	return decodeJSONWith(b, &decoder{filename: filename})
+}
+
+func decodeJSONWith(b []byte, d *decoder) (Entry, error) {
+	p := &jsonParser{src: b, dec: json.NewDecoder(bytes.NewReader(b)), filename: d.filename}
 	p.dec.UseNumber()
 	n, err := p.value()
 	if err != nil {
@@ -169,7 +173,7 @@ func decodeJSON(b []byte, filename string) (Entry, error) {
 	if _, err := p.dec.Token(); err != io.EOF {
 		return nil, p.syntaxErr(fmt.Errorf("unexpected data after the entry"))
 	}
-	return decodeNode(n, &decoder{filename: filename})
+	return decodeNode(n, d)
 }
 
 // jsonParser builds a node tree from JSON tokens, noting where each value
@@ -292,6 +296,19 @@ func (p *jsonParser) valueFrom(t json.Token, at pos) (*node, error) {
 type decoder struct {
 	filename string
 	hcl      bool // fields tagged hcl:"-" are unknown
+	// at, when not nil, collects where each field path was written: its
+	// key's position, or its value's for list elements.
+	at map[string]pos
+}
+
+// note records where path was written, unless it is known already.
+func (d *decoder) note(path string, at pos) {
+	if d.at == nil || at.line == 0 {
+		return
+	}
+	if _, ok := d.at[path]; !ok {
+		d.at[path] = at
+	}
 }
 
 func (d *decoder) errAt(at pos, field, format string, args ...any) error {
@@ -339,6 +356,7 @@ var (
 
 // value decodes n into v (settable) at path.
 func (d *decoder) value(n *node, v reflect.Value, path string) error {
+	d.note(path, n.pos)
 	t := v.Type()
 	if n.kind == nNull {
 		v.SetZero()
@@ -406,6 +424,7 @@ func (d *decoder) value(n *node, v reflect.Value, path string) error {
 		m := reflect.MakeMapWithSize(t, len(n.keys))
 		for i, k := range n.keys {
 			p := elemPath(path, k)
+			d.note(p, n.keyPos[i])
 			kv := reflect.ValueOf(k).Convert(t.Key())
 			if m.MapIndex(kv).IsValid() {
 				return d.errAt(n.keyPos[i], p, "duplicate key")
@@ -565,6 +584,7 @@ func (d *decoder) object(n *node, v reflect.Value, path string) error {
 			return d.errAt(n.keyPos[i], fieldPath(path, k), "unknown field%s", suggest(k, fields))
 		}
 		p := fieldPath(path, f.name)
+		d.note(p, n.keyPos[i])
 		if seen[f.name] {
 			return d.errAt(n.keyPos[i], p, "duplicate field (given as %q too)", k)
 		}

@@ -18,6 +18,11 @@ import (
 // Values are literals, lists and objects only. Errors are *DecodeError
 // naming filename:line:col.
 func DecodeHCL(src []byte, filename string) (Entry, error) {
+	return decodeHCLWith(src, &decoder{filename: filename, hcl: true})
+}
+
+func decodeHCLWith(src []byte, d *decoder) (Entry, error) {
+	filename := d.filename
 	f, diags := hclsyntax.ParseConfig(src, filename, hcl.InitialPos)
 	if diags.HasErrors() {
 		return nil, diagErr(filename, diags)
@@ -31,7 +36,7 @@ func DecodeHCL(src []byte, filename string) (Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	return decodeNode(n, &decoder{filename: filename, hcl: true})
+	return decodeNode(n, d)
 }
 
 func diagErr(filename string, diags hcl.Diagnostics) error {
