@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/trellismesh/trellis/connect"
 )
 
 // Protocol returns the protocol of service: its service-defaults Protocol,
@@ -176,6 +178,35 @@ func problems(set Set) []problem {
 			}
 			sameFamily(k, f+".Service", sp.Service)
 			subsetRef(k, f+".ServiceSubset", svc, sp.ServiceSubset)
+		}
+	}
+	// L7 permissions are enforced by the L7 path: the destination must
+	// speak HTTP (a wildcard destination cannot be checked).
+	for _, e := range sortedEntries(set, ServiceIntentions) {
+		ix := e.(*ServiceIntentionsConfigEntry)
+		if ix.Name == connect.Wildcard {
+			continue
+		}
+		k := KeyOf(ix)
+		for i, src := range ix.Sources {
+			if src == nil || len(src.Permissions) == 0 {
+				continue
+			}
+			proto, from := protocolOf(set, ix.Name)
+			if IsHTTP(proto) {
+				continue
+			}
+			origin := "the default, as neither service-defaults/" + ix.Name + " nor proxy-defaults/global sets one"
+			if from != "" {
+				origin = "set by " + from
+			}
+			out = append(out, problem{
+				holder: k, field: fmt.Sprintf("Sources[%d].Permissions", i), altField: "Protocol",
+				msg: fmt.Sprintf("source %q of service %q has L7 permissions, which need protocol http, http2 or grpc; its protocol is %s (%s): use an Action, or set the protocol",
+					src.Name, ix.Name, proto, origin),
+				involves: append(protoKeys(ix.Name), k),
+			})
+			break
 		}
 	}
 	for _, e := range sortedEntries(set, ServiceResolver) {

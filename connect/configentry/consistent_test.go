@@ -35,6 +35,9 @@ const (
 	dbV2Back   = "kind = \"service-resolver\"\nname = \"db-v2\"\nredirect { service = \"db\" }\n"
 )
 
+const webL7Ixn = `{"Kind":"service-intentions","Name":"web","Sources":[{"Name":"api","Action":"allow"},
+	{"Name":"admin","Permissions":[{"Action":"allow","HTTP":{"PathPrefix":"/admin"}}]}]}`
+
 func TestProtocol(t *testing.T) {
 	s := set(t)
 	if p := Protocol(s, "web"); p != "tcp" {
@@ -62,6 +65,12 @@ func TestConsistent(t *testing.T) {
 		msg     string // empty: consistent
 	}{
 		{"router for http", []string{webHTTP, apiHTTP, webRouter}, Key{ServiceRouter, "web"}, "", ""},
+		{"L7 permissions for http", []string{webHTTP, webL7Ixn}, Key{ServiceIntentions, "web"}, "", ""},
+		{"L7 permissions for tcp", []string{webL7Ixn}, Key{ServiceIntentions, "web"}, "Sources[1].Permissions",
+			`source "admin" of service "web" has L7 permissions, which need protocol http, http2 or grpc; its protocol is tcp (the default`},
+		{"service-defaults to tcp under L7 permissions", []string{webTCP, webL7Ixn}, Key{ServiceDefaults, "web"}, "Protocol", `source "admin" of service "web" has L7 permissions`},
+		{"actions only for tcp", []string{`{"Kind":"service-intentions","Name":"web","Sources":[{"Name":"api","Action":"allow"}]}`}, Key{ServiceIntentions, "web"}, "", ""},
+		{"L7 permissions for a wildcard", []string{`{"Kind":"service-intentions","Name":"*","Sources":[{"Name":"api","Permissions":[{"Action":"deny","HTTP":{"PathPrefix":"/x"}}]}]}`}, Key{ServiceIntentions, "*"}, "", ""},
 		{"router via proxy-defaults", []string{globalHTTP, webRouter}, Key{ServiceRouter, "web"}, "", ""},
 		{"router for tcp", []string{webRouter}, Key{ServiceRouter, "web"}, "Protocol",
 			`service "web" has a service-router, which needs protocol http, http2 or grpc; its protocol is tcp (the default`},
