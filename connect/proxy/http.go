@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/tls"
 	"net/http"
 	"slices"
@@ -57,9 +58,10 @@ func (x l7Authorizer) AuthorizeHTTP(source connect.ServiceID, r *http.Request) i
 }
 
 // SetServiceConfig changes how the L7 path reaches the application. A
-// change of protocol or limits replaces the L7 inbound: its connections
-// close, and sources open new ones (their requests in flight fail with a
-// connection error, which they retry).
+// change of protocol or limits replaces the L7 inbound: the old one tells
+// its sources to open new connections for their next requests (GOAWAY) and
+// closes once its requests in flight are done, or after
+// serviceConfigDrain.
 func (p *Proxy) SetServiceConfig(sc ServiceConfig) {
 	h := &p.http
 	h.mu.Lock()
@@ -71,10 +73,22 @@ func (p *Proxy) SetServiceConfig(sc ServiceConfig) {
 	old := h.in
 	h.in = nil
 	h.mu.Unlock()
-	if old != nil && !p.goFunc(func() { old.Close() }) {
+	if old == nil {
+		return
+	}
+	drain := func() {
+		ctx, cancel := context.WithTimeout(p.ctx, serviceConfigDrain)
+		defer cancel()
+		old.Shutdown(ctx)
+	}
+	if !p.goFunc(drain) {
 		old.Close() // the proxy is closing
 	}
 }
+
+// serviceConfigDrain bounds how long an L7 inbound replaced by a change of
+// the service's configuration serves its requests in flight.
+var serviceConfigDrain = 30 * time.Second
 
 // inboundHTTP returns the L7 inbound, creating it on first use; nil once
 // the proxy closes.

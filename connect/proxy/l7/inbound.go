@@ -326,6 +326,19 @@ func (in *Inbound) Reverify(b *connect.Bundle) int {
 	return closed
 }
 
+// Shutdown stops the Inbound gracefully: it takes no new connections, tells
+// the sources on its connections to open new ones for their next requests
+// (HTTP/2 GOAWAY), lets the requests in flight finish until ctx ends, then
+// closes as Close does.
+func (in *Inbound) Shutdown(ctx context.Context) error {
+	in.mu.Lock()
+	in.closed = true // no new connections
+	in.mu.Unlock()
+	err := in.srv.Shutdown(ctx)
+	in.Close()
+	return err
+}
+
 // Close closes every connection ServeConn serves and waits for their
 // requests to end. It is idempotent.
 func (in *Inbound) Close() error {
