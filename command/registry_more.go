@@ -11,6 +11,7 @@ import (
 	configcmd "github.com/trellismesh/trellis/command/config"
 	connectca "github.com/trellismesh/trellis/command/connect/ca"
 	connectchain "github.com/trellismesh/trellis/command/connect/chain"
+	connectmetrics "github.com/trellismesh/trellis/command/connect/metrics"
 	connectproxy "github.com/trellismesh/trellis/command/connect/proxy"
 	connectproxyconfig "github.com/trellismesh/trellis/command/connect/proxyconfig"
 	"github.com/trellismesh/trellis/command/intention"
@@ -127,11 +128,12 @@ Usage: trellis config <subcommand> [options]
 Usage: trellis connect <subcommand> [options]
 
   Commands of the service mesh: its certificate authority, its sidecar
-  proxies and the discovery chains they follow.
+  proxies, the discovery chains they follow, and the traffic they carry.
 
       $ trellis connect ca roots
       $ trellis connect proxy -sidecar-for web
       $ trellis connect chain web
+      $ trellis connect metrics web
 `)},
 		{"connect ca", group("Inspects and configures the mesh's certificate authority", `
 Usage: trellis connect ca <subcommand> [options]
@@ -152,6 +154,7 @@ Usage: trellis connect ca <subcommand> [options]
 		{"connect proxy", func() (cli.Command, error) { return connectproxy.New(ui), nil }},
 		{"connect chain", func() (cli.Command, error) { return connectchain.New(ui), nil }},
 		{"connect proxy-config", func() (cli.Command, error) { return connectproxyconfig.New(ui), nil }},
+		{"connect metrics", func() (cli.Command, error) { return connectmetrics.New(ui), nil }},
 	}
 }
 
