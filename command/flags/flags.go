@@ -190,3 +190,16 @@ func CommandFlagSet(h *HTTPFlags, name, text string, own *flag.FlagSet, query bo
 	}
 	return own, help
 }
+
+// LateFlag refuses a flag among args (what is left after parsing): Go's
+// flag parsing stops at the first argument, so a flag given after it would
+// otherwise be taken as an argument. what names the arguments in the error
+// ("the service name").
+func LateFlag(args []string, what string) error {
+	for _, a := range args {
+		if len(a) > 1 && strings.HasPrefix(a, "-") {
+			return fmt.Errorf("flag %s comes after %s: give the flags first", a, what)
+		}
+	}
+	return nil
+}

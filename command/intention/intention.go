@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"regexp"
-	"strings"
 
 	"github.com/hashicorp/cli"
 
@@ -60,10 +59,8 @@ func pair(fs *flag.FlagSet, command string) (src, dst string, err error) {
 // flagsAfterArgs refuses a flag given after the arguments, which Go's flag
 // parsing would otherwise take as an argument.
 func flagsAfterArgs(args []string) error {
-	for _, a := range args {
-		if len(a) > 1 && strings.HasPrefix(a, "-") {
-			return usageErr{fmt.Errorf("flag %s comes after the arguments: give the flags first", a)}
-		}
+	if err := flags.LateFlag(args, "the arguments"); err != nil {
+		return usageErr{err}
 	}
 	return nil
 }

@@ -82,6 +82,16 @@ func sortedEntries(set Set, kind string) []Entry {
 	return es
 }
 
+// protocolOrigin returns the protocol of service and, in words, what set
+// it.
+func protocolOrigin(set Set, service string) (proto, origin string) {
+	proto, from := protocolOf(set, service)
+	if from == "" {
+		return proto, "the default, as neither service-defaults/" + service + " nor proxy-defaults/global sets one"
+	}
+	return proto, "set by " + from
+}
+
 // problems lists every inconsistency in set, in a stable order.
 func problems(set Set) []problem {
 	var out []problem
@@ -93,13 +103,9 @@ func problems(set Set) []problem {
 		return ks
 	}
 	needsHTTP := func(k Key) {
-		proto, from := protocolOf(set, k.Name)
+		proto, src := protocolOrigin(set, k.Name)
 		if IsHTTP(proto) {
 			return
-		}
-		src := "the default, as neither service-defaults/" + k.Name + " nor proxy-defaults/global sets one"
-		if from != "" {
-			src = "set by " + from
 		}
 		out = append(out, problem{
 			holder: k, field: "Protocol", altField: "Protocol",
@@ -192,13 +198,9 @@ func problems(set Set) []problem {
 			if src == nil || len(src.Permissions) == 0 {
 				continue
 			}
-			proto, from := protocolOf(set, ix.Name)
+			proto, origin := protocolOrigin(set, ix.Name)
 			if IsHTTP(proto) {
 				continue
-			}
-			origin := "the default, as neither service-defaults/" + ix.Name + " nor proxy-defaults/global sets one"
-			if from != "" {
-				origin = "set by " + from
 			}
 			out = append(out, problem{
 				holder: k, field: fmt.Sprintf("Sources[%d].Permissions", i), altField: "Protocol",

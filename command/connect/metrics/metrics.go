@@ -66,11 +66,9 @@ func (c *cmd) Run(args []string) int {
 		return code
 	}
 	rest := c.fs.Args()
-	for _, a := range rest {
-		if len(a) > 1 && strings.HasPrefix(a, "-") {
-			c.usageError(fmt.Sprintf("flag %s comes after the service name: give the flags first", a))
-			return 1
-		}
+	if err := flags.LateFlag(rest, "the service name"); err != nil {
+		c.usageError(err.Error())
+		return 1
 	}
 	service := c.service
 	switch {
