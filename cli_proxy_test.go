@@ -17,6 +17,7 @@ import (
 
 	consulapi "github.com/hashicorp/consul/api"
 
+	"github.com/trellismesh/trellis/api"
 	"github.com/trellismesh/trellis/internal/retry"
 	"github.com/trellismesh/trellis/internal/testcluster"
 	"github.com/trellismesh/trellis/internal/testutil"
@@ -108,7 +109,7 @@ type proxyTestbed struct {
 // registerAPI (given the app's port) and web.
 func newProxyTestbed(t *testing.T, name string, registerAPI func(agent *consulapi.Agent, appPort int) error) *proxyTestbed {
 	t.Helper()
-	a := testcluster.StartAgent(t, testcluster.Options{Name: name})
+	a := testcluster.StartAgent(t, testcluster.Options{Name: name, HCL: `telemetry { mesh_metrics_interval = "200ms" }`})
 	tb := &proxyTestbed{agent: a, addr: a.HTTPAddr()}
 	waitForCA(t, tb.addr)
 
@@ -252,6 +253,26 @@ func TestCLI_ConnectProxy(t *testing.T) {
 	})
 
 	tb.stop(t, pp)
+
+	// The proxy handed its counts to the agent (the last ones as it
+	// stopped): api's side of web → api is known, though the agent does not
+	// run api's proxy.
+	cl, err := api.NewClient(&api.Config{Address: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	retry.RunWith(&retry.Timer{Timeout: 10 * time.Second, Wait: 100 * time.Millisecond}, t, func(r *retry.R) {
+		m, err := cl.Connect().Metrics("api", 5*time.Minute, nil)
+		if err != nil {
+			r.Fatal(err)
+		}
+		for _, e := range m.Edges {
+			if e.Source == "web" && e.Destination == "api" && e.Inbound != nil && e.Inbound.Requests > 0 && e.Inbound.Failures > 0 {
+				return // the denied connections were counted as failures
+			}
+		}
+		r.Fatalf("no inbound side of web → api with the denials in %+v", m.Edges)
+	})
 }
 
 // TestCLI_ConnectProxy_SidecarService runs the proxy of a sidecar_service

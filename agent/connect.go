@@ -165,6 +165,16 @@ func (a *Agent) ConnectAuthorize(_ context.Context, target, clientCertURI string
 // DefaultIntentionAllow reports the default intention policy.
 func (a *Agent) DefaultIntentionAllow() bool { return a.cfg.DefaultIntentionAllow }
 
+// AddMeshSamples adds the counts of a proxy run by trellis connect proxy to
+// what the agent reports to the servers.
+func (a *Agent) AddMeshSamples(samples []golden.Sample) error {
+	if a.golden == nil {
+		return structs.Invalid("", "the mesh is disabled on this agent (connect { enabled = false })")
+	}
+	a.golden.Add(samples)
+	return nil
+}
+
 // DescribeProxy implements httpapi.ConnectAgent's DescribeProxy: the proxy of local
 // sidecar id and the intentions that apply to the service it fronts.
 func (a *Agent) DescribeProxy(id string) (proxy.Description, []*connect.Intention, bool) {

@@ -62,3 +62,27 @@ func (h *Connect) Metrics(service string, window time.Duration, q *QueryOptions)
 	}
 	return &out, nil
 }
+
+// MeshSample is what a proxy counted of one edge, on one side, since its
+// last report: the body's element of PUT /v1/agent/connect/proxy-metrics.
+type MeshSample struct {
+	// Side is "outbound" (the caller's proxy) or "inbound".
+	Side        string
+	Source      string
+	Destination string
+	// Protocol is tcp, http, http2 or grpc.
+	Protocol string
+	Requests uint64
+	Failures uint64
+	// Latency is the histogram's non-empty buckets: lower bound in
+	// microseconds, count.
+	Latency [][2]uint64 `json:",omitempty"`
+}
+
+// ConnectProxyMetrics hands the agent what a proxy it does not run (trellis
+// connect proxy) counted, for the agent to report with its own proxies'
+// (a Trellis path). w may be nil.
+func (a *Agent) ConnectProxyMetrics(samples []MeshSample, w *WriteOptions) error {
+	_, err := a.c.write("/v1/agent/connect/proxy-metrics", struct{ Samples []MeshSample }{samples}, nil, w, nil)
+	return err
+}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/trellismesh/trellis/api"
 	"github.com/trellismesh/trellis/connect"
+	"github.com/trellismesh/trellis/connect/golden"
 	"github.com/trellismesh/trellis/connect/intentions"
 	"github.com/trellismesh/trellis/connect/proxy"
 	"github.com/trellismesh/trellis/raftstore/structs"
@@ -90,6 +91,10 @@ type ConnectAgent interface {
 	// with service ID id, and the intentions that apply to the service it
 	// fronts, in precedence order; false when the agent runs no such proxy.
 	DescribeProxy(id string) (proxy.Description, []*connect.Intention, bool)
+	// AddMeshSamples adds golden signals a proxy in another process
+	// (trellis connect proxy) counted to what this agent reports; the
+	// samples are validated. An error when the mesh is disabled.
+	AddMeshSamples(samples []golden.Sample) error
 }
 
 // Self is the body of /v1/agent/self. Consul's clients read Config.NodeName

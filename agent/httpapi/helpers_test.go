@@ -16,6 +16,7 @@ import (
 
 	"github.com/trellismesh/trellis/api"
 	"github.com/trellismesh/trellis/connect"
+	"github.com/trellismesh/trellis/connect/golden"
 	"github.com/trellismesh/trellis/connect/intentions"
 	"github.com/trellismesh/trellis/connect/proxy"
 	"github.com/trellismesh/trellis/internal/testutil"
@@ -40,12 +41,21 @@ type testAgent struct {
 	// leafMu serializes signing, so a service has one current leaf.
 	leafMu sync.Mutex
 	leaves map[string]*structs.IssuedCert // guarded by leafMu
+
+	samples []golden.Sample // guarded by mu; what AddMeshSamples got
 }
 
 var _ Agent = (*testAgent)(nil)
 
 func (a *testAgent) DescribeProxy(string) (proxy.Description, []*connect.Intention, bool) {
 	return proxy.Description{}, nil, false
+}
+
+func (a *testAgent) AddMeshSamples(samples []golden.Sample) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.samples = append(a.samples, samples...)
+	return nil
 }
 
 func (a *testAgent) RPC(ctx context.Context, method string, args, reply any) error {

@@ -90,3 +90,25 @@ func sideOut(s *golden.SideStats) *meshSideOut {
 	return &meshSideOut{Requests: s.Requests, Failures: s.Failures, RequestsPerSecond: round(s.RequestsPerSecond),
 		SuccessRate: math.Round(s.SuccessRate*1e6) / 1e6, P50Ms: round(s.P50Ms), P99Ms: round(s.P99Ms), Reporters: s.Reporters}
 }
+
+// proxyMetricsIn is the body of PUT /v1/agent/connect/proxy-metrics.
+type proxyMetricsIn struct {
+	Samples []golden.Sample
+}
+
+// agentProxyMetrics takes the golden signals a proxy run by trellis
+// connect proxy counted since its last call, and adds them to what this
+// agent reports (a Trellis addition).
+func (s *Server) agentProxyMetrics(_ http.ResponseWriter, r *http.Request) (any, error) {
+	var in proxyMetricsIn
+	if err := decodeBody(r, &in, false); err != nil {
+		return nil, err
+	}
+	if err := golden.Validate(in.Samples); err != nil {
+		return nil, structs.Invalid("Samples", "%v", err)
+	}
+	if err := s.agent.AddMeshSamples(in.Samples); err != nil {
+		return nil, err
+	}
+	return nil, nil
+}

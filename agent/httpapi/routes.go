@@ -75,6 +75,7 @@ var routes = []route{
 	{get, "/v1/agent/connect/ca/leaf/{service}", func(s *Server) handlerFunc { return s.agentConnectCALeaf }},
 	{[]string{http.MethodPost}, "/v1/agent/connect/authorize", func(s *Server) handlerFunc { return s.agentConnectAuthorize }},
 	{get, "/v1/agent/connect/proxy-config/{id}", func(s *Server) handlerFunc { return s.agentProxyConfig }},
+	{[]string{http.MethodPut}, "/v1/agent/connect/proxy-metrics", func(s *Server) handlerFunc { return s.agentProxyMetrics }},
 	{[]string{http.MethodGet, http.MethodPost}, "/v1/connect/intentions", func(s *Server) handlerFunc { return s.connectIntentions }},
 	{[]string{http.MethodGet, http.MethodPut, http.MethodDelete}, "/v1/connect/intentions/exact", func(s *Server) handlerFunc { return s.connectIntentionExact }},
 	{get, "/v1/connect/intentions/match", func(s *Server) handlerFunc { return s.connectIntentionMatch }},

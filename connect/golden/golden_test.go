@@ -248,3 +248,26 @@ func TestWindow_CompactsOldReports(t *testing.T) {
 		t.Errorf("last 12 s: %d requests, want 30", got[0].Outbound.Requests)
 	}
 }
+
+// Samples from another recorder add up with the local counts.
+func TestRecorder_Add(t *testing.T) {
+	t.Parallel()
+	local, other := NewRecorder(), NewRecorder()
+	k := Key{Side: Outbound, Source: "web", Destination: "api", Protocol: "tcp"}
+	local.Edge(k).Observe(false, time.Millisecond)
+	for range 3 {
+		other.Edge(k).Observe(true, 10*time.Millisecond)
+	}
+	local.Add(other.Collect())
+	got := local.Collect()
+	if len(got) != 1 || got[0].Requests != 4 || got[0].Failures != 3 {
+		t.Fatalf("after Add: %+v", got)
+	}
+	var s Snapshot
+	s.AddBuckets(got[0].Latency)
+	if s.Total() != 4 || s.Quantile(0.25) > 2*time.Millisecond || s.Quantile(1) < 9*time.Millisecond {
+		t.Errorf("latencies after Add: %d samples, p25 %v, max %v", s.Total(), s.Quantile(0.25), s.Quantile(1))
+	}
+	var nilRec *Recorder
+	nilRec.Add(got) // no panic
+}

@@ -56,6 +56,13 @@ func (h *Histogram) Record(d time.Duration) {
 	h.buckets[histIndex(uint64(us))].Add(1)
 }
 
+// addBuckets adds counts in the form Snapshot.Buckets returns.
+func (h *Histogram) addBuckets(b [][2]uint64) {
+	for _, lc := range b {
+		h.buckets[histIndex(lc[0])].Add(lc[1])
+	}
+}
+
 // Snapshot takes (and resets) the counts.
 func (h *Histogram) Snapshot() (s Snapshot) {
 	for i := range h.buckets {

@@ -93,6 +93,22 @@ func (r *Recorder) Edge(k Key) *Edge {
 	return e
 }
 
+// Add counts samples another process collected (a proxy run by trellis
+// connect proxy hands its counts to its agent this way). Validate them
+// first.
+func (r *Recorder) Add(samples []Sample) {
+	for i := range samples {
+		s := &samples[i]
+		e := r.Edge(s.key())
+		if e == nil {
+			return
+		}
+		e.requests.Add(s.Requests)
+		e.failures.Add(s.Failures)
+		e.latency.addBuckets(s.Latency)
+	}
+}
+
 // Active reports whether any edge was ever made: an agent with none has
 // nothing to report.
 func (r *Recorder) Active() bool {

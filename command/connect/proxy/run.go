@@ -19,6 +19,7 @@ import (
 
 	"github.com/trellismesh/trellis/api"
 	"github.com/trellismesh/trellis/connect"
+	"github.com/trellismesh/trellis/connect/golden"
 	"github.com/trellismesh/trellis/connect/intentions"
 	meshproxy "github.com/trellismesh/trellis/connect/proxy"
 )
@@ -33,6 +34,9 @@ const (
 	defaultMaxBackoff = 10 * time.Second
 	// waitingLogEvery is how often the start logs what it still waits for.
 	waitingLogEvery = 10 * time.Second
+	// defaultMetricsInterval is how often the proxy hands its golden
+	// signals to its agent.
+	defaultMetricsInterval = 5 * time.Second
 )
 
 // Names of the watches, in logs.
@@ -53,6 +57,9 @@ type runConfig struct {
 	MinBackoff, MaxBackoff time.Duration
 	// OnStop, when set, is called once the proxy begins to stop.
 	OnStop func()
+	// MetricsInterval is how often the proxy's golden signals go to the
+	// agent; defaultMetricsInterval when 0.
+	MetricsInterval time.Duration
 }
 
 // run starts the watches, waits for the leaf, the roots and the
@@ -70,6 +77,9 @@ func newRunner(cfg runConfig) *runner {
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = defaultMinBackoff
 	}
+	if cfg.MetricsInterval <= 0 {
+		cfg.MetricsInterval = defaultMetricsInterval
+	}
 	if cfg.MaxBackoff < cfg.MinBackoff {
 		cfg.MaxBackoff = max(defaultMaxBackoff, cfg.MinBackoff)
 	}
@@ -81,6 +91,7 @@ func newRunner(cfg runConfig) *runner {
 		outage:    &outage{logger: cfg.Logger, agent: cfg.Client.Address(), failing: map[string]bool{}},
 		ready:     newReadiness(watchLeaf, watchRoots, watchIntentions),
 		started:   make(chan struct{}),
+		golden:    golden.NewRecorder(),
 	}
 	r.authz = &authorizer{service: cfg.Spec.Service, defaultAllow: cfg.Spec.DefaultAllow, certs: r.certs}
 	return r
@@ -115,7 +126,7 @@ func (r *runner) run(ctx context.Context) error {
 	pcfg := meshproxy.Config{
 		ProxyID: cfg.Spec.ProxyID, Service: cfg.Spec.Service,
 		PublicAddr: cfg.Spec.PublicAddr, LocalAppAddr: cfg.Spec.LocalAppAddr,
-		Certs: r.certs, Authorizer: r.authz, Logger: r.logger,
+		Certs: r.certs, Authorizer: r.authz, Golden: r.golden, Logger: r.logger,
 	}
 	for _, u := range cfg.Spec.Upstreams {
 		pcfg.Upstreams = append(pcfg.Upstreams, meshproxy.UpstreamConfig{
@@ -136,6 +147,7 @@ func (r *runner) run(ctx context.Context) error {
 	r.logger.Info("proxy started", "proxy", cfg.Spec.ProxyID, "service", cfg.Spec.Service,
 		"public", p.PublicAddr().String(), "app", cfg.Spec.LocalAppAddr, "upstreams", up)
 	close(r.started)
+	goWatch(r.reportMetrics)
 
 	<-ctx.Done()
 	if cfg.OnStop != nil {
@@ -147,8 +159,44 @@ func (r *runner) run(ctx context.Context) error {
 		r.logger.Warn("close the proxy", "error", err)
 	}
 	wg.Wait()
+	// What the last interval counted, if the agent is still there.
+	r.sendMetrics(context.Background(), time.Second)
 	r.logger.Info("proxy stopped")
 	return nil
+}
+
+// reportMetrics hands the proxy's golden signals to the agent every
+// MetricsInterval until ctx ends; the agent reports them to the servers
+// with its own proxies'. What fails to go is dropped.
+func (r *runner) reportMetrics(ctx context.Context) {
+	t := time.NewTicker(r.cfg.MetricsInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			r.sendMetrics(ctx, r.cfg.MetricsInterval)
+		}
+	}
+}
+
+// sendMetrics sends what the proxy counted since the last call.
+func (r *runner) sendMetrics(ctx context.Context, timeout time.Duration) {
+	samples := r.golden.Collect()
+	if len(samples) == 0 {
+		return
+	}
+	out := make([]api.MeshSample, len(samples))
+	for i, s := range samples {
+		out[i] = api.MeshSample{Side: string(s.Side), Source: s.Source, Destination: s.Destination, Protocol: s.Protocol,
+			Requests: s.Requests, Failures: s.Failures, Latency: s.Latency}
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := r.cfg.Client.Agent().ConnectProxyMetrics(out, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+		r.logger.Debug("could not hand the golden signals to the agent; dropped", "samples", len(out), "error", err)
+	}
 }
 
 // runner holds the state the watches feed and the proxy reads.
@@ -161,6 +209,8 @@ type runner struct {
 	ready  *readiness
 	// started is closed once the proxy serves.
 	started chan struct{}
+	// golden holds the proxy's golden signals until they go to the agent.
+	golden *golden.Recorder
 
 	mu        sync.Mutex
 	p         *meshproxy.Proxy                // guarded by mu; nil until started
