@@ -18,6 +18,8 @@ import (
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
+	"github.com/trellismesh/trellis/api"
+	"github.com/trellismesh/trellis/internal/retry"
 	"github.com/trellismesh/trellis/internal/testcluster"
 	"github.com/trellismesh/trellis/internal/testutil"
 )
@@ -185,7 +187,13 @@ func (b *browser) screenshot(t *testing.T, dir, name string) {
 const unlabelled = `[...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
 	.filter((e) => !e.labels?.length && !e.getAttribute('aria-label')).map((e) => e.outerHTML)`
 
+// uiServices is the dev agent's configuration: web (with an upstream to api
+// on the first %d), api (whose app listens on the second %d) and db, and
+// fast golden-metrics reports.
 const uiServices = `
+telemetry {
+  mesh_metrics_interval = "200ms"
+}
 service {
   name = "web"
   port = 8080
@@ -204,7 +212,7 @@ service {
 }
 service {
   name = "api"
-  port = 8081
+  port = %d
   tags = ["backend"]
   check {
     ttl    = "1h"
@@ -230,11 +238,13 @@ func TestUI(t *testing.T) {
 		t.Parallel()
 	}
 	b := newBrowser(t)
-	a := testcluster.StartAgent(t, testcluster.Options{Name: "ui-node", HCL: fmt.Sprintf(uiServices, testutil.FreePorts(t, 1)[0])})
+	upPort := testutil.FreePorts(t, 1)[0]
+	a := testcluster.StartAgent(t, testcluster.Options{Name: "ui-node", HCL: fmt.Sprintf(uiServices, upPort, serveApp(t, "api"))})
 	addr := a.HTTPAddr()
 	base := "http://" + addr
 	waitForCA(t, addr)
 	shots := screenshotDir(t)
+	sendUITraffic(t, addr, fmt.Sprintf("127.0.0.1:%d", upPort))
 
 	// The server side: content types, caching, deep links, the redirect.
 	for _, c := range []struct{ path, ctype string }{
@@ -280,11 +290,25 @@ func TestUI(t *testing.T) {
 	b.do(t, "search", chromedp.SendKeys(chromedp.ID("svc-search"), "ap"))
 	b.waitFor(t, "filtered list", `document.querySelectorAll('#services-table tr[data-service]').length === 1 && document.querySelector('tr[data-service="api"]') && location.search === '?q=ap'`)
 
-	// A service page, reached by a deep link; the topology shows web → api.
+	// A service page, reached by a deep link; the topology shows web → api
+	// with the golden metrics of the traffic sent above (tcp: connections),
+	// and the Traffic table lists the edge.
 	b.do(t, "service page", chromedp.Navigate(base+"/ui/services/web"),
 		chromedp.WaitVisible(chromedp.CSS(`#topology g.edge[data-from="web"][data-to="api"][data-verdict="allow"]`)))
 	b.waitFor(t, "instances", `document.querySelector('#main table') && document.querySelector('#main').textContent.includes('ui-node')`)
 	b.waitFor(t, "routing in words", `document.getElementById('routing').textContent.includes('requests whose path starts with /admin go to api, retried up to 2 times')`)
+	b.waitFor(t, "golden metrics on the edge", `(() => {
+		const g = document.querySelector('#topology g.edge[data-from="web"][data-to="api"]');
+		const m = g?.querySelector('text.metrics');
+		return m?.dataset.metrics === 'live' && /^[0-9.]+ conn\/s · [0-9.]+% ok/.test(m.textContent) && /p50 [0-9.]+ m?s · p99 [0-9.]+ m?s$/.test(m.textContent) &&
+			g.getAttribute('aria-label').includes('connections per second') && g.querySelector('title').textContent.includes('p99');
+	})()`)
+	b.waitFor(t, "traffic table", `(() => {
+		const r = document.querySelector('#traffic-table tbody tr[data-source="web"][data-destination="api"]');
+		return r && document.querySelector('#traffic-table caption') && document.querySelectorAll('#traffic-table thead th[scope=col]').length === 8 &&
+			[...r.cells].map((c) => c.textContent).slice(0, 3).join(' ') === 'web api tcp' &&
+			r.cells[3].textContent.endsWith('conn/s') && r.cells[7].textContent === 'outbound + inbound';
+	})()`)
 	b.screenshot(t, shots, "service-web")
 	b.do(t, "reload a deep link", chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS(`#topology g.edge[data-from="web"][data-to="api"]`)))
 	b.do(t, "api page", chromedp.Navigate(base+"/ui/services/api"),
@@ -354,6 +378,9 @@ func TestUI(t *testing.T) {
 	// Narrow screens and the dark scheme.
 	b.do(t, "narrow", chromedp.EmulateViewport(390, 844), chromedp.Navigate(base+"/ui/services"), chromedp.WaitVisible(chromedp.CSS(`tr[data-service="web"]`)))
 	b.screenshot(t, shots, "services-narrow")
+	b.do(t, "narrow service page", chromedp.Navigate(base+"/ui/services/api"), chromedp.WaitVisible(chromedp.CSS(`#topology g.edge`)))
+	b.waitFor(t, "narrow traffic", `document.querySelector('#topology text.metrics:not([data-metrics="pending"])') && document.querySelector('#traffic-table, #no-traffic')`)
+	b.screenshot(t, shots, "service-api-narrow")
 	b.do(t, "dark", chromedp.EmulateViewport(1280, 900), chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
 		_, err := chromedp.Call(ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
 			Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}}})
@@ -388,6 +415,41 @@ func TestUI(t *testing.T) {
 	b.screenshot(t, shots, "connection-lost")
 	b.do(t, "back online", offline(false))
 	b.waitFor(t, "banner gone", `document.getElementById('banner').hidden && document.querySelector('#nodes table')`)
+}
+
+// sendUITraffic makes a few connections from web to api through web's
+// upstream listener, and waits until the leader has both proxies' report of
+// them. It runs before any config entry makes api http, so the edge is tcp;
+// its figures stay in a 15 s window for the service page to show.
+func sendUITraffic(t *testing.T, httpAddr, upstream string) {
+	t.Helper()
+	// The first tries fail until web's proxy knows api's instance.
+	retry.RunWith(&retry.Timer{Timeout: 20 * time.Second, Wait: 20 * time.Millisecond}, t, func(r *retry.R) {
+		if body, err := fetch(upstream, "/warm"); err != nil || body != "api /warm" {
+			r.Fatalf("through web's upstream: %q, %v", body, err)
+		}
+	})
+	for i := range 10 {
+		if body, err := fetch(upstream, "/"); err != nil || body != "api /" {
+			t.Fatalf("connection %d through web's upstream: %q, %v", i, body, err)
+		}
+	}
+	cl, err := api.NewClient(&api.Config{Address: httpAddr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	retry.RunWith(&retry.Timer{Timeout: 10 * time.Second, Wait: 50 * time.Millisecond}, t, func(r *retry.R) {
+		m, err := cl.Connect().Metrics("web", 15*time.Second, nil)
+		if err != nil {
+			r.Fatal(err)
+		}
+		for _, e := range m.Edges {
+			if e.Source == "web" && e.Destination == "api" && e.Protocol == "tcp" && e.Outbound != nil && e.Inbound != nil && e.Outbound.Requests >= 10 {
+				return
+			}
+		}
+		r.Fatalf("no tcp edge web → api reported by both sides yet: %+v", m.Edges)
+	})
 }
 
 // TestUI_Disabled checks the 404 that says how to turn the UI on.

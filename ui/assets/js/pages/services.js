@@ -1,8 +1,8 @@
 // Services: the searchable list, and one service's page (instances,
-// topology, routing).
+// topology with each edge's golden metrics, traffic, routing).
 
 import { h, s, replace, badge, link, table } from '../dom.js';
-import { get, watch, esc, APIError } from '../api.js';
+import { get, watch, every, esc, APIError } from '../api.js';
 import { byInstance, worst, summarize } from '../health.js';
 import * as inventory from '../inventory.js';
 import { describeRouting } from './routing.js';
@@ -144,6 +144,7 @@ export function servicePage(main, { name }, signal) {
   const meshBadge = h('span');
   const inst = h('div', {}, h('p', { class: 'muted' }, 'Loading…'));
   const topo = h('div', { class: 'topology', id: 'topology' }, h('p', { class: 'muted' }, 'Loading…'));
+  const traffic = h('div', { id: 'traffic' }, h('p', { class: 'muted' }, 'Loading…'));
   const routing = h('div', { id: 'routing' }, h('p', { class: 'muted' }, 'Loading…'));
   main.append(h('h1', {}, name, ' ', meshBadge),
     h('p', {}, link('/services', '← All services')),
@@ -151,9 +152,11 @@ export function servicePage(main, { name }, signal) {
     h('section', { 'aria-labelledby': 'sv-topo' }, h('h2', { id: 'sv-topo' }, 'Topology'),
       h('p', { class: 'muted' }, 'Downstreams (services whose sidecars list this one as an upstream) on the left, upstreams on the right. ' +
         'An edge is green and solid when intentions allow the call, red and dashed when they deny it.'), topo,
-      h('p', { class: 'placeholder', id: 'metrics-placeholder' },
-        'Golden metrics (requests/s, success rate, p50/p99 latency) on each edge: not available yet — ' +
-        'they will come from the proxies\u2019 L7 metrics. No numbers are shown until then.')),
+      h('p', { class: 'muted', id: 'metrics-note' },
+        `The figures on each edge — requests per second (connections for tcp), success rate, p50 and p99 latency — ` +
+        `cover the last ${WINDOW_WORDS}, as the proxies on each side report them: the caller\u2019s proxy when it reported, ` +
+        `else the destination\u2019s. They are refreshed every ${POLL_MS / 1000} seconds.`),
+      h('h3', { id: 'sv-traffic' }, 'Traffic'), traffic),
     h('section', { 'aria-labelledby': 'sv-routing' }, h('h2', { id: 'sv-routing' }, 'Routing'), routing));
 
   watch(`/v1/health/service/${esc(name)}`, (entries) => {
@@ -168,6 +171,26 @@ export function servicePage(main, { name }, signal) {
       badge(worst((e.Checks || []).map((c) => c.Status))),
       (e.Service.Tags || []).map((x) => h('span', { class: 'tag' }, x)),
       checkList(e.Checks || [])])));
+  }, signal);
+
+  // Golden metrics: the endpoint does not block, so it is read every
+  // POLL_MS. The figures are written into the drawn edges in place (the
+  // SVG is rebuilt only when the topology changes, so focus stays put).
+  let metrics = null; // the last answer's edges, or null before the first
+  let metricsError = null;
+  const paint = () => paintMetrics(topo, metrics, metricsError);
+  every(POLL_MS, async () => {
+    try {
+      const m = await get(`/v1/connect/metrics?service=${esc(name)}&window=${WINDOW}`, signal);
+      if (signal.aborted) return;
+      metrics = m?.Edges || [];
+      metricsError = null;
+    } catch (e) {
+      if (signal.aborted || !(e instanceof APIError)) throw e; // network: the banner says so; keep the last figures
+      metricsError = e.message;
+    }
+    paint();
+    drawTraffic(traffic, name, metrics, metricsError);
   }, signal);
 
   // Topology: upstreams from this service's sidecars, downstreams from
@@ -186,6 +209,7 @@ export function servicePage(main, { name }, signal) {
         .then((r) => (r?.Allowed ? 'allow' : 'deny')).catch(() => 'unknown')));
     if (gen !== drawGen || signal.aborted) return;
     replace(topo, topology(name, downs, ups, new Map(edges.map(([a, b], i) => [a + '>' + b, verdicts[i]]))));
+    paint();
   }
   // One watch of the catalog's service list re-reads the inventory, which
   // has every sidecar with its upstreams: this service's own sidecars give
@@ -220,9 +244,135 @@ export function servicePage(main, { name }, signal) {
   });
 }
 
-/** topology draws downstreams → service → upstreams as SVG. */
+// The golden metrics' window and refresh.
+const WINDOW = '15s';
+const WINDOW_WORDS = '15 seconds';
+const POLL_MS = 5000;
+
+const verdictWords = { allow: 'allowed', deny: 'denied', unknown: 'unknown' };
+
+/** side is the figures an edge is shown with: the callers' proxies', else the destination's. */
+function side(e) {
+  return e.Outbound ? { fig: e.Outbound, by: 'outbound' } : e.Inbound ? { fig: e.Inbound, by: 'inbound' } : null;
+}
+
+/** edgeFor picks the endpoint's edge a → b (the busiest, if the protocol changed within the window). */
+function edgeFor(edges, a, b) {
+  let best = null;
+  for (const e of edges) {
+    if (e.Source !== a || e.Destination !== b || !side(e)) continue;
+    if (!best || side(e).fig.Requests > side(best).fig.Requests) best = e;
+  }
+  return best;
+}
+
+const isConn = (e) => e.Unit === 'connections' || (!e.Unit && e.Protocol === 'tcp');
+
+function fmtRate(v) {
+  if (v >= 100) return v.toFixed(0);
+  if (v >= 0.1 || v === 0) return v.toFixed(1);
+  return v.toPrecision(1);
+}
+
+// Success is rounded down, so that 99.96% does not read as 100%.
+function fmtSuccess(v) {
+  const pct = Math.floor(v * 1000) / 10;
+  return (pct === 100 ? '100' : pct.toFixed(1)) + '%';
+}
+
+function fmtMs(v) {
+  if (v >= 1000) return (v / 1000).toFixed(v >= 10000 ? 0 : 1) + ' s';
+  if (v >= 10) return v.toFixed(0) + ' ms';
+  if (v >= 1) return v.toFixed(1) + ' ms';
+  return v.toFixed(2) + ' ms';
+}
+
+const rateText = (e, f) => `${fmtRate(f.RequestsPerSecond)} ${isConn(e) ? 'conn/s' : 'req/s'}`;
+
+/** paintMetrics writes the figures into the drawn edges' text, title and label. */
+function paintMetrics(topo, edges, error) {
+  for (const g of topo.querySelectorAll('g.edge')) {
+    const { from: a, to: b, verdict } = g.dataset;
+    const text = g.querySelector('text.metrics');
+    const [l1, l2] = text.querySelectorAll('tspan');
+    let state, line1, line2 = '', spoken;
+    const e = edges && edgeFor(edges, a, b);
+    if (error) {
+      state = 'unknown'; line1 = 'metrics unavailable'; spoken = `metrics unavailable: ${error}`;
+    } else if (!edges) {
+      state = 'pending'; line1 = 'metrics: loading…'; spoken = 'metrics loading';
+    } else if (!e) {
+      state = 'idle'; line1 = `no traffic in ${WINDOW}`; spoken = `no traffic in the last ${WINDOW_WORDS}`;
+    } else {
+      const { fig: f, by } = side(e);
+      state = 'live';
+      line1 = `${rateText(e, f)} · ${fmtSuccess(f.SuccessRate)} ok`;
+      line2 = `p50 ${fmtMs(f.P50Ms)} · p99 ${fmtMs(f.P99Ms)}`;
+      spoken = `last ${WINDOW_WORDS}, ${by} proxy: ${fmtRate(f.RequestsPerSecond)} ${isConn(e) ? 'connections' : 'requests'} per second, ` +
+        `${fmtSuccess(f.SuccessRate)} succeeded, p50 ${fmtMs(f.P50Ms)}, p99 ${fmtMs(f.P99Ms)}`;
+    }
+    if (l1.textContent !== line1) l1.textContent = line1;
+    if (l2.textContent !== line2) l2.textContent = line2;
+    text.dataset.metrics = state;
+    const word = verdictWords[verdict] || 'unknown';
+    g.setAttribute('aria-label', `${a} calls ${b}: ${word} by intentions; ${spoken}`);
+    g.querySelector('title').textContent = `${a} → ${b}: ${word} by intentions\n${spoken}`;
+  }
+}
+
+/**
+ * drawTraffic lists every edge of the endpoint's answer. The rows are
+ * updated in place while the set of edges stays the same, so a focused
+ * link keeps its focus.
+ */
+function drawTraffic(el, name, edges, error) {
+  if (error) {
+    replace(el, h('p', { class: 'error' }, `Could not read the metrics: ${error}`));
+    return;
+  }
+  if (!edges) return;
+  const shown = edges.filter(side).sort((x, y) => x.Source.localeCompare(y.Source) || x.Destination.localeCompare(y.Destination) || x.Protocol.localeCompare(y.Protocol));
+  if (!shown.length) {
+    replace(el, h('p', { class: 'empty', id: 'no-traffic' }, `No traffic to or from ${name} in the last ${WINDOW_WORDS}.`));
+    return;
+  }
+  const key = (e) => `${e.Source}>${e.Destination}>${e.Protocol}`;
+  const cells = (e) => {
+    const { fig: f } = side(e);
+    const by = [e.Outbound ? 'outbound' : null, e.Inbound ? 'inbound' : null].filter(Boolean).join(' + ');
+    return [e.Protocol, rateText(e, f), fmtSuccess(f.SuccessRate), fmtMs(f.P50Ms), fmtMs(f.P99Ms), by];
+  };
+  const t = el.querySelector('#traffic-table');
+  const rows = t ? [...t.tBodies[0].rows] : [];
+  if (t && rows.length === shown.length && rows.every((r, i) => r.dataset.key === key(shown[i]))) {
+    shown.forEach((e, i) => cells(e).forEach((c, j) => {
+      const td = rows[i].cells[j + 2];
+      if (td.textContent !== c) td.textContent = c;
+    }));
+    return;
+  }
+  const headers = ['Source', 'Destination', 'Protocol', 'Rate', 'Success', 'p50', 'p99', 'Reported by'];
+  const num = ['Rate', 'Success', 'p50', 'p99'];
+  const wrap = table(headers, [], { num, caption: `Traffic to and from ${name} in the last ${WINDOW_WORDS}, from the proxies` });
+  wrap.querySelector('table').id = 'traffic-table';
+  const active = el.contains(document.activeElement) ? document.activeElement.closest('td') : null;
+  const focused = active && { key: active.parentElement.dataset.key, cell: active.cellIndex };
+  const svc = (n) => (n === name ? h('strong', {}, n) : link('/services/' + esc(n), n));
+  wrap.querySelector('tbody').append(...shown.map((e) => h('tr', { dataset: { key: key(e), source: e.Source, destination: e.Destination } },
+    h('td', { 'data-label': 'Source' }, svc(e.Source)), h('td', { 'data-label': 'Destination' }, svc(e.Destination)),
+    cells(e).map((c, j) => h('td', { 'data-label': headers[j + 2], class: num.includes(headers[j + 2]) ? 'num' : null }, c)))));
+  replace(el, wrap);
+  if (focused) [...wrap.querySelector('tbody').rows].find((r) => r.dataset.key === focused.key)?.cells[focused.cell]?.querySelector('a')?.focus();
+}
+
+/**
+ * topology draws downstreams → service → upstreams as SVG. Each edge's
+ * labels (the intentions' verdict above the line, the golden metrics
+ * below) sit at its outer end, on that box's row, so the labels of
+ * neighbouring edges do not overlap; paintMetrics fills the figures in.
+ */
 function topology(name, downs, ups, verdicts) {
-  const W = 860, BW = 170, BH = 40, GAP = 58;
+  const W = 1000, BW = 170, BH = 40, GAP = 64;
   const rows = Math.max(1, downs.length, ups.length);
   const H = rows * GAP + 30;
   const colX = [16, (W - BW) / 2, W - BW - 16];
@@ -231,21 +381,25 @@ function topology(name, downs, ups, verdicts) {
     s('a', { href: '/ui/services/' + esc(label), 'aria-label': `service ${label}` },
       s('rect', { x, y, width: BW, height: BH, rx: 8 }),
       s('text', { x: x + BW / 2, y: y + BH / 2 + 5, 'text-anchor': 'middle' }, label.length > 20 ? label.slice(0, 19) + '…' : label)));
-  const edge = (a, b, x1, y1, x2, y2) => {
+  // outer is the end of the edge at the other service's box: its label
+  // starts there (downstreams) or ends there (upstreams, before the arrow).
+  const edge = (a, b, x1, y1, x2, y2, outer) => {
     const v = verdicts.get(a + '>' + b) || 'unknown';
-    const word = { allow: 'allowed', deny: 'denied', unknown: 'unknown' }[v];
-    const mx = (x1 + x2) / 2, my = (y1 + y2) / 2;
+    const word = verdictWords[v];
+    const mx = (x1 + x2) / 2;
+    const [lx, ly, anchor] = outer === 'start' ? [x1 + 10, y1, 'start'] : [x2 - 16, y2, 'end'];
     return s('g', { class: 'edge ' + v, dataset: { from: a, to: b, verdict: v }, role: 'img', 'aria-label': `${a} calls ${b}: ${word} by intentions` },
       s('title', {}, `${a} → ${b}: ${word} by intentions`),
       s('path', { d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`, 'marker-end': 'url(#arrow)' }),
-      s('text', { class: 'verdict', x: mx, y: my - 6, 'text-anchor': 'middle' }, word),
-      s('text', { class: 'metrics', x: mx, y: my + 12, 'text-anchor': 'middle', dataset: { metrics: 'pending' } }, 'metrics: not yet'));
+      s('text', { class: 'verdict', x: lx, y: ly - 7, 'text-anchor': anchor }, word),
+      s('text', { class: 'metrics', x: lx, y: ly + 17, 'text-anchor': anchor, dataset: { metrics: 'pending' } },
+        s('tspan', { x: lx }, 'metrics: loading…'), s('tspan', { x: lx, dy: 14 })));
   };
   const selfY = yOf(0, 1);
   const parts = [s('defs', {}, s('marker', { id: 'arrow', viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' },
     s('path', { d: 'M0,0 L10,5 L0,10 z' })))];
-  downs.forEach((d, i) => parts.push(edge(d, name, colX[0] + BW, yOf(i, downs.length) + BH / 2, colX[1], selfY + BH / 2)));
-  ups.forEach((u, i) => parts.push(edge(name, u, colX[1] + BW, selfY + BH / 2, colX[2], yOf(i, ups.length) + BH / 2)));
+  downs.forEach((d, i) => parts.push(edge(d, name, colX[0] + BW, yOf(i, downs.length) + BH / 2, colX[1], selfY + BH / 2, 'start')));
+  ups.forEach((u, i) => parts.push(edge(name, u, colX[1] + BW, selfY + BH / 2, colX[2], yOf(i, ups.length) + BH / 2, 'end')));
   downs.forEach((d, i) => parts.push(box(d, colX[0], yOf(i, downs.length))));
   parts.push(box(name, colX[1], selfY, true));
   ups.forEach((u, i) => parts.push(box(u, colX[2], yOf(i, ups.length))));
