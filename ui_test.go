@@ -356,6 +356,19 @@ func TestUI(t *testing.T) {
 		t.Fatalf("trellis intention delete: %+v", r)
 	}
 	b.waitFor(t, "row gone", `!document.querySelector('tr[data-source="web"]') && document.getElementById('no-intentions')`)
+	// Deleting from the form: a confirmation, then the row goes, and the CLI
+	// agrees (the dev agent's default policy allows again).
+	if r := run(t, addr, "intention", "create", "-deny", "admin", "api"); r.code != 0 {
+		t.Fatalf("trellis intention create -deny admin api: %+v", r)
+	}
+	b.waitFor(t, "admin row", `document.querySelector('#intentions-table tr[data-source="admin"][data-action="deny"]')`)
+	b.do(t, "delete button", chromedp.Click(chromedp.CSS(`tr[data-source="admin"] button[aria-label="Delete admin → api"]`)))
+	b.waitFor(t, "confirmation focused", `document.activeElement?.textContent === 'Yes, delete'`)
+	b.do(t, "confirm delete", chromedp.Click(chromedp.CSS(`tr[data-source="admin"] button.danger`)))
+	b.waitFor(t, "admin row gone", `!document.querySelector('tr[data-source="admin"]') && document.getElementById('no-intentions')`)
+	if r := run(t, addr, "intention", "check", "admin", "api"); r.code != 0 || !strings.Contains(r.stdout, "Allowed") {
+		t.Errorf("trellis intention check admin api after the form deleted the deny: %+v", r)
+	}
 
 	// The other pages.
 	for _, p := range []struct{ path, name, ready string }{
@@ -366,7 +379,8 @@ func TestUI(t *testing.T) {
 			document.querySelector('[data-kind="service-router"] pre')?.textContent.includes('Kind = "service-router"') &&
 			document.querySelector('[data-kind="service-router"] pre').textContent.includes('PathPrefix = "/admin"') &&
 			document.querySelector('[data-kind="service-resolver"] pre')?.textContent.includes('Subsets = {')`},
-		{"/ui/ca", "ca", `document.querySelector('#ca-roots table') && document.querySelector('#ca-leaves table')`},
+		{"/ui/ca", "ca", `document.querySelector('#ca-roots table') && [...document.querySelectorAll('#ca-leaves tbody tr')].some((tr) =>
+			tr.textContent.includes('web') && tr.textContent.includes('ui-node') && tr.textContent.includes('(active)'))`},
 	} {
 		b.do(t, p.name, chromedp.Navigate(base+p.path))
 		b.waitFor(t, p.name, p.ready)

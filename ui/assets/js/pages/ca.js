@@ -1,7 +1,7 @@
-// CA roots and the leaf certificates of this agent's mesh services.
+// CA roots and the leaf certificates every node holds.
 
-import { h, replace, badge, table, until, fmtTime } from '../dom.js';
-import { get, watch, esc } from '../api.js';
+import { h, replace, badge, table, until, fmtTime, link } from '../dom.js';
+import { watch, esc } from '../api.js';
 
 const expiry = (t) => h('time', { datetime: t, title: fmtTime(t) }, until(t));
 
@@ -11,32 +11,31 @@ export default function caPage(main, _params, signal) {
   const trust = h('p', { class: 'muted' });
   main.append(h('h1', {}, 'Certificates'),
     h('section', { 'aria-labelledby': 'ca-r' }, h('h2', { id: 'ca-r' }, 'CA roots'), trust, roots),
-    h('section', { 'aria-labelledby': 'ca-l' }, h('h2', { id: 'ca-l' }, 'Leaf certificates on this agent'),
-      h('p', { class: 'muted' }, 'One per local service with a sidecar; the agent renews each before it expires.'), leaves));
+    h('section', { 'aria-labelledby': 'ca-l' }, h('h2', { id: 'ca-l' }, 'Leaf certificates'),
+      h('p', { class: 'muted' }, 'One per service with a sidecar on each node, soonest to expire first, as the leader recorded them when it signed them. ' +
+        'Agents renew each well before it expires; the private keys never leave their nodes.'), leaves));
 
+  let rootNames = new Map();
+  let lastLeaves = null;
   watch('/v1/connect/ca/roots', (d) => {
     trust.textContent = d?.TrustDomain ? `Trust domain: ${d.TrustDomain}` : '';
     const list = d?.Roots || [];
+    rootNames = new Map(list.map((r) => [r.ID, r.Active ? `${r.Name} (active)` : r.Name]));
     replace(roots, list.length ? table(['Name', 'Active', 'Valid from', 'Expires', 'Key', 'ID'], list.map((r) => [
       r.Name, r.Active ? badge('passing', 'active') : 'no', h('span', { class: 'nowrap' }, fmtTime(r.NotBefore)),
       [h('span', { class: 'nowrap' }, fmtTime(r.NotAfter)), ' (', expiry(r.NotAfter), ')'], h('span', { class: 'nowrap' }, `${r.PrivateKeyType || ''} ${r.PrivateKeyBits || ''}`),
       h('span', { class: 'mono id' }, r.ID)])) : h('p', { class: 'empty' }, 'No CA root yet: the leader makes one when it starts.'));
-    loadLeaves();
+    if (lastLeaves) drawLeaves(lastLeaves);
   }, signal);
 
-  async function loadLeaves() {
-    try {
-      const svcs = Object.values(await get('/v1/agent/services', signal) || {});
-      const names = [...new Set(svcs.filter((s) => s.Kind === 'connect-proxy' && s.Proxy?.DestinationServiceName)
-        .map((s) => s.Proxy.DestinationServiceName))].sort();
-      const certs = await Promise.all(names.map((n) => get(`/v1/agent/connect/ca/leaf/${esc(n)}`, signal).catch((e) => ({ Service: n, error: e.message }))));
-      if (signal.aborted) return;
-      replace(leaves, certs.length ? table(['Service', 'Identity', 'Valid from', 'Expires', 'Serial'], certs.map((c) => c.error
-        ? [c.Service, h('span', { class: 'error' }, c.error), '', '', '']
-        : [c.Service, h('span', { class: 'mono id' }, c.ServiceURI), h('span', { class: 'nowrap' }, fmtTime(c.ValidAfter)),
-          [h('span', { class: 'nowrap' }, fmtTime(c.ValidBefore)), ' (', expiry(c.ValidBefore), ')'], h('span', { class: 'mono id' }, c.SerialNumber)])) : h('p', { class: 'empty' }, 'No local service has a sidecar.'));
-    } catch (e) {
-      if (!signal.aborted) replace(leaves, h('p', { class: 'error' }, e.message));
-    }
+  watch('/v1/connect/ca/leaves', (d) => { lastLeaves = d || []; drawLeaves(lastLeaves); }, signal);
+
+  function drawLeaves(list) {
+    replace(leaves, list.length ? table(['Service', 'Node', 'Expires', 'Signed by', 'Serial'], list.map((l) => [
+      link('/services/' + esc(l.Service), l.Service), link('/nodes/' + esc(l.Node), l.Node),
+      [h('span', { class: 'nowrap' }, fmtTime(l.ValidBefore)), ' (', expiry(l.ValidBefore), ')'],
+      rootNames.get(l.RootID) || h('span', { class: 'mono id' }, l.RootID),
+      h('span', { class: 'mono id' }, l.SerialNumber)]), { caption: 'Leaf certificates of every node' })
+      : h('p', { class: 'empty' }, 'No node holds a leaf yet: agents ask for one when a service with a sidecar is registered.'));
   }
 }
