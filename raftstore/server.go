@@ -225,6 +225,9 @@ func (s *Server) leaderLoop() {
 			s.leaderReady.Store(false)
 			if !isLeader {
 				s.logger.Info("lost leadership")
+				// The agents report to the next leader now: what this one
+				// kept would have a gap if it led again.
+				s.golden.Reset()
 				continue
 			}
 			ctx, cancel := context.WithCancel(context.Background())

@@ -175,6 +175,13 @@ func TestWindow_MergesNodesAndSides(t *testing.T) {
 	if got := w.Edges(3*time.Second, now, nil); len(got) != 2 || got[1].Outbound.Requests != 100 {
 		t.Errorf("3 s span: %+v", got)
 	}
+	// Reset forgets everything (a server that stops leading).
+	w2 := NewWindow(time.Minute)
+	w2.Add("c1", time.Second, []Sample{{Side: Outbound, Source: "a", Destination: "b", Protocol: "tcp", Requests: 1}}, now)
+	w2.Reset()
+	if got := w2.Edges(time.Minute, now, nil); len(got) != 0 {
+		t.Errorf("after Reset: %+v", got)
+	}
 	// Reports past the retention go away on the next Add.
 	w.Add("c1", 5*time.Second, nil, now.Add(10*time.Minute))
 	if got := w.Edges(time.Hour, now.Add(10*time.Minute), nil); len(got) != 0 {

@@ -75,6 +75,13 @@ func NewWindow(retain time.Duration) *Window {
 	return &Window{retain: retain, nodes: make(map[string][]report)}
 }
 
+// Reset forgets every report.
+func (w *Window) Reset() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	clear(w.nodes)
+}
+
 // Retain is how far back the window can answer.
 func (w *Window) Retain() time.Duration { return w.retain }
 
