@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -439,4 +440,75 @@ func TestProxy_Chain_connectionsFromBeforeTheChain(t *testing.T) {
 	if err := expectClosed(old); err != nil {
 		t.Fatalf("the connection from before the chain, after a redirect: %v", err)
 	}
+}
+
+// A resolver's connect timeout longer than the proxy's DialTimeout is the
+// bound of the dial: an instance slower than DialTimeout is reached.
+func TestProxy_Chain_connectTimeoutAboveDialTimeout(t *testing.T) {
+	t.Parallel()
+	c := newTestCA(t, "root-1")
+	client := startProxy(t, Config{ProxyID: proxyID(t, "web-sidecar"), Service: "web", Certs: newTestCerts(c.leaf("web", leafOpts{}), bundle(t, c)),
+		Upstreams: []UpstreamConfig{{DestinationName: "db"}}, DialTimeout: 150 * time.Millisecond})
+	m := &meshOf{ca: c, client: client}
+	db := m.backend(t, "db")
+	// A relay that holds each connection 600ms before passing it on: a
+	// slow network, as the client proxy sees it.
+	relay, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var open []net.Conn
+	var done bool
+	track := func(c net.Conn) {
+		mu.Lock()
+		defer mu.Unlock()
+		if done {
+			c.Close()
+			return
+		}
+		open = append(open, c)
+	}
+	// Before the proxies close (cleanups run last first): the client's
+	// pooled tunnel still holds a relayed connection.
+	t.Cleanup(func() {
+		relay.Close()
+		mu.Lock()
+		done = true
+		for _, c := range open {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			in, err := relay.Accept()
+			if err != nil {
+				return
+			}
+			track(in)
+			wg.Go(func() {
+				defer in.Close()
+				select {
+				case <-time.After(600 * time.Millisecond):
+				case <-t.Context().Done():
+					return
+				}
+				out, err := net.Dial("tcp", db)
+				if err != nil {
+					return
+				}
+				track(out)
+				defer out.Close()
+				wg.Go(func() { io.Copy(out, in); out.(*net.TCPConn).CloseWrite() })
+				io.Copy(in, out)
+			})
+		}
+	})
+	ch := testChain(chain.Resolver{ConnectTimeout: configentry.Duration(10 * time.Second)}, nil, "db")
+	client.SetChain("db", ch)
+	client.SetTargetInstances("db", targetID("", "db"), []Instance{{Addr: relay.Addr().String()}})
+	m.landsOn(t, "db").Close()
 }

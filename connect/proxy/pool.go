@@ -162,11 +162,15 @@ func (pl *pool) prune(now time.Time) {
 }
 
 // dial makes a tunnel to ep: TCP, then mutual TLS 1.3 whose server must
-// carry ep's identity, then the tunnel's preface.
+// carry ep's identity, then the tunnel's preface. ctx's deadline (a
+// chain's connect timeout) bounds it, else Config.DialTimeout.
 func (pl *pool) dial(ctx context.Context, ep *endpoint) (*outTunnel, error) {
 	p := pl.p
-	ctx, cancel := context.WithTimeout(ctx, p.dialTimeout)
-	defer cancel()
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.dialTimeout)
+		defer cancel()
+	}
 	d := net.Dialer{}
 	raw, err := d.DialContext(ctx, "tcp", ep.inst.Addr)
 	if err != nil {

@@ -117,8 +117,9 @@ type Config struct {
 	Certs connect.CertSource
 	// Authorizer decides inbound connections.
 	Authorizer Authorizer
-	// DialTimeout bounds each dial (TCP + TLS) to another proxy or the app,
-	// and each inbound handshake; DefaultDialTimeout when 0.
+	// DialTimeout bounds each dial (TCP + TLS) to another proxy that no
+	// discovery chain's connect timeout bounds, each dial of the app, and
+	// each inbound handshake; DefaultDialTimeout when 0.
 	DialTimeout time.Duration
 	// Golden receives the golden signals of every edge the proxy serves
 	// (inbound per source, outbound per upstream), for the UI's topology;

@@ -310,8 +310,8 @@ func (u *upstream) serve(app net.Conn) {
 // open opens a CONNECT stream to ep. A stream that fails on a pooled
 // tunnel is tried once more on a fresh one (the pooled one may have died
 // unnoticed, or be one the destination wants no new streams on); failures
-// after that are ep's. timeout, when above 0, bounds the dial (within
-// Config.DialTimeout).
+// after that are ep's. timeout, when above 0, bounds the dial in place of
+// Config.DialTimeout (a resolver's connect_timeout may be longer or shorter).
 func (u *upstream) open(ep *endpoint, out *outbound, timeout time.Duration) (*stream, error) {
 	for attempt := 0; ; attempt++ {
 		st, reused, err := u.connect(ep, out, timeout)
