@@ -321,12 +321,34 @@ routes {
 	})
 
 	t.Run("outlier", func(t *testing.T) {
-		// Once pool-bad is ejected, every request lands on pool-good.
+		// Once pool-bad is ejected, every request lands on pool-good, and
+		// web's proxy-config says so.
+		cl, err := api.NewClient(&api.Config{Address: front.http})
+		if err != nil {
+			t.Fatal(err)
+		}
 		retry.RunWith(&retry.Timer{Timeout: 30 * time.Second, Wait: 10 * time.Millisecond}, t, func(r *retry.R) {
 			for i := range 20 {
 				if code, body, err := get("pool", http.MethodGet, "/p"); err != nil || code != 200 || body != "pool-good /p" {
 					r.Fatalf("request %d: %d %q %v", i, code, body, err)
 				}
+			}
+			pc, _, err := cl.Agent().ProxyConfig("web-sidecar-proxy", nil)
+			if err != nil {
+				r.Fatal(err)
+			}
+			var ejected []string
+			for _, u := range pc.Proxy.Upstreams {
+				for _, tg := range u.Targets {
+					for _, in := range tg.Instances {
+						if u.DestinationName == "pool" && in.Ejected && time.Until(in.EjectedUntil) > 0 {
+							ejected = append(ejected, in.Addr)
+						}
+					}
+				}
+			}
+			if len(ejected) != 1 {
+				r.Fatalf("proxy-config shows %d ejected instances of pool, want 1 (pool-bad): %+v", len(ejected), pc.Proxy.Upstreams)
 			}
 		})
 		poolBadHealed.Store(true)

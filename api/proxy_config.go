@@ -87,6 +87,12 @@ type ProxyInstance struct {
 	ActiveConnections int64
 	BackedOff         bool
 	BackoffUntil      time.Time
+	// ActiveRequests, ConsecutiveFailures and Ejected (until EjectedUntil,
+	// by passive health checks) are the L7 balancer's view.
+	ActiveRequests      int64
+	ConsecutiveFailures uint32
+	Ejected             bool
+	EjectedUntil        time.Time
 }
 
 // ProxyCertificate is the proxy's leaf certificate.

@@ -116,6 +116,15 @@ type InstanceDescription struct {
 	// BackoffUntil (tcp only).
 	BackedOff    bool      `json:"BackedOff"`
 	BackoffUntil time.Time `json:"BackoffUntil,omitzero"`
+	// ActiveRequests counts the requests to it in flight (l7).
+	ActiveRequests int64 `json:"ActiveRequests,omitempty"`
+	// ConsecutiveFailures counts its 5xx answers and failed connections
+	// since its last success (l7).
+	ConsecutiveFailures uint32 `json:"ConsecutiveFailures,omitempty"`
+	// Ejected reports that passive health checks took it out of the
+	// balancing until EjectedUntil (l7).
+	Ejected      bool      `json:"Ejected,omitempty"`
+	EjectedUntil time.Time `json:"EjectedUntil,omitzero"`
 }
 
 // CertificateDescription is the proxy's leaf certificate.
@@ -262,9 +271,25 @@ func (u *upstream) describe(now time.Time) UpstreamDescription {
 			ids = append(ids, id)
 		}
 		slices.Sort(ids)
+		out := u.http.out.Load()
 		for _, id := range ids {
 			t := hc.Targets[id]
 			td := TargetDescription{ID: id, Identity: t.Name, Role: role(id), Instances: []InstanceDescription{}}
+			if out != nil {
+				// What the L7 balancer holds: requests in flight, failures,
+				// ejections.
+				for _, st := range out.TargetEndpoints(id) {
+					identity := st.Service
+					if identity == "" {
+						identity = t.Name
+					}
+					td.Instances = append(td.Instances, InstanceDescription{Addr: st.Addr, Node: st.Node, Identity: identity,
+						ActiveRequests: st.ActiveRequests, ConsecutiveFailures: st.ConsecutiveFailures,
+						Ejected: !st.EjectedUntil.IsZero(), EjectedUntil: st.EjectedUntil})
+				}
+				d.Targets = append(d.Targets, td)
+				continue
+			}
 			for _, in := range u.http.insts[id] {
 				if in.Addr == "" {
 					continue

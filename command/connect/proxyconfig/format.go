@@ -100,9 +100,15 @@ func writeInstances(b *strings.Builder, insts []api.ProxyInstance, now time.Time
 		b.WriteString("      (no instances)\n")
 	}
 	for _, in := range insts {
-		fmt.Fprintf(b, "      %s node %s identity %s, %d active", in.Addr, in.Node, in.Identity, in.ActiveConnections)
+		fmt.Fprintf(b, "      %s node %s identity %s, %d active", in.Addr, in.Node, in.Identity, in.ActiveConnections+in.ActiveRequests)
 		if in.BackedOff {
 			fmt.Fprintf(b, ", backed off for %s", in.BackoffUntil.Sub(now).Round(time.Millisecond))
+		}
+		if in.ConsecutiveFailures > 0 {
+			fmt.Fprintf(b, ", %d failures in a row", in.ConsecutiveFailures)
+		}
+		if in.Ejected {
+			fmt.Fprintf(b, ", ejected for %s", in.EjectedUntil.Sub(now).Round(time.Millisecond))
 		}
 		b.WriteString("\n")
 	}

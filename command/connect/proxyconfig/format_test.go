@@ -19,7 +19,8 @@ func TestFormatText(t *testing.T) {
 				Chain: &api.ProxyChain{ServiceName: "db", Target: "db.default.default.dc1", Failover: []string{"db-v2.default.default.dc1"}},
 				Targets: []api.ProxyTarget{
 					{ID: "db.default.default.dc1", Identity: "db", Role: "primary", Instances: []api.ProxyInstance{
-						{Addr: "10.0.0.1:21000", Node: "n1", Identity: "db", BackedOff: true, BackoffUntil: now.Add(time.Second)}}},
+						{Addr: "10.0.0.1:21000", Node: "n1", Identity: "db", BackedOff: true, BackoffUntil: now.Add(time.Second)},
+						{Addr: "10.0.0.2:21000", Node: "n2", Identity: "db", ActiveRequests: 3, ConsecutiveFailures: 5, Ejected: true, EjectedUntil: now.Add(30 * time.Second)}}},
 					{ID: "db-v2.default.default.dc1", Identity: "db-v2", Role: "failover"},
 				},
 			}},
@@ -38,6 +39,7 @@ func TestFormatText(t *testing.T) {
 		"chain of db: target db.default.default.dc1, failover db-v2.default.default.dc1",
 		"target db.default.default.dc1 (primary, identity db):",
 		"10.0.0.1:21000 node n1 identity db, 0 active, backed off for 1s",
+		"10.0.0.2:21000 node n2 identity db, 3 active, 5 failures in a row, ejected for 30s",
 		"target db-v2.default.default.dc1 (failover, identity db-v2):\n      (no instances)",
 		"default policy deny):\n  api => web allow (precedence 9)\n  * => web deny (precedence 8)",
 		"Certificate: spiffe://x.trellis/ns/default/dc/dc1/svc/web",

@@ -497,3 +497,40 @@ func (m *maglev) lookup(h uint64, usable func(*instance) bool) *instance {
 	}
 	return nil
 }
+
+// EndpointState is what the balancer knows of one endpoint of a target,
+// for descriptions.
+type EndpointState struct {
+	Endpoint
+	// ActiveRequests are the requests to it in flight.
+	ActiveRequests int64
+	// ConsecutiveFailures are its 5xx answers and failed connections since
+	// its last success.
+	ConsecutiveFailures uint32
+	// EjectedUntil is when its ejection by passive health checks ends;
+	// zero when it is not ejected.
+	EjectedUntil time.Time
+}
+
+// TargetEndpoints returns the endpoints of targetID with their balancing
+// and passive health state, in the order SetTargetEndpoints gave them.
+func (o *Outbound) TargetEndpoints(targetID string) []EndpointState {
+	t := (*o.tgts.Load())[targetID]
+	if t == nil {
+		return nil
+	}
+	s := t.set.Load()
+	if s == nil {
+		return nil
+	}
+	now := time.Now().UnixNano()
+	out := make([]EndpointState, 0, len(s.list))
+	for _, i := range s.list {
+		st := EndpointState{Endpoint: i.ep, ActiveRequests: i.inflight.Load(), ConsecutiveFailures: i.failures.Load()}
+		if until := i.ejectedUntil.Load(); until > now {
+			st.EjectedUntil = time.Unix(0, until)
+		}
+		out = append(out, st)
+	}
+	return out
+}
