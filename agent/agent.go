@@ -53,6 +53,9 @@ type Agent struct {
 	mesh      *mesh.Cache       // nil when connect is disabled
 	proxies   *proxymgr.Manager // nil when connect is disabled
 	golden    *golden.Recorder  // the proxies' golden signals; nil when connect is disabled
+	// goldenTotals are the running totals of what golden reported, for
+	// Prometheus; nil when connect is disabled.
+	goldenTotals *golden.Totals
 
 	// runMu serialises changes to the registered services and checks, so a
 	// check's runner and its state change together.

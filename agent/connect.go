@@ -27,6 +27,7 @@ func (a *Agent) startMesh() {
 		DefaultAllow: a.cfg.DefaultIntentionAllow, Logger: a.logger,
 	})
 	a.golden = golden.NewRecorder()
+	a.goldenTotals = golden.NewTotals()
 	a.proxies = proxymgr.New(proxymgr.Config{
 		Mesh: a.mesh, BindAddr: a.cfg.BindAddr, MinPort: a.cfg.SidecarMinPort, MaxPort: a.cfg.SidecarMaxPort,
 		Golden: a.golden, Logger: a.logger,

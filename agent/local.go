@@ -10,6 +10,7 @@ import (
 
 	"github.com/trellismesh/trellis/agent/checks"
 	"github.com/trellismesh/trellis/agent/httpapi"
+	"github.com/trellismesh/trellis/agent/telemetry"
 	"github.com/trellismesh/trellis/raftstore/structs"
 	"github.com/trellismesh/trellis/version"
 )
@@ -224,4 +225,12 @@ func (a *Agent) UpdateTTLCheck(_ context.Context, id, status, output string) err
 func (a *Agent) MetricsJSON() (any, error) { return a.tel.Summary() }
 
 // WritePrometheus writes the metrics in Prometheus text format.
-func (a *Agent) WritePrometheus(w io.Writer) error { return a.tel.WritePrometheus(w) }
+func (a *Agent) WritePrometheus(w io.Writer) error {
+	if err := a.tel.WritePrometheus(w); err != nil {
+		return err
+	}
+	if a.goldenTotals == nil {
+		return nil
+	}
+	return telemetry.WriteMeshEdges(w, a.goldenTotals.Snapshot())
+}

@@ -36,6 +36,7 @@ func (a *Agent) reportMeshMetrics(ctx context.Context) {
 				IntervalMs: max(now.Sub(last).Milliseconds(), 1), Samples: a.golden.Collect(),
 			}
 			last = now
+			a.goldenTotals.Add(req.Samples)
 			if len(req.Samples) > golden.MaxEdges {
 				req.Samples = req.Samples[:golden.MaxEdges]
 			}

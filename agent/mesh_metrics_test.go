@@ -66,6 +66,37 @@ func TestMesh_GoldenMetricsAcrossAgents(t *testing.T) {
 		})
 	}
 
+	// The running totals of web's side, as Prometheus scrapes web's agent:
+	// counters and a latency histogram whose +Inf bucket is its count.
+	retry.RunWith(&retry.Timer{Timeout: 10 * time.Second, Wait: 100 * time.Millisecond}, t, func(r *retry.R) {
+		resp, err := http.Get("http://" + c.Clients[0].HTTPAddr() + "/v1/agent/metrics?format=prometheus")
+		if err != nil {
+			r.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		text := string(b)
+		const lbl = `side="outbound",source="web",destination="api",protocol="tcp"`
+		var reqs, inf, count int
+		for _, line := range strings.Split(text, "\n") {
+			var v int
+			switch {
+			case strings.HasPrefix(line, "trellis_mesh_edge_requests_total{"+lbl+"} "):
+				fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v)
+				reqs = v
+			case strings.HasPrefix(line, "trellis_mesh_edge_latency_seconds_bucket{"+lbl+`,le="+Inf"} `):
+				fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v)
+				inf = v
+			case strings.HasPrefix(line, "trellis_mesh_edge_latency_seconds_count{"+lbl+"} "):
+				fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v)
+				count = v
+			}
+		}
+		if reqs < n+1 || inf != reqs || count != reqs || !strings.Contains(text, "# TYPE trellis_mesh_edge_latency_seconds histogram") {
+			r.Fatalf("requests %d, +Inf bucket %d, count %d; want at least %d, all equal", reqs, inf, count, n+1)
+		}
+	})
+
 	// The leaves of both services, on the nodes that hold them, as any
 	// agent answers.
 	leaves, _, err := trellisClient(t, c.Servers[0]).Connect().CALeaves(nil)

@@ -2,6 +2,7 @@ package golden
 
 import (
 	"math"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -277,4 +278,34 @@ func TestRecorder_Add(t *testing.T) {
 	}
 	var nilRec *Recorder
 	nilRec.Add(got) // no panic
+}
+
+// Totals run on across collections, with latencies in Prometheus buckets.
+func TestTotals(t *testing.T) {
+	t.Parallel()
+	r, tot := NewRecorder(), NewTotals()
+	k := Key{Side: Inbound, Source: "web", Destination: "api", Protocol: "http"}
+	for range 3 {
+		r.Edge(k).Observe(false, 300*time.Microsecond) // ≤ 0.5 ms
+	}
+	tot.Add(r.Collect())
+	r.Edge(k).Observe(true, 40*time.Millisecond) // ≤ 50 ms
+	r.Edge(k).Observe(false, 20*time.Second)     // above every bound
+	tot.Add(r.Collect())
+	got := tot.Snapshot()
+	if len(got) != 1 {
+		t.Fatalf("totals %+v", got)
+	}
+	e := got[0]
+	if e.Key != k || e.Requests != 5 || e.Failures != 1 {
+		t.Errorf("total %+v", e)
+	}
+	want := make([]uint64, len(PromBounds)+1)
+	want[0], want[6], want[len(PromBounds)] = 3, 1, 1
+	if !slices.Equal(e.Buckets, want) {
+		t.Errorf("buckets %v, want %v", e.Buckets, want)
+	}
+	if e.SumSeconds < 18.5 || e.SumSeconds > 21.5 { // within the fine buckets' 7%
+		t.Errorf("sum %v s", e.SumSeconds)
+	}
 }
