@@ -32,19 +32,7 @@ func TestCLI_ConnectMetrics(t *testing.T) {
 	}
 
 	up := testutil.FreePorts(t, 1)[0]
-	apiFile := writeServiceFile(t, "api.hcl", fmt.Sprintf("service {\n  name = \"api\"\n  port = %d\n  connect {\n    sidecar_service {}\n  }\n}\n", serveApp(t, "api")))
-	webFile := writeServiceFile(t, "web.hcl", fmt.Sprintf(`service {
-  name = "web"
-  port = %d
-  connect {
-    sidecar_service {
-      proxy {
-        upstreams = [{ destination_name = "api", local_bind_port = %d }]
-      }
-    }
-  }
-}
-`, serveApp(t, "web"), up))
+	apiFile, webFile := meshServiceFiles(t, "api", up)
 	for _, f := range []string{apiFile, webFile} {
 		if r := run(t, addr, "services", "register", f); r.code != 0 {
 			t.Fatalf("register %s: %+v", f, r)

@@ -143,6 +143,26 @@ func writeServiceFile(t *testing.T, name, content string) string {
 	return p
 }
 
+// meshServiceFiles writes the service files of api (its app answering as
+// apiApp) and web (upstream api on local port up), each with a sidecar.
+func meshServiceFiles(t *testing.T, apiApp string, up int) (apiFile, webFile string) {
+	t.Helper()
+	apiFile = writeServiceFile(t, "api.hcl", fmt.Sprintf("service {\n  name = \"api\"\n  port = %d\n  connect {\n    sidecar_service {}\n  }\n}\n", serveApp(t, apiApp)))
+	webFile = writeServiceFile(t, "web.hcl", fmt.Sprintf(`service {
+  name = "web"
+  port = %d
+  connect {
+    sidecar_service {
+      proxy {
+        upstreams = [{ destination_name = "api", local_bind_port = %d }]
+      }
+    }
+  }
+}
+`, serveApp(t, "web"), up))
+	return apiFile, webFile
+}
+
 // TestE2E_Mesh runs the mesh end to end with real processes: three server
 // agents and two client agents of the built binary on loopback, two HTTP
 // apps registered with sidecars on different agents. Traffic flows through
@@ -174,19 +194,7 @@ func TestE2E_Mesh(t *testing.T) {
 
 	up := ports[15]
 	upstream := "127.0.0.1:" + strconv.Itoa(up)
-	apiFile := writeServiceFile(t, "api.hcl", fmt.Sprintf("service {\n  name = \"api\"\n  port = %d\n  connect {\n    sidecar_service {}\n  }\n}\n", serveApp(t, "api-1")))
-	webFile := writeServiceFile(t, "web.hcl", fmt.Sprintf(`service {
-  name = "web"
-  port = %d
-  connect {
-    sidecar_service {
-      proxy {
-        upstreams = [{ destination_name = "api", local_bind_port = %d }]
-      }
-    }
-  }
-}
-`, serveApp(t, "web"), up))
+	apiFile, webFile := meshServiceFiles(t, "api-1", up)
 	if r := run(t, apiHost.http, "services", "register", apiFile); r.code != 0 {
 		t.Fatalf("register api: %+v", r)
 	}
