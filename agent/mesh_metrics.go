@@ -7,6 +7,7 @@ import (
 	"github.com/hashicorp/go-metrics"
 
 	"github.com/trellismesh/trellis/connect/golden"
+	"github.com/trellismesh/trellis/raftstore"
 	"github.com/trellismesh/trellis/raftstore/structs"
 )
 
@@ -14,14 +15,19 @@ import (
 // telemetry.mesh_metrics_interval, until ctx ends. Once a proxy has seen
 // traffic, the agent reports every interval, an empty report included, so
 // the leader knows how long it covered (and a quiet edge reads as quiet,
-// not as stale). A report that fails is dropped: the next one carries only
-// its own interval.
+// not as stale), until it has been quiet for as long as the leader keeps
+// reports. A report that fails is dropped: the next one carries only its
+// own interval.
 func (a *Agent) reportMeshMetrics(ctx context.Context) {
 	logger := a.logger.Named("mesh-metrics")
 	t := time.NewTicker(a.cfg.MeshMetricsInterval)
 	defer t.Stop()
 	last := time.Now()
 	failing := false
+	// Empty reports keep a quiet edge reading as quiet; once the leader has
+	// forgotten the last traffic (raftstore.MetricsRetain), they say nothing
+	// more, and an idle agent stops sending them.
+	quiet, maxQuiet := 0, int(raftstore.MetricsRetain/a.cfg.MeshMetricsInterval)+1
 	for {
 		select {
 		case <-ctx.Done():
@@ -37,6 +43,13 @@ func (a *Agent) reportMeshMetrics(ctx context.Context) {
 			}
 			last = now
 			a.goldenTotals.Add(req.Samples)
+			if len(req.Samples) == 0 {
+				if quiet++; quiet > maxQuiet {
+					continue
+				}
+			} else {
+				quiet = 0
+			}
 			if len(req.Samples) > golden.MaxEdges {
 				req.Samples = req.Samples[:golden.MaxEdges]
 			}
