@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/trellismesh/trellis/internal/authz"
 	"github.com/trellismesh/trellis/raftstore/structs"
 )
 
@@ -55,6 +56,9 @@ type Config struct {
 	RPCHoldTimeout time.Duration
 	// TLS secures Raft and internal RPC between agents; nil means plaintext.
 	TLS *TLSConfig
+	// Authorizer decides every RPC (rpcaccess.go) before it is served or
+	// forwarded; nil allows all.
+	Authorizer authz.Authorizer
 	// Timing holds the Raft timers; DefaultTiming for production.
 	Timing Timing
 	// ApplyTimeout bounds how long a write waits to be enqueued in Raft.

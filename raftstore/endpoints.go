@@ -126,6 +126,9 @@ func (s *Server) RPC(ctx context.Context, method string, args, reply any) error 
 		return structs.ErrShutdown
 	default:
 	}
+	if err := s.authorizeRPC(ctx, method, args); err != nil {
+		return err
+	}
 	if needsLeader(method, args) && !s.IsLeader() {
 		return s.forward(ctx, ep, method, args, reply)
 	}

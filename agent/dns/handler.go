@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/go-metrics"
 	"github.com/miekg/dns"
 
+	"github.com/trellismesh/trellis/internal/authz"
 	"github.com/trellismesh/trellis/raftstore/structs"
 )
 
@@ -171,6 +172,17 @@ func (s *Server) fail(m *dns.Msg, what string, err error) {
 	m.Rcode = dns.RcodeServerFailure
 }
 
+// allowed asks the Authorizer whether the lookup of name may be answered;
+// when not, m is REFUSED.
+func (s *Server) allowed(ctx context.Context, m *dns.Msg, res authz.Resource, name string) bool {
+	if err := s.cfg.Authorizer.Authorize(ctx, authz.Request{Resource: res, Name: name, Access: authz.Read}); err != nil {
+		s.logger.Debug("DNS lookup refused", "name", name, "error", err)
+		m.Rcode = dns.RcodeRefused
+		return false
+	}
+	return true
+}
+
 func (s *Server) answerService(ctx context.Context, m *dns.Msg, q dns.Question, parts []string) {
 	var name, tag string
 	switch {
@@ -185,6 +197,9 @@ func (s *Server) answerService(ctx context.Context, m *dns.Msg, q dns.Question, 
 		tag, name = parts[0], parts[1]
 	default:
 		s.nxdomain(m)
+		return
+	}
+	if !s.allowed(ctx, m, authz.Service, name) {
 		return
 	}
 	instances, err := s.src.ServiceNodes(ctx, name, tag)
@@ -275,6 +290,9 @@ func addressRecords(name, addr string, qtype uint16, ttl uint32) []dns.RR {
 }
 
 func (s *Server) answerNode(ctx context.Context, m *dns.Msg, q dns.Question, name string) {
+	if !s.allowed(ctx, m, authz.Node, name) {
+		return
+	}
 	n, err := s.src.Node(ctx, name)
 	if err != nil {
 		s.fail(m, q.Name, err)

@@ -32,6 +32,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/miekg/dns"
 
+	"github.com/trellismesh/trellis/internal/authz"
 	"github.com/trellismesh/trellis/raftstore/structs"
 )
 
@@ -61,6 +62,10 @@ type Config struct {
 	UDPAnswerLimit int
 	// LookupTimeout bounds one query's calls to the Source (default 2s).
 	LookupTimeout time.Duration
+	// Authorizer decides each lookup (service:read or node:read of the
+	// name, with no token: DNS carries none); a refusal is answered
+	// REFUSED. Nil allows all.
+	Authorizer authz.Authorizer
 	// Logger is named "dns"; nil means hclog.Default().
 	Logger hclog.Logger
 }
@@ -96,6 +101,9 @@ func New(cfg Config, src Source) (*Server, error) {
 	}
 	if cfg.LookupTimeout <= 0 {
 		cfg.LookupTimeout = 2 * time.Second
+	}
+	if cfg.Authorizer == nil {
+		cfg.Authorizer = authz.AllowAll{}
 	}
 	if cfg.UDPAnswerLimit < 0 {
 		return nil, fmt.Errorf("dns: UDPAnswerLimit %d is negative", cfg.UDPAnswerLimit)

@@ -11,6 +11,7 @@ import (
 	"github.com/miekg/dns"
 	"go.uber.org/goleak"
 
+	"github.com/trellismesh/trellis/internal/authz"
 	"github.com/trellismesh/trellis/internal/testutil"
 	"github.com/trellismesh/trellis/raftstore/structs"
 )
@@ -316,3 +317,27 @@ type recorder struct {
 func (r *recorder) WriteMsg(m *dns.Msg) error { r.msg = m; return nil }
 func (r *recorder) LocalAddr() net.Addr       { return &net.UDPAddr{} }
 func (r *recorder) RemoteAddr() net.Addr      { return &net.UDPAddr{} }
+
+// onlyWeb allows service:read web and nothing else.
+type onlyWeb struct{}
+
+func (onlyWeb) Authorize(_ context.Context, req authz.Request) error {
+	if req.Resource == authz.Service && req.Name == "web" && req.Access == authz.Read {
+		return nil
+	}
+	return authz.Denied(req)
+}
+
+// Every lookup asks the Authorizer; a refusal is REFUSED, not an answer.
+func TestDNS_Authorizer(t *testing.T) {
+	t.Parallel()
+	_, tcp := startDNS(t, testSource(), func(c *Config) { c.Authorizer = onlyWeb{} })
+	if r := query(t, tcp, "tcp", "web.service.trellis.", dns.TypeA, 0); r.Rcode != dns.RcodeSuccess || len(r.Answer) == 0 {
+		t.Errorf("web.service: rcode %s, %d answers", dns.RcodeToString[r.Rcode], len(r.Answer))
+	}
+	for _, name := range []string{"down.service.trellis.", "n1.node.trellis."} {
+		if r := query(t, tcp, "tcp", name, dns.TypeA, 0); r.Rcode != dns.RcodeRefused || len(r.Answer) != 0 {
+			t.Errorf("%s: rcode %s, %d answers; want REFUSED", name, dns.RcodeToString[r.Rcode], len(r.Answer))
+		}
+	}
+}

@@ -31,6 +31,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-metrics"
 
+	"github.com/trellismesh/trellis/internal/authz"
 	"github.com/trellismesh/trellis/raftstore/structs"
 )
 
@@ -45,6 +46,9 @@ type Config struct {
 	UI http.Handler
 	// EnableDebug serves Go's profiler under /debug/pprof/ (enable_debug).
 	EnableDebug bool
+	// Authorizer decides every request before its handler runs; nil
+	// allows all (authz.AllowAll).
+	Authorizer authz.Authorizer
 	// Logger is named "http"; nil means hclog.Default().
 	Logger hclog.Logger
 }
@@ -52,6 +56,7 @@ type Config struct {
 // Server is the HTTP API server.
 type Server struct {
 	agent  Agent
+	authz  authz.Authorizer
 	logger hclog.Logger
 	mux    *http.ServeMux
 	srv    *http.Server
@@ -68,7 +73,11 @@ func New(cfg Config, agent Agent) *Server {
 	if logger == nil {
 		logger = hclog.Default()
 	}
-	s := &Server{agent: agent, logger: logger.Named("http"), mux: http.NewServeMux()}
+	az := cfg.Authorizer
+	if az == nil {
+		az = authz.AllowAll{}
+	}
+	s := &Server{agent: agent, authz: az, logger: logger.Named("http"), mux: http.NewServeMux()}
 	s.registerRoutes(cfg.UI)
 	if cfg.EnableDebug {
 		s.mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -187,6 +196,10 @@ func (e *statusError) Error() string { return e.msg }
 // error mapping, JSON encoding, logging and metrics.
 func (s *Server) wrap(route string, methods []string, h handlerFunc) http.Handler {
 	allow := strings.Join(append(slices.Clone(methods), http.MethodOptions), ", ")
+	access, ok := accessOf(route)
+	if !ok {
+		panic("httpapi: route " + route + " has no entry in routeAccesses")
+	}
 	metricKey := []string{"trellis", "http", "request"}
 	labels := []metrics.Label{{Name: "route", Value: route}}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -209,6 +222,13 @@ func (s *Server) wrap(route string, methods []string, h handlerFunc) http.Handle
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+		if access.resource != "" {
+			if err := s.authz.Authorize(r.Context(), access.request(r)); err != nil {
+				s.logger.Debug("request refused", "method", r.Method, "url", redactURL(r.URL), "error", err)
+				http.Error(w, err.Error(), http.StatusForbidden)
+				return
+			}
+		}
 		out, err := h(w, r)
 		if err != nil {
 			code, msg := s.errorStatus(err)

@@ -105,6 +105,9 @@ type WriteRequest struct {
 	Token string `json:",omitempty"`
 }
 
+// RequestToken returns the caller's ACL token, for the Authorizer.
+func (w *WriteRequest) RequestToken() string { return w.Token }
+
 // WriteReply is the reply of a write: the Raft index it was applied at.
 type WriteReply struct {
 	Index uint64

@@ -1,0 +1,78 @@
+package raftstore
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/trellismesh/trellis/internal/authz"
+	"github.com/trellismesh/trellis/internal/testutil"
+	"github.com/trellismesh/trellis/raftstore/structs"
+)
+
+// Every RPC method has an access rule.
+func TestRPCAccesses_coverEveryMethod(t *testing.T) {
+	for m := range endpoints {
+		if _, ok := rpcAccesses[m]; !ok {
+			t.Errorf("method %s has no entry in rpcAccesses", m)
+		}
+	}
+	for m := range rpcAccesses {
+		if _, ok := endpoints[m]; !ok {
+			t.Errorf("rpcAccesses names %s, which is not a method", m)
+		}
+	}
+}
+
+type denyWrites struct{ asked []authz.Request }
+
+func (d *denyWrites) Authorize(_ context.Context, req authz.Request) error {
+	d.asked = append(d.asked, req)
+	if req.Access == authz.Write {
+		return authz.Denied(req)
+	}
+	return nil
+}
+
+// A refused write never reaches Raft; the token of a write reaches the
+// Authorizer.
+func TestRPC_authorizerRefusesBeforeRaft(t *testing.T) {
+	t.Parallel()
+	deny := &denyWrites{}
+	cfg := TestConfig("s1", "")
+	cfg.Authorizer = deny
+	cfg.Logger = testutil.Logger(t)
+	s, err := NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Shutdown() })
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if err := s.WaitForLeader(ctx); err != nil {
+		t.Fatalf("no leader: %v", err)
+	}
+	err = s.RPC(t.Context(), structs.MethodCatalogRegister, &structs.RegisterRequest{
+		Node: "n1", Address: "127.0.0.1", WriteRequest: structs.WriteRequest{Token: "t-1"},
+	}, &structs.WriteReply{})
+	if !errors.Is(err, authz.ErrDenied) {
+		t.Fatalf("register: %v, want a denial", err)
+	}
+	var nodes structs.IndexedNodes
+	if err := s.RPC(t.Context(), structs.MethodCatalogListNodes, &structs.DCSpecificRequest{}, &nodes); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes.Nodes {
+		if n.Node == "n1" {
+			t.Error("the refused registration reached the catalog")
+		}
+	}
+	var sawToken bool
+	for _, r := range deny.asked {
+		sawToken = sawToken || (r.Resource == authz.Node && r.Access == authz.Write && r.Token == "t-1")
+	}
+	if !sawToken {
+		t.Errorf("asked %+v; want node:write with the token", deny.asked)
+	}
+}
