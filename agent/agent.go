@@ -28,6 +28,7 @@ import (
 	"github.com/trellismesh/trellis/agent/telemetry"
 	"github.com/trellismesh/trellis/connect/golden"
 	"github.com/trellismesh/trellis/gossip"
+	"github.com/trellismesh/trellis/internal/authz"
 	"github.com/trellismesh/trellis/raftstore"
 	"github.com/trellismesh/trellis/raftstore/rpc"
 	"github.com/trellismesh/trellis/raftstore/structs"
@@ -38,6 +39,9 @@ import (
 type Agent struct {
 	cfg    config.RuntimeConfig
 	logger hclog.Logger
+	// authz decides every HTTP request, DNS lookup and RPC; AllowAll until
+	// ACL tokens exist (SetAuthorizer, before Start, replaces it).
+	authz authz.Authorizer
 
 	tel       *telemetry.Telemetry
 	tls       *tlsConfigs
@@ -228,6 +232,7 @@ func (a *Agent) startServer() error {
 	scfg.TLS = a.tls.server()
 	scfg.ConnectDisabled = !a.cfg.ConnectEnabled
 	scfg.CA = a.cfg.ConnectCA
+	scfg.Authorizer = a.authorizer()
 	if a.cfg.DevMode {
 		scfg.Timing = raftstore.DevTiming()
 		scfg.ReconcileInterval = 5 * time.Second
@@ -264,6 +269,7 @@ func (a *Agent) startDNS() error {
 		NodeTTL:        a.cfg.DNSNodeTTL,
 		ServiceTTL:     a.cfg.DNSServiceTTL,
 		UDPAnswerLimit: a.cfg.DNSUDPAnswerLimit,
+		Authorizer:     a.authorizer(),
 		Logger:         a.logger,
 	}, dnsSource{a})
 	if err != nil {
@@ -287,7 +293,8 @@ func (a *Agent) startHTTP() error {
 			return err
 		}
 	}
-	h := httpapi.New(httpapi.Config{Addrs: a.clientAddrs(a.cfg.HTTPPort), UI: uiHandler, EnableDebug: a.cfg.EnableDebug, Logger: a.logger}, a)
+	h := httpapi.New(httpapi.Config{Addrs: a.clientAddrs(a.cfg.HTTPPort), UI: uiHandler, EnableDebug: a.cfg.EnableDebug,
+		Authorizer: a.authorizer(), Logger: a.logger}, a)
 	if err := h.Start(); err != nil {
 		return err
 	}
@@ -445,11 +452,29 @@ func (a *Agent) Shutdown(ctx context.Context) error {
 	return a.shutdownErr
 }
 
+// SetAuthorizer replaces the Authorizer that decides every HTTP request,
+// DNS lookup and RPC of the agent (AllowAll until ACL tokens exist). Call
+// it before Start.
+func (a *Agent) SetAuthorizer(az authz.Authorizer) { a.authz = az }
+
+func (a *Agent) authorizer() authz.Authorizer {
+	if a.authz == nil {
+		return authz.AllowAll{}
+	}
+	return a.authz
+}
+
 // RPC serves a catalog read or write (in process on a server agent).
 func (a *Agent) RPC(ctx context.Context, method string, args, reply any) error {
 	defer func(start time.Time) {
 		a.logger.Trace("rpc", "method", method, "duration", time.Since(start))
 	}(time.Now())
+	// A call made for an HTTP request carries its caller's token.
+	if t := authz.TokenFrom(ctx); t != "" {
+		if r, ok := args.(interface{ SetRequestToken(string) }); ok {
+			r.SetRequestToken(t)
+		}
+	}
 	if a.server != nil {
 		return a.server.RPC(ctx, method, args, reply)
 	}

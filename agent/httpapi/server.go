@@ -223,7 +223,9 @@ func (s *Server) wrap(route string, methods []string, h handlerFunc) http.Handle
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
 		if access.resource != "" {
-			if err := s.authz.Authorize(r.Context(), access.request(r)); err != nil {
+			req := access.request(r)
+			r = r.WithContext(authz.WithToken(r.Context(), req.Token))
+			if err := s.authz.Authorize(r.Context(), req); err != nil {
 				s.logger.Debug("request refused", "method", r.Method, "url", redactURL(r.URL), "error", err)
 				http.Error(w, err.Error(), http.StatusForbidden)
 				return

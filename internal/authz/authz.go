@@ -89,6 +89,23 @@ var ErrDenied = errors.New("Permission denied")
 // Denied returns the error refusing req.
 func Denied(req Request) error { return fmt.Errorf("%w: %s", ErrDenied, req) }
 
+type tokenKey struct{}
+
+// WithToken returns ctx carrying the caller's token, for the calls made
+// on its behalf (the HTTP API's RPCs).
+func WithToken(ctx context.Context, token string) context.Context {
+	if token == "" {
+		return ctx
+	}
+	return context.WithValue(ctx, tokenKey{}, token)
+}
+
+// TokenFrom returns the token WithToken put in ctx, or "".
+func TokenFrom(ctx context.Context) string {
+	t, _ := ctx.Value(tokenKey{}).(string)
+	return t
+}
+
 // AllowAll allows everything: the Authorizer until ACL tokens exist.
 type AllowAll struct{}
 

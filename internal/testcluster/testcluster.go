@@ -15,6 +15,7 @@ import (
 
 	"github.com/trellismesh/trellis/agent"
 	"github.com/trellismesh/trellis/agent/config"
+	"github.com/trellismesh/trellis/internal/authz"
 	"github.com/trellismesh/trellis/internal/testutil"
 )
 
@@ -46,6 +47,8 @@ type Options struct {
 	HCL string
 	// Args are extra agent flags.
 	Args []string
+	// Authorizer, when set, decides the agent's requests (agent.SetAuthorizer).
+	Authorizer authz.Authorizer
 }
 
 // Agent is a running test agent.
@@ -114,6 +117,9 @@ func StartAgent(t testing.TB, opts Options) *Agent {
 	a, err := agent.New(rc, testutil.Logger(t))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if opts.Authorizer != nil {
+		a.SetAuthorizer(opts.Authorizer)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -79,6 +79,18 @@ type QueryOptions struct {
 	AllowStale bool
 	// RequireConsistent makes the leader confirm its leadership first (?consistent).
 	RequireConsistent bool
+	// Token is the caller's ACL token; never logged.
+	Token string `json:",omitempty"`
+}
+
+// RequestToken returns the caller's ACL token, for the Authorizer.
+func (q *QueryOptions) RequestToken() string { return q.Token }
+
+// SetRequestToken sets the caller's token when the request has none.
+func (q *QueryOptions) SetRequestToken(t string) {
+	if q.Token == "" {
+		q.Token = t
+	}
 }
 
 // QueryMeta is what every query reply says about the answer.
@@ -107,6 +119,13 @@ type WriteRequest struct {
 
 // RequestToken returns the caller's ACL token, for the Authorizer.
 func (w *WriteRequest) RequestToken() string { return w.Token }
+
+// SetRequestToken sets the caller's token when the request has none.
+func (w *WriteRequest) SetRequestToken(t string) {
+	if w.Token == "" {
+		w.Token = t
+	}
+}
 
 // WriteReply is the reply of a write: the Raft index it was applied at.
 type WriteReply struct {
