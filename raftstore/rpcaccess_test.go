@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"testing"
-	"time"
 
 	"github.com/trellismesh/trellis/internal/authz"
-	"github.com/trellismesh/trellis/internal/testutil"
 	"github.com/trellismesh/trellis/raftstore/structs"
 )
 
@@ -42,18 +40,8 @@ func TestRPC_authorizerRefusesBeforeRaft(t *testing.T) {
 	deny := &denyWrites{}
 	cfg := TestConfig("s1", "")
 	cfg.Authorizer = deny
-	cfg.Logger = testutil.Logger(t)
-	s, err := NewServer(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Shutdown() })
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	if err := s.WaitForLeader(ctx); err != nil {
-		t.Fatalf("no leader: %v", err)
-	}
-	err = s.RPC(t.Context(), structs.MethodCatalogRegister, &structs.RegisterRequest{
+	s := startServerWith(t, cfg)
+	err := s.RPC(t.Context(), structs.MethodCatalogRegister, &structs.RegisterRequest{
 		Node: "n1", Address: "127.0.0.1", WriteRequest: structs.WriteRequest{Token: "t-1"},
 	}, &structs.WriteReply{})
 	if !errors.Is(err, authz.ErrDenied) {

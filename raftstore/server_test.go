@@ -20,6 +20,13 @@ func startServer(t *testing.T, dataDir string, bind ...string) *Server {
 	if len(bind) > 0 {
 		cfg.BindAddr = bind[0] // a restart keeps its address, as in production
 	}
+	return startServerWith(t, cfg)
+}
+
+// startServerWith starts a server of cfg (with the test's logger) and
+// waits for it to lead.
+func startServerWith(t *testing.T, cfg Config) *Server {
+	t.Helper()
 	cfg.Logger = testutil.Logger(t)
 	s, err := NewServer(cfg)
 	if err != nil {

@@ -7,10 +7,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/trellismesh/trellis/internal/authz"
-	"github.com/trellismesh/trellis/internal/testutil"
 )
 
 // denyAll refuses everything and records what it was asked.
@@ -44,15 +42,7 @@ func TestAuthorizer_everyRouteAsks(t *testing.T) {
 	t.Parallel()
 	a, _, _, _ := startAPI(t)
 	deny := &denyAll{}
-	hs := New(Config{Addrs: []string{"127.0.0.1:0"}, Authorizer: deny, Logger: testutil.Logger(t)}, a)
-	if err := hs.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		hs.Shutdown(ctx)
-	})
+	hs := serveAPI(t, a, Config{Authorizer: deny})
 	base := "http://" + hs.Addrs()[0].String()
 	wildcard := regexp.MustCompile(`\{[a-z]+\}`)
 	for _, rt := range routes {

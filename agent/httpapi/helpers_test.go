@@ -196,15 +196,7 @@ func startAPIOnce(t testing.TB) (*testAgent, *Server, *consulapi.Client, *api.Cl
 	}
 	a := &testAgent{srv: srv, node: "node1", services: map[string]*structs.NodeService{}, checks: map[string]*structs.HealthCheck{},
 		leaves: map[string]*structs.IssuedCert{}}
-	hs := New(Config{Addrs: []string{"127.0.0.1:0"}, Logger: testutil.Logger(t)}, a)
-	if err := hs.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		hs.Shutdown(ctx)
-	})
+	hs := serveAPI(t, a, Config{})
 	addr := hs.Addrs()[0].String()
 	ccfg := consulapi.DefaultConfig()
 	ccfg.Address = addr
@@ -217,6 +209,24 @@ func startAPIOnce(t testing.TB) (*testAgent, *Server, *consulapi.Client, *api.Cl
 		t.Fatal(err)
 	}
 	return a, hs, cc, ours
+}
+
+// serveAPI starts an HTTP API of cfg (on a free loopback port, with the
+// test's logger) for a, stopped when the test ends.
+func serveAPI(t testing.TB, a Agent, cfg Config) *Server {
+	t.Helper()
+	cfg.Addrs = []string{"127.0.0.1:0"}
+	cfg.Logger = testutil.Logger(t)
+	hs := New(cfg, a)
+	if err := hs.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		hs.Shutdown(ctx)
+	})
+	return hs
 }
 
 // The cluster operations have no cluster behind them here; they are tested
