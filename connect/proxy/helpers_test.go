@@ -6,15 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-metrics"
 	"go.uber.org/goleak"
 
 	"github.com/trellismesh/trellis/connect"
@@ -25,100 +21,18 @@ import (
 )
 
 // sink collects every metric of the package's tests; tests tell theirs
-// apart by the proxy label, which is unique per proxy.
-var sink = newTestSink()
+// apart by the proxy label.
+var sink *testutil.MetricsSink
 
 func TestMain(m *testing.M) {
-	conf := metrics.DefaultConfig("")
-	conf.EnableHostname = false
-	conf.EnableHostnameLabel = false
-	conf.EnableRuntimeMetrics = false       // it would run a goroutine for ever
+	sink = testutil.InstallMetricsSink()
 	metricsInterval = 20 * time.Millisecond // tests wait for the flush
-	if _, err := metrics.NewGlobal(conf, sink); err != nil {
-		fmt.Fprintln(os.Stderr, "metrics:", err)
-		os.Exit(1)
-	}
 	goleak.VerifyTestMain(m)
 }
 
-// testSink is a metrics sink that keeps counter totals and last gauge
-// values by key and labels.
-type testSink struct {
-	mu     sync.Mutex
-	values map[string]*sinkValue // guarded by mu
-}
-
-type sinkValue struct {
-	key    string
-	labels map[string]string
-	value  float64
-}
-
-func newTestSink() *testSink { return &testSink{values: make(map[string]*sinkValue)} }
-
-func (s *testSink) record(key []string, val float32, labels []metrics.Label, add bool) {
-	k := strings.Join(key, ".")
-	parts := []string{k}
-	lm := make(map[string]string, len(labels))
-	for _, l := range labels {
-		parts = append(parts, l.Name+"="+l.Value)
-		lm[l.Name] = l.Value
-	}
-	sort.Strings(parts[1:])
-	flat := strings.Join(parts, ";")
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	v := s.values[flat]
-	if v == nil {
-		v = &sinkValue{key: k, labels: lm}
-		s.values[flat] = v
-	}
-	if add {
-		v.value += float64(val)
-	} else {
-		v.value = float64(val)
-	}
-}
-
-func (s *testSink) SetGauge(key []string, val float32) { s.record(key, val, nil, false) }
-func (s *testSink) SetGaugeWithLabels(key []string, val float32, labels []metrics.Label) {
-	s.record(key, val, labels, false)
-}
-func (s *testSink) EmitKey([]string, float32)             {}
-func (s *testSink) IncrCounter(key []string, val float32) { s.record(key, val, nil, true) }
-func (s *testSink) IncrCounterWithLabels(key []string, val float32, labels []metrics.Label) {
-	s.record(key, val, labels, true)
-}
-func (s *testSink) AddSample([]string, float32)                            {}
-func (s *testSink) AddSampleWithLabels([]string, float32, []metrics.Label) {}
-
-var _ metrics.MetricSink = (*testSink)(nil)
-
-// get sums the values of key ("inbound.denied") over the label sets that
-// include every name=value pair of match.
-func (s *testSink) get(key string, match ...string) float64 {
-	full := "trellis.proxy." + key
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var sum float64
-	for _, v := range s.values {
-		if v.key != full {
-			continue
-		}
-		ok := true
-		for _, m := range match {
-			name, value, _ := strings.Cut(m, "=")
-			if v.labels[name] != value {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			sum += v.value
-		}
-	}
-	return sum
-}
+// metric sums the values of key (without its "trellis.proxy." prefix)
+// over the label sets that include every name=value pair of match.
+func metric(key string, match ...string) float64 { return sink.Get("trellis.proxy."+key, match...) }
 
 // running maps the IDs of the proxies startProxy started to them.
 var running sync.Map
@@ -129,7 +43,7 @@ func metricOf(proxyID, key string, match ...string) float64 {
 	if p, ok := running.Load(proxyID); ok {
 		p.(*Proxy).reg.flush()
 	}
-	return sink.get(key, append([]string{"proxy=" + proxyID}, match...)...)
+	return metric(key, append([]string{"proxy=" + proxyID}, match...)...)
 }
 
 // waitMetric waits until key of proxyID reaches at least want.

@@ -1,5 +1,6 @@
 // Package testutil holds helpers for tests: a logger that writes to the test
-// (shown only when it fails, or under -v), and free loopback ports.
+// (shown only when it fails, or under -v), free loopback ports, and a
+// go-metrics sink that keeps what it is sent (MetricsSink).
 //
 // It is imported only by _test.go files and other test-only helpers.
 package testutil

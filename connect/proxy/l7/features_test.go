@@ -135,7 +135,7 @@ func TestOutbound_OneHandshakeFor200Requests(t *testing.T) {
 		t.Errorf("source did %d TLS handshakes for 200 requests, want 1", n)
 	}
 	s.out.reg.flush()
-	if n := sink.get("upstream.connections", "proxy="+s.out.cfg.ProxyID); n != 1 {
+	if n := metric("upstream.connections", "proxy="+s.out.cfg.ProxyID); n != 1 {
 		t.Errorf("upstream.connections is %v, want 1", n)
 	}
 	waitMetric(t, &s.out.reg, "upstream.requests", 200, "proxy="+s.out.cfg.ProxyID, "class=2xx")

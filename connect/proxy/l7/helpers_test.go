@@ -7,15 +7,11 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-metrics"
 	"go.uber.org/goleak"
 
 	"github.com/trellismesh/trellis/connect"
@@ -28,98 +24,19 @@ import (
 )
 
 // sink collects every metric of the package's tests; tests tell theirs
-// apart by the proxy label, unique per proxy.
-var sink = newTestSink()
+// apart by the proxy label.
+var sink *testutil.MetricsSink
 
 func TestMain(m *testing.M) {
-	conf := metrics.DefaultConfig("")
-	conf.EnableHostname = false
-	conf.EnableHostnameLabel = false
-	conf.EnableRuntimeMetrics = false // it would run a goroutine for ever
+	sink = testutil.InstallMetricsSink()
 	metricsInterval = 20 * time.Millisecond
-	if _, err := metrics.NewGlobal(conf, sink); err != nil {
-		fmt.Fprintln(os.Stderr, "metrics:", err)
-		os.Exit(1)
-	}
 	goleak.VerifyTestMain(m)
 }
 
-// testSink keeps counter totals and last gauge values by key and labels.
-type testSink struct {
-	mu     sync.Mutex
-	values map[string]*sinkValue // guarded by mu
-}
-
-type sinkValue struct {
-	key    string
-	labels map[string]string
-	value  float64
-}
-
-func newTestSink() *testSink { return &testSink{values: make(map[string]*sinkValue)} }
-
-func (s *testSink) record(key []string, val float32, labels []metrics.Label, add bool) {
-	k := strings.Join(key, ".")
-	parts := []string{k}
-	lm := make(map[string]string, len(labels))
-	for _, l := range labels {
-		parts = append(parts, l.Name+"="+l.Value)
-		lm[l.Name] = l.Value
-	}
-	sort.Strings(parts[1:])
-	flat := strings.Join(parts, ";")
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	v := s.values[flat]
-	if v == nil {
-		v = &sinkValue{key: k, labels: lm}
-		s.values[flat] = v
-	}
-	if add {
-		v.value += float64(val)
-	} else {
-		v.value = float64(val)
-	}
-}
-
-func (s *testSink) SetGauge(key []string, val float32) { s.record(key, val, nil, false) }
-func (s *testSink) SetGaugeWithLabels(key []string, val float32, labels []metrics.Label) {
-	s.record(key, val, labels, false)
-}
-func (s *testSink) EmitKey([]string, float32)             {}
-func (s *testSink) IncrCounter(key []string, val float32) { s.record(key, val, nil, true) }
-func (s *testSink) IncrCounterWithLabels(key []string, val float32, labels []metrics.Label) {
-	s.record(key, val, labels, true)
-}
-func (s *testSink) AddSample([]string, float32)                            {}
-func (s *testSink) AddSampleWithLabels([]string, float32, []metrics.Label) {}
-
-var _ metrics.MetricSink = (*testSink)(nil)
-
-// get sums the values of "trellis.proxy.http."+key over the label sets
-// that include every name=value pair of match.
-func (s *testSink) get(key string, match ...string) float64 {
-	full := "trellis.proxy.http." + key
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var sum float64
-	for _, v := range s.values {
-		if v.key != full {
-			continue
-		}
-		ok := true
-		for _, m := range match {
-			name, value, _ := strings.Cut(m, "=")
-			if v.labels[name] != value {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			sum += v.value
-		}
-	}
-	return sum
+// metric sums the values of key (without its "trellis.proxy.http." prefix)
+// over the label sets that include every name=value pair of match.
+func metric(key string, match ...string) float64 {
+	return sink.Get("trellis.proxy.http."+key, match...)
 }
 
 // waitMetric waits until key (with match) reaches at least want, flushing
@@ -128,7 +45,7 @@ func waitMetric(t *testing.T, reg *registry, key string, want float64, match ...
 	t.Helper()
 	retry.Run(t, func(r *retry.R) {
 		reg.flush()
-		if got := sink.get(key, match...); got < want {
+		if got := metric(key, match...); got < want {
 			r.Fatalf("%s %v is %v, want at least %v", key, match, got, want)
 		}
 	})

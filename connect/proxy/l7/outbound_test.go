@@ -61,7 +61,7 @@ func TestOutbound_GetAndPost(t *testing.T) {
 // retryLatency checks that the latency quantiles were emitted.
 func retryLatency(t *testing.T, s *srcProxy) {
 	t.Helper()
-	if v := sink.get("upstream.latency_ms", "proxy="+s.out.cfg.ProxyID, "quantile=0.99"); v <= 0 {
+	if v := metric("upstream.latency_ms", "proxy="+s.out.cfg.ProxyID, "quantile=0.99"); v <= 0 {
 		t.Errorf("p99 latency gauge is %v, want > 0", v)
 	}
 }
