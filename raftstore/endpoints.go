@@ -132,6 +132,16 @@ func (s *Server) RPC(ctx context.Context, method string, args, reply any) error 
 	if needsLeader(method, args) && !s.IsLeader() {
 		return s.forward(ctx, ep, method, args, reply)
 	}
+	return s.serve(ctx, ep, args, reply)
+}
+
+// serve serves a request here, once it is authorized: the caller's token
+// has done its job and is cleared, so that no write carries it into the
+// Raft log (or a later error message).
+func (s *Server) serve(ctx context.Context, ep endpoint, args, reply any) error {
+	if t, ok := args.(interface{ ClearRequestToken() }); ok {
+		t.ClearRequestToken()
+	}
 	return ep.call(s, ctx, args, reply)
 }
 
@@ -143,7 +153,7 @@ func (s *Server) forward(ctx context.Context, ep endpoint, method string, args, 
 	for attempt := 0; ; attempt++ {
 		switch leader := s.Leader(); {
 		case s.IsLeader():
-			return ep.call(s, ctx, args, reply)
+			return s.serve(ctx, ep, args, reply)
 		case leader != "" && leader != s.Addr():
 			err := s.rpcClient.Call(ctx, leader, method, args, reply)
 			if err == nil || !retryable(err) {

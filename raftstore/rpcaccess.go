@@ -51,8 +51,7 @@ var rpcAccesses = map[string]rpcAccess{
 	structs.MethodMetricsEdges:           {authz.Service, authz.Read},
 }
 
-// authorizeRPC asks the Authorizer about one call, with the token of a
-// write (reads carry none yet).
+// authorizeRPC asks the Authorizer about one call, with the caller's token.
 func (s *Server) authorizeRPC(ctx context.Context, method string, args any) error {
 	ra, ok := rpcAccesses[method]
 	if !ok {

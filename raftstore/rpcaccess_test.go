@@ -1,9 +1,12 @@
 package raftstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"testing"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/trellismesh/trellis/internal/authz"
 	"github.com/trellismesh/trellis/raftstore/structs"
@@ -62,5 +65,41 @@ func TestRPC_authorizerRefusesBeforeRaft(t *testing.T) {
 	}
 	if !sawToken {
 		t.Errorf("asked %+v; want node:write with the token", deny.asked)
+	}
+}
+
+// A write's token is cleared once it is authorized: it never reaches the
+// Raft log.
+func TestRPC_tokenNeverReachesTheLog(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, "")
+	const secret = "secret-token-7f3a"
+	for _, req := range []struct {
+		method string
+		args   any
+	}{
+		{structs.MethodCatalogRegister, &structs.RegisterRequest{Node: "n1", Address: "127.0.0.1", WriteRequest: structs.WriteRequest{Token: secret}}},
+		{structs.MethodCatalogDeregister, &structs.DeregisterRequest{Node: "n1", WriteRequest: structs.WriteRequest{Token: secret}}},
+	} {
+		if err := s.RPC(t.Context(), req.method, req.args, &structs.WriteReply{}); err != nil {
+			t.Fatalf("%s: %v", req.method, err)
+		}
+	}
+	first, err := s.logStore.FirstIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := s.logStore.LastIndex()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := first; i <= last; i++ {
+		var l raft.Log
+		if err := s.logStore.GetLog(i, &l); err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(l.Data, []byte(secret)) {
+			t.Errorf("log entry %d holds the token: %q", i, l.Data)
+		}
 	}
 }

@@ -44,6 +44,8 @@ type Server struct {
 	caMu sync.RWMutex
 	// signerCache is the parsed active root, by its ID.
 	signerCache atomic.Pointer[ca.Root]
+	// logStore is Raft's log (for tests that check what reaches it).
+	logStore raft.LogStore
 	// golden keeps the agents' reports of the mesh's golden signals while
 	// this server leads (metrics_endpoints.go).
 	golden *golden.Window
@@ -174,6 +176,7 @@ func (s *Server) start() error {
 		return fmt.Errorf("raft config: %w", err)
 	}
 
+	s.logStore = logs
 	s.fsm = fsm.New(s.logger)
 	if s.cfg.Bootstrap {
 		has, err := raft.HasExistingState(logs, stable, snaps)

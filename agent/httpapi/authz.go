@@ -8,19 +8,21 @@ import (
 )
 
 // routeAccess is what a route asks the Authorizer: the resource, the path
-// value that names it (if any), and whether POST or PUT only reads.
+// value that names it (if any), and the access when the method does not
+// say it (GET and HEAD read, the others write).
 type routeAccess struct {
 	prefix   string
 	resource authz.Resource // "" for routes anyone may call
 	name     string         // path value naming the resource
-	readPost bool           // a POST that only reads
+	access   authz.Access   // when set, the access whatever the method
 }
 
 // routeAccesses map route patterns, longest prefix first, to what they
 // touch, in the terms of Consul's ACL rules.
 var routeAccesses = []routeAccess{
-	{prefix: "/v1/agent/connect/authorize", resource: authz.Intention, readPost: true},
-	{prefix: "/v1/agent/connect/ca/leaf/", resource: authz.Service, name: "service"},
+	{prefix: "/v1/agent/connect/authorize", resource: authz.Intention, access: authz.Read},
+	// A leaf comes with its private key: who gets it can act as the service.
+	{prefix: "/v1/agent/connect/ca/leaf/", resource: authz.Service, name: "service", access: authz.Write},
 	{prefix: "/v1/agent/connect/ca/roots", resource: authz.Mesh},
 	{prefix: "/v1/agent/connect/proxy-config/", resource: authz.Service},
 	{prefix: "/v1/agent/connect/proxy-metrics", resource: authz.Service},
@@ -45,7 +47,7 @@ var routeAccesses = []routeAccess{
 	{prefix: "/v1/connect/intentions", resource: authz.Intention},
 	{prefix: "/v1/connect/metrics", resource: authz.Service},
 	{prefix: "/v1/config", resource: authz.Mesh},
-	{prefix: "/v1/discovery-chain/", resource: authz.Service, name: "service", readPost: true},
+	{prefix: "/v1/discovery-chain/", resource: authz.Service, name: "service", access: authz.Read},
 }
 
 // accessOf returns what pattern's route touches; ok is false for a
@@ -65,7 +67,10 @@ func (ra routeAccess) request(r *http.Request) authz.Request {
 	if ra.name != "" {
 		req.Name = r.PathValue(ra.name)
 	}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead && !ra.readPost {
+	switch {
+	case ra.access != 0:
+		req.Access = ra.access
+	case r.Method != http.MethodGet && r.Method != http.MethodHead:
 		req.Access = authz.Write
 	}
 	return req

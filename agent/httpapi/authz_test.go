@@ -42,7 +42,7 @@ func TestAuthorizer_everyRouteAsks(t *testing.T) {
 	t.Parallel()
 	a, _, _, _ := startAPI(t)
 	deny := &denyAll{}
-	hs := serveAPI(t, a, Config{Authorizer: deny})
+	hs := serveAPI(t, a, Config{Authorizer: deny, EnableDebug: true})
 	base := "http://" + hs.Addrs()[0].String()
 	wildcard := regexp.MustCompile(`\{[a-z]+\}`)
 	for _, rt := range routes {
@@ -75,7 +75,10 @@ func TestAuthorizer_everyRouteAsks(t *testing.T) {
 			continue
 		}
 		wantAccess := authz.Read
-		if method != http.MethodGet && !access.readPost {
+		switch {
+		case access.access != 0:
+			wantAccess = access.access
+		case method != http.MethodGet:
 			wantAccess = authz.Write
 		}
 		if asked.Resource != access.resource || asked.Access != wantAccess || asked.Token != "secret-token" {
@@ -85,12 +88,31 @@ func TestAuthorizer_everyRouteAsks(t *testing.T) {
 			t.Errorf("%s %s asked about %q, want the path's web", method, rt.pattern, asked.Name)
 		}
 	}
+	// The profiler takes operator:read.
+	if resp, err := http.Get(base + "/debug/pprof/cmdline"); err != nil {
+		t.Fatal(err)
+	} else if resp.Body.Close(); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("pprof without operator:read: %d", resp.StatusCode)
+	}
+	if asked, _ := deny.last(); asked.Resource != authz.Operator || asked.Access != authz.Read {
+		t.Errorf("pprof asked %+v, want operator:read", asked)
+	}
+	// A leaf, with its private key, takes service:write.
+	req, _ := http.NewRequest(http.MethodGet, base+"/v1/agent/connect/ca/leaf/web", nil)
+	if resp, err := http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	} else {
+		resp.Body.Close()
+	}
+	if asked, _ := deny.last(); asked.Resource != authz.Service || asked.Access != authz.Write || asked.Name != "web" {
+		t.Errorf("GET of a leaf asked %+v, want service:write web", asked)
+	}
 	// The refused registration did nothing.
 	if svcs := a.LocalServices(); len(svcs) != 0 {
 		t.Errorf("services after refused writes: %v", svcs)
 	}
 	// The token never reaches the answer.
-	req, _ := http.NewRequest(http.MethodGet, base+"/v1/agent/services?token=secret-token", nil)
+	req, _ = http.NewRequest(http.MethodGet, base+"/v1/agent/services?token=secret-token", nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

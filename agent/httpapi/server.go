@@ -80,11 +80,22 @@ func New(cfg Config, agent Agent) *Server {
 	s := &Server{agent: agent, authz: az, logger: logger.Named("http"), mux: http.NewServeMux()}
 	s.registerRoutes(cfg.UI)
 	if cfg.EnableDebug {
-		s.mux.HandleFunc("/debug/pprof/", pprof.Index)
-		s.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		s.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		s.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		s.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		// Profiles show the process's memory: operator:read, as in Consul.
+		debug := func(h http.HandlerFunc) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				req := authz.Request{Token: requestToken(r), Resource: authz.Operator, Access: authz.Read}
+				if err := s.authz.Authorize(r.Context(), req); err != nil {
+					http.Error(w, err.Error(), http.StatusForbidden)
+					return
+				}
+				h(w, r)
+			})
+		}
+		s.mux.Handle("/debug/pprof/", debug(pprof.Index))
+		s.mux.Handle("/debug/pprof/cmdline", debug(pprof.Cmdline))
+		s.mux.Handle("/debug/pprof/profile", debug(pprof.Profile))
+		s.mux.Handle("/debug/pprof/symbol", debug(pprof.Symbol))
+		s.mux.Handle("/debug/pprof/trace", debug(pprof.Trace))
 	}
 	s.srv = &http.Server{
 		Handler:           s.mux,

@@ -17,6 +17,7 @@ type MetricsReportRequest struct {
 	// IntervalMs is the span the samples cover, in milliseconds.
 	IntervalMs int64
 	Samples    []golden.Sample
+	WriteRequest
 }
 
 // MetricsEdgesRequest asks for the golden signals of the edges of a
@@ -26,6 +27,7 @@ type MetricsEdgesRequest struct {
 	Datacenter string
 	Service    string
 	WindowMs   int64
+	QueryOptions
 }
 
 // MetricsEdgesReply is the merged signals of the edges asked for.

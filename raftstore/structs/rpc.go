@@ -93,6 +93,9 @@ func (q *QueryOptions) SetRequestToken(t string) {
 	}
 }
 
+// ClearRequestToken forgets the token, once the request is authorized.
+func (q *QueryOptions) ClearRequestToken() { q.Token = "" }
+
 // QueryMeta is what every query reply says about the answer.
 type QueryMeta struct {
 	// Index is the Raft index of the result: it moves only when the result
@@ -126,6 +129,10 @@ func (w *WriteRequest) SetRequestToken(t string) {
 		w.Token = t
 	}
 }
+
+// ClearRequestToken forgets the token, once the request is authorized, so
+// that it never reaches the Raft log.
+func (w *WriteRequest) ClearRequestToken() { w.Token = "" }
 
 // WriteReply is the reply of a write: the Raft index it was applied at.
 type WriteReply struct {
