@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/trellismesh/trellis/agent/mesh"
@@ -167,10 +168,37 @@ func (a *Agent) ConnectAuthorize(_ context.Context, target, clientCertURI string
 func (a *Agent) DefaultIntentionAllow() bool { return a.cfg.DefaultIntentionAllow }
 
 // AddMeshSamples adds the counts of a proxy run by trellis connect proxy to
-// what the agent reports to the servers.
+// what the agent reports to the servers. The proxy's side of each sample
+// must be a service with a sidecar on this agent, and the other side a
+// service name: made-up edges would fill the recorder, and the servers'
+// window, with nothing real. Nothing is added when one sample is refused.
 func (a *Agent) AddMeshSamples(samples []golden.Sample) error {
 	if a.golden == nil {
 		return structs.Invalid("", "the mesh is disabled on this agent (connect { enabled = false })")
+	}
+	local := map[string]bool{}
+	for _, svc := range a.LocalServices() {
+		if svc.Kind == structs.ServiceKindConnectProxy && svc.Proxy != nil {
+			local[strings.ToLower(svc.Proxy.DestinationServiceName)] = true
+		}
+	}
+	for i, s := range samples {
+		own, peer := s.Source, s.Destination
+		if s.Side == golden.Inbound {
+			own, peer = s.Destination, s.Source
+		}
+		if !local[strings.ToLower(own)] {
+			return structs.Invalid(fmt.Sprintf("Samples[%d]", i), "%q is not a service with a sidecar on this agent", own)
+		}
+		if peer != golden.OtherService {
+			field := "Destination"
+			if s.Side == golden.Inbound {
+				field = "Source"
+			}
+			if err := connect.ValidateServiceName(field, peer); err != nil {
+				return structs.Invalid(fmt.Sprintf("Samples[%d]", i), "%v", err)
+			}
+		}
 	}
 	a.golden.Add(samples)
 	return nil

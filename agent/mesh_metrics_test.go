@@ -114,6 +114,16 @@ func TestMesh_GoldenMetricsAcrossAgents(t *testing.T) {
 		t.Errorf("leaves held: %v", held)
 	}
 
+	// A sample from a proxy this agent does not front is refused, and
+	// nothing of its request is kept.
+	err = trellisClient(t, c.Clients[0]).Agent().ConnectProxyMetrics([]api.MeshSample{
+		{Side: "outbound", Source: "web", Destination: "api", Protocol: "tcp", Requests: 1},
+		{Side: "inbound", Source: "web", Destination: "made-up", Protocol: "tcp", Requests: 1},
+	}, nil)
+	if err == nil || !strings.Contains(err.Error(), `Samples[1]`) || !strings.Contains(err.Error(), "made-up") {
+		t.Errorf("a sample of a service without a sidecar here: %v", err)
+	}
+
 	// A bad filter or window is refused, naming it.
 	_, err = trellisClient(t, c.Clients[0]).Connect().Metrics("", -time.Second, &api.QueryOptions{Filter: "Protocol =="})
 	if err == nil || !strings.Contains(err.Error(), "filter") {

@@ -2,6 +2,7 @@ package raftstore
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"time"
 
@@ -30,7 +31,18 @@ func (s *Server) metricsReport(_ context.Context, req *structs.MetricsReportRequ
 	if err := golden.Validate(req.Samples); err != nil {
 		return structs.Invalid("Samples", "%v", err)
 	}
-	s.golden.Add(req.Node, time.Duration(req.IntervalMs)*time.Millisecond, req.Samples, time.Now())
+	// Only a node of the catalog reports: a made-up name cannot fill the
+	// window.
+	_, ns, err := s.fsm.State().NodeServices(nil, req.Node)
+	if err != nil {
+		return err
+	}
+	if ns == nil {
+		return structs.Invalid("Node", "%q is not a node of the catalog", req.Node)
+	}
+	if err := s.golden.Add(req.Node, time.Duration(req.IntervalMs)*time.Millisecond, req.Samples, time.Now()); err != nil {
+		return fmt.Errorf("keep the report of %q: %w", req.Node, err)
+	}
 	return nil
 }
 

@@ -1,6 +1,8 @@
 package golden
 
 import (
+	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -307,5 +309,23 @@ func TestTotals(t *testing.T) {
 	}
 	if e.SumSeconds < 18.5 || e.SumSeconds > 21.5 { // within the fine buckets' 7%
 		t.Errorf("sum %v s", e.SumSeconds)
+	}
+}
+
+// A window keeps at most MaxNodes nodes; the known ones go on reporting.
+func TestWindow_BoundsNodes(t *testing.T) {
+	t.Parallel()
+	w := NewWindow(time.Minute)
+	now := time.Now()
+	for i := range MaxNodes {
+		if err := w.Add(fmt.Sprint("n", i), time.Second, nil, now); err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+	}
+	if err := w.Add("one-too-many", time.Second, nil, now); !errors.Is(err, ErrFull) {
+		t.Errorf("a node past MaxNodes: %v, want ErrFull", err)
+	}
+	if err := w.Add("n0", time.Second, nil, now); err != nil {
+		t.Errorf("a known node: %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package golden
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -87,12 +88,23 @@ func (w *Window) Retain() time.Duration { return w.retain }
 
 // Add keeps a node's report, received at now, of the interval before it.
 // Validate the samples first.
-func (w *Window) Add(node string, interval time.Duration, samples []Sample, now time.Time) {
+// A new node past MaxNodes is refused with ErrFull.
+func (w *Window) Add(node string, interval time.Duration, samples []Sample, now time.Time) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.expire(now)
+	if _, known := w.nodes[node]; !known && len(w.nodes) >= MaxNodes {
+		return ErrFull
+	}
 	w.nodes[node] = compact(append(w.nodes[node], report{at: now, interval: interval, samples: samples}), now)
+	return nil
 }
+
+// MaxNodes bounds the nodes a window keeps reports of.
+const MaxNodes = 16384
+
+// ErrFull refuses a report of a new node when the window holds MaxNodes.
+var ErrFull = errors.New("the window keeps reports of as many nodes as it may")
 
 // Reports older than compactAfter are merged into reports of about
 // compactSpan each: a query of the last seconds sees every report, a query
