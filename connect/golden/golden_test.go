@@ -207,7 +207,8 @@ func TestValidate(t *testing.T) {
 		"long":     {func(s *Sample) { s.Destination = strings.Repeat("x", 300) }, "Destination"},
 		"protocol": {func(s *Sample) { s.Protocol = "smtp" }, "Protocol"},
 		"failures": {func(s *Sample) { s.Failures = 3 }, "failures"},
-		"latency":  {func(s *Sample) { s.Latency = [][2]uint64{{1, 5}} }, "Latency"},
+		"latency":  {func(s *Sample) { s.Latency = [][2]uint64{{1, 1 << 41}} }, "Latency"},
+		"requests": {func(s *Sample) { s.Requests, s.Failures = 1<<41, 0 }, "requests"},
 	} {
 		s := good
 		tc.mut(&s)

@@ -136,14 +136,20 @@ func (r *Recorder) Collect() []Sample {
 	r.mu.Unlock()
 	var out []Sample
 	for i, e := range edges {
+		// The reverse of Observe's order: a request that lands between
+		// two of these is in this sample's count but not yet in its
+		// failures or latencies, never the other way round. (Its latency
+		// then shows in the next sample, whose latencies may outnumber its
+		// requests by that much.)
+		snap := e.latency.Snapshot()
+		f := e.failures.Swap(0)
 		n := e.requests.Swap(0)
-		if n == 0 {
+		if n == 0 && snap.Total() == 0 {
 			continue
 		}
-		snap := e.latency.Snapshot()
 		out = append(out, Sample{
 			Side: keys[i].Side, Source: keys[i].Source, Destination: keys[i].Destination, Protocol: keys[i].Protocol,
-			Requests: n, Failures: min(e.failures.Swap(0), n), Latency: snap.Buckets(),
+			Requests: n, Failures: min(f, n), Latency: snap.Buckets(),
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].key().less(out[j].key()) })

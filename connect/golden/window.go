@@ -12,6 +12,7 @@ import (
 const (
 	maxNameLen     = 256
 	maxBucketsWire = histBuckets
+	maxCount       = 1 << 40 // requests or latencies in one sample
 )
 
 // Validate checks samples from the network before they are kept: known
@@ -37,12 +38,21 @@ func Validate(samples []Sample) error {
 		case len(s.Latency) > maxBucketsWire:
 			return fmt.Errorf("sample %d: Latency: %d buckets, more than %d", i, len(s.Latency), maxBucketsWire)
 		}
+		// Latencies may outnumber requests a little (a request counted in
+		// one sample can have its latency in the next); the bound keeps
+		// merged counts far from overflowing.
+		if s.Requests > maxCount {
+			return fmt.Errorf("sample %d: %d requests, more than %d", i, s.Requests, uint64(maxCount))
+		}
 		var n uint64
 		for _, b := range s.Latency {
+			if b[1] > maxCount {
+				return fmt.Errorf("sample %d: Latency: a bucket of %d samples, more than %d", i, b[1], uint64(maxCount))
+			}
 			n += b[1]
 		}
-		if n > s.Requests {
-			return fmt.Errorf("sample %d: Latency counts %d samples, more than its %d requests", i, n, s.Requests)
+		if n > maxCount {
+			return fmt.Errorf("sample %d: Latency counts %d samples, more than %d", i, n, uint64(maxCount))
 		}
 	}
 	return nil
@@ -63,6 +73,8 @@ type Window struct {
 	retain time.Duration
 	mu     sync.Mutex
 	nodes  map[string][]report // guarded by mu; oldest first
+	// lastExpire is when expire last ran; guarded by mu.
+	lastExpire time.Time
 }
 
 type report struct {
@@ -92,7 +104,12 @@ func (w *Window) Retain() time.Duration { return w.retain }
 func (w *Window) Add(node string, interval time.Duration, samples []Sample, now time.Time) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.expire(now)
+	// Expiring walks every node: once a second is enough (the node's own
+	// old reports go in compact below).
+	if now.Sub(w.lastExpire) >= time.Second {
+		w.expire(now)
+		w.lastExpire = now
+	}
 	if _, known := w.nodes[node]; !known && len(w.nodes) >= MaxNodes {
 		return ErrFull
 	}
