@@ -69,6 +69,10 @@ type compiler struct {
 	set   configentry.Set
 	dc    string
 	chain *Chain
+	// flat holds each nested splitter's splits, flattened once at 100%:
+	// splitters that reach one another by many paths cost their number of
+	// splits, not the number of paths.
+	flat map[string][]*Split
 }
 
 func (c *compiler) start(svc string) (string, error) {
@@ -195,11 +199,20 @@ func (c *compiler) flatten(s *configentry.ServiceSplitterConfigEntry, share floa
 							configentry.ServiceSplitter, s.Name, i, strings.Join(stack, " -> "), svc)
 					}
 				}
-				inner, err := c.flatten(nested, weight, append(stack[:len(stack):len(stack)], svc))
-				if err != nil {
-					return nil, err
+				inner, ok := c.flat[svc]
+				if !ok {
+					var err error
+					if inner, err = c.flatten(nested, 100, append(stack[:len(stack):len(stack)], svc)); err != nil {
+						return nil, err
+					}
+					if c.flat == nil {
+						c.flat = make(map[string][]*Split)
+					}
+					c.flat[svc] = inner
 				}
-				out = append(out, inner...)
+				for _, x := range inner {
+					out = append(out, &Split{Definition: x.Definition, Weight: x.Weight * float32(weight) / 100, NextNode: x.NextNode})
+				}
 				continue
 			}
 		}
@@ -209,7 +222,29 @@ func (c *compiler) flatten(s *configentry.ServiceSplitterConfigEntry, share floa
 		}
 		out = append(out, &Split{Definition: &def, Weight: float32(weight), NextNode: next})
 	}
-	return out, nil
+	return mergeSplits(out), nil
+}
+
+// mergeSplits adds up the splits that are one split of a nested splitter
+// reached by several paths (the same definition and next node), keeping the
+// order of their first appearance.
+func mergeSplits(splits []*Split) []*Split {
+	type key struct {
+		def  *configentry.ServiceSplit
+		next string
+	}
+	seen := make(map[key]*Split, len(splits))
+	out := splits[:0]
+	for _, sp := range splits {
+		k := key{sp.Definition, sp.NextNode}
+		if first := seen[k]; first != nil {
+			first.Weight += sp.Weight
+			continue
+		}
+		seen[k] = sp
+		out = append(out, sp)
+	}
+	return out
 }
 
 // resolved is a target after redirects and the default subset.

@@ -2,6 +2,7 @@ package chain
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -394,5 +395,34 @@ func TestCompile_JSONShape(t *testing.T) {
 	d, err := back.Route(newReq("GET", "/admin/x", nil), 0)
 	if err != nil || d.Target != "admin.default.default.dc1" || d.RouteName != "route:0" {
 		t.Errorf("decoded chain routes to %+v, %v", d, err)
+	}
+}
+
+// Splitters that reach one another by many paths flatten in the number of
+// their splits, not of the paths (2^30 here).
+func TestCompile_SplitterPathsDoNotMultiply(t *testing.T) {
+	var entries []configentry.Entry
+	const depth = 30
+	for i := range depth {
+		name := fmt.Sprint("s", i)
+		entries = append(entries, httpDefaults(name)...)
+		if i == depth-1 {
+			entries = append(entries, splitter(name, configentry.ServiceSplit{Weight: 100}))
+			continue
+		}
+		next := fmt.Sprint("s", i+1)
+		entries = append(entries, splitter(name, configentry.ServiceSplit{Weight: 50, Service: next}, configentry.ServiceSplit{Weight: 50, Service: next}))
+	}
+	c := compile(t, "s0", entries...)
+	sp := c.Nodes[c.StartNode]
+	var sum float32
+	for _, s := range sp.Splits {
+		sum += s.Weight
+		if s.NextNode != "resolver:s29.default.default.dc1" {
+			t.Errorf("a split leads to %s", s.NextNode)
+		}
+	}
+	if len(sp.Splits) > 2 || sum < 99.99 || sum > 100.01 {
+		t.Errorf("%d splits summing to %v; want at most 2, summing to 100", len(sp.Splits), sum)
 	}
 }

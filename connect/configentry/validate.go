@@ -19,6 +19,7 @@ const (
 	MaxMetaKeyLength     = 128
 	MaxMetaValueLength   = 512
 	MaxNumRetries        = 10
+	MaxRingSize          = 8 << 20 // Envoy's own bound
 	MaxPermissions       = 64
 	MaxDescriptionLength = 512
 )
@@ -642,6 +643,12 @@ func (lb *LoadBalancer) validate(f string) error {
 	if rh := lb.RingHashConfig; rh != nil {
 		if !hashing {
 			return fieldErr(f+".RingHashConfig", "needs Policy %s or %s", LBRingHash, LBMaglev)
+		}
+		if rh.MinimumRingSize > MaxRingSize {
+			return fieldErr(f+".RingHashConfig.MinimumRingSize", "%d is more than %d", rh.MinimumRingSize, uint64(MaxRingSize))
+		}
+		if rh.MaximumRingSize > MaxRingSize {
+			return fieldErr(f+".RingHashConfig.MaximumRingSize", "%d is more than %d", rh.MaximumRingSize, uint64(MaxRingSize))
 		}
 		if rh.MinimumRingSize > 0 && rh.MaximumRingSize > 0 && rh.MinimumRingSize > rh.MaximumRingSize {
 			return fieldErr(f+".RingHashConfig.MinimumRingSize", "%d is more than MaximumRingSize %d", rh.MinimumRingSize, rh.MaximumRingSize)

@@ -103,6 +103,7 @@ func TestValidate_Refused(t *testing.T) {
 		{"drain timeout", `{"Kind":"service-resolver","Name":"db","DrainTimeout":"-1s"}`, "DrainTimeout", "negative"},
 		{"policy", `{"Kind":"service-resolver","Name":"db","LoadBalancer":{"Policy":"fastest"}}`, "LoadBalancer.Policy", "not a policy"},
 		{"ring hash config", `{"Kind":"service-resolver","Name":"db","LoadBalancer":{"Policy":"least_request","RingHashConfig":{"MinimumRingSize":1}}}`, "LoadBalancer.RingHashConfig", "ring_hash or maglev"},
+		{"ring too big", `{"Kind":"service-resolver","Name":"db","LoadBalancer":{"Policy":"ring_hash","RingHashConfig":{"MinimumRingSize":2147483648,"MaximumRingSize":2147483648}}}`, "LoadBalancer.RingHashConfig.MinimumRingSize", "more than 8388608"},
 		{"ring sizes", `{"Kind":"service-resolver","Name":"db","LoadBalancer":{"Policy":"ring_hash","RingHashConfig":{"MinimumRingSize":10,"MaximumRingSize":5}}}`, "LoadBalancer.RingHashConfig.MinimumRingSize", "more than MaximumRingSize"},
 		{"least request config", `{"Kind":"service-resolver","Name":"db","LoadBalancer":{"Policy":"random","LeastRequestConfig":{"ChoiceCount":2}}}`, "LoadBalancer.LeastRequestConfig", "least_request"},
 		{"hash policies", `{"Kind":"service-resolver","Name":"db","LoadBalancer":{"Policy":"round_robin","HashPolicies":[{"SourceIP":true}]}}`, "LoadBalancer.HashPolicies", "ring_hash or maglev"},

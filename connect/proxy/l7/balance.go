@@ -408,15 +408,19 @@ type ringPoint struct {
 	inst *instance
 }
 
+// maxRingPoints bounds a ring whatever its entry asks (as the L4 side
+// does): 65,536 points spread hashes as well as millions would, in 1 MB.
+const maxRingPoints = 1 << 16
+
 func newRing(list []*instance, minSize, maxSize uint64) *ring {
 	if minSize == 0 {
 		minSize = 1024
 	}
 	if maxSize == 0 {
-		maxSize = 8 << 20
+		maxSize = maxRingPoints
 	}
 	size := max(minSize, uint64(len(list)))
-	size = min(size, maxSize)
+	size = min(size, maxSize, maxRingPoints)
 	per := max(1, int(size)/max(1, len(list)))
 	r := &ring{points: make([]ringPoint, 0, per*len(list))}
 	for _, i := range list {
