@@ -194,7 +194,11 @@ func (s *Server) configEntryDelete(_ context.Context, req *structs.ConfigEntryRe
 	if err != nil {
 		return entryFieldError(err)
 	}
-	if err := json.Unmarshal(fmt.Appendf(nil, `{"Kind":%q,"Name":%q}`, key.Kind, key.Name), stub); err != nil {
+	raw, err := json.Marshal(struct{ Kind, Name string }{key.Kind, key.Name}) // JSON escaping: %q is Go's
+	if err != nil {
+		return fmt.Errorf("build the delete of %s: %w", key, err)
+	}
+	if err := json.Unmarshal(raw, stub); err != nil {
 		return fmt.Errorf("build the delete of %s: %w", key, err)
 	}
 

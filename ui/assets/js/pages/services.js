@@ -115,13 +115,18 @@ export function servicesPage(main, _params, signal) {
   let invGen = 0;
   let firstNames = true;
   let patience = null;
+  let waited = false;
   const loadInventory = () => {
     const gen = ++invGen;
     inventory.load(signal).then((inst) => { if (gen === invGen && !signal.aborted) { instances = inst; draw(); } }).catch(() => {});
   };
   const drawSoon = () => {
-    if (instances) draw();
-    else if (names && checks && !patience) patience = setTimeout(() => { if (!instances && !signal.aborted) draw(); }, 500);
+    // Once the wait for the counts is over, changes draw at once, counts
+    // or not.
+    if (instances || waited) draw();
+    else if (names && checks && !patience) {
+      patience = setTimeout(() => { waited = true; if (!signal.aborted) draw(); }, 500);
+    }
   };
   loadInventory();
   watch('/v1/catalog/services', (d) => {
