@@ -121,6 +121,7 @@ type Inbound struct {
 
 	mu         sync.RWMutex
 	closed     bool                   // guarded by mu
+	draining   bool                   // guarded by mu; Shutdown: no new connections, requests go on
 	conns      map[*meshConn]struct{} // guarded by mu
 	goroutines sync.WaitGroup         // ServeConn calls and requests
 	background sync.WaitGroup         // the server and the flusher
@@ -238,7 +239,7 @@ func NewInbound(cfg InboundConfig) (*Inbound, error) {
 // negotiated ALPN (its handshake is run first if it has not been). It
 // returns when conn closes, ctx ends or the Inbound closes, and closes conn.
 func (in *Inbound) ServeConn(ctx context.Context, conn *tls.Conn) {
-	if !in.enter() {
+	if !in.enterConn() {
 		conn.Close()
 		return
 	}
@@ -260,7 +261,7 @@ func (in *Inbound) ServeConn(ctx context.Context, conn *tls.Conn) {
 		stats: in.statsFor(source.Service), done: make(chan struct{}),
 	}
 	in.mu.Lock()
-	if in.closed {
+	if in.closed || in.draining {
 		in.mu.Unlock()
 		mc.Close()
 		return
@@ -332,7 +333,7 @@ func (in *Inbound) Reverify(b *connect.Bundle) int {
 // closes as Close does.
 func (in *Inbound) Shutdown(ctx context.Context) error {
 	in.mu.Lock()
-	in.closed = true // no new connections
+	in.draining = true // no new connections; the requests on the others go on
 	in.mu.Unlock()
 	err := in.srv.Shutdown(ctx)
 	in.Close()
@@ -355,6 +356,15 @@ func (in *Inbound) Close() error {
 		in.background.Wait()
 	})
 	return nil
+}
+
+// enterConn is enter for a new connection, which a draining Inbound
+// refuses.
+func (in *Inbound) enterConn() bool {
+	in.mu.RLock()
+	draining := in.draining
+	in.mu.RUnlock()
+	return !draining && in.enter()
 }
 
 func (in *Inbound) enter() bool {
