@@ -189,6 +189,7 @@ func endpointsOf(insts []Instance, identity string) []l7.Endpoint {
 // outside the lock.
 func (u *upstream) setChainHTTPLocked(c *chain.Chain) (stopped *l7.Outbound) {
 	h := &u.http
+	prev := h.chain
 	h.chain = c
 	if c == nil || !configentry.IsHTTP(c.Protocol) {
 		stopped = h.out.Swap(nil)
@@ -197,16 +198,25 @@ func (u *upstream) setChainHTTPLocked(c *chain.Chain) (stopped *l7.Outbound) {
 		}
 		return stopped
 	}
-	for id := range h.insts {
-		if c.Targets[id] == nil {
-			delete(h.insts, id)
-		}
-	}
-	if cur := h.out.Load(); cur != nil {
+	cur := h.out.Load()
+	if cur != nil {
 		if err := cur.SetChain(c); err != nil {
+			h.chain = prev // what the L7 side still follows
 			u.p.logger.Warn("discovery chain not taken by the L7 path; it keeps the previous one", "upstream", u.name, "error", err)
 			return nil
 		}
+	}
+	// Targets the chain left: forgotten here, and by the L7 side (their
+	// balancing state and connections with them).
+	for id := range h.insts {
+		if c.Targets[id] == nil {
+			delete(h.insts, id)
+			if cur != nil {
+				cur.SetTargetEndpoints(id, nil)
+			}
+		}
+	}
+	if cur != nil {
 		for id, t := range c.Targets {
 			cur.SetTargetEndpoints(id, endpointsOf(h.insts[id], t.Name))
 		}
