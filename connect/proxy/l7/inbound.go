@@ -20,6 +20,7 @@ import (
 	"github.com/trellismesh/trellis/connect/configentry"
 	"github.com/trellismesh/trellis/connect/golden"
 	"github.com/trellismesh/trellis/connect/intentions"
+	"github.com/trellismesh/trellis/connect/proxy/l7/h2link"
 )
 
 // HeaderClientCert carries the verified identity of the calling service
@@ -98,11 +99,6 @@ type Inbound struct {
 	logger hclog.Logger
 	ctx    context.Context
 	cancel context.CancelFunc
-	// srv serves HTTP/2 with prior knowledge on the connections ServeConn
-	// feeds it through connLn, wrapped so that it does not take them for
-	// TLS connections to negotiate on (their ALPN is ours, not "h2").
-	srv    *http.Server
-	connLn *connListener
 	app    *http.Transport
 	appURL url.URL
 
@@ -124,28 +120,21 @@ type Inbound struct {
 	draining   bool                   // guarded by mu; Shutdown: no new connections, requests go on
 	conns      map[*meshConn]struct{} // guarded by mu
 	goroutines sync.WaitGroup         // ServeConn calls and requests
-	background sync.WaitGroup         // the server and the flusher
+	serving    sync.WaitGroup         // ServeConn calls past their handshake
+	background sync.WaitGroup         // the flusher
 }
 
-// meshConn is a connection from a source proxy, as the server sees it.
+// meshConn is a connection from a source proxy.
 type meshConn struct {
-	net.Conn // the *tls.Conn, hidden from the server
-	source   connect.ServiceID
-	chain    []*x509.Certificate // the peer's, verified in the handshake
-	xfcc     []string
-	stats    *sourceStats
-	once     sync.Once
-	done     chan struct{} // closed by Close
+	sc     *h2link.ServerConn
+	source connect.ServiceID
+	chain  []*x509.Certificate // the peer's, verified in the handshake
+	xfcc   []string
+	stats  *sourceStats
 }
 
-func (c *meshConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(func() { close(c.done) })
-	return err
-}
-
-// connKey is the context key of a request's *meshConn.
-type connKey struct{}
+// Close closes the connection at once.
+func (c *meshConn) Close() { c.sc.Close() }
 
 type sourceStats struct {
 	req    *reqStats
@@ -190,7 +179,6 @@ func NewInbound(cfg InboundConfig) (*Inbound, error) {
 		bySource: make(map[string]*sourceStats),
 		stop:     make(chan struct{}),
 		appURL:   url.URL{Scheme: "http", Host: cfg.LocalAppAddr},
-		connLn:   newConnListener(),
 		conns:    make(map[*meshConn]struct{}),
 	}
 	in.ctx, in.cancel = context.WithCancel(context.Background())
@@ -210,24 +198,7 @@ func NewInbound(cfg InboundConfig) (*Inbound, error) {
 	} else {
 		in.app.Protocols.SetUnencryptedHTTP2(true)
 	}
-	protocols := new(http.Protocols)
-	protocols.SetUnencryptedHTTP2(true)
-	in.srv = &http.Server{
-		Handler:     http.HandlerFunc(in.serveHTTP),
-		Protocols:   protocols,
-		HTTP2:       &http.HTTP2Config{MaxConcurrentStreams: 1000},
-		IdleTimeout: 10 * time.Minute,
-		ErrorLog:    logger.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
-		BaseContext: func(net.Listener) context.Context { return in.ctx },
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			return context.WithValue(ctx, connKey{}, c)
-		},
-	}
-	in.background.Add(2)
-	go func() {
-		defer in.background.Done()
-		in.srv.Serve(in.connLn)
-	}()
+	in.background.Add(1)
 	go func() {
 		defer in.background.Done()
 		in.reg.run(in.stop)
@@ -257,23 +228,30 @@ func (in *Inbound) ServeConn(ctx context.Context, conn *tls.Conn) {
 	}
 	cs := conn.ConnectionState()
 	mc := &meshConn{
-		Conn: conn, source: source, xfcc: []string{"URI=" + source.String()}, chain: cs.PeerCertificates,
-		stats: in.statsFor(source.Service), done: make(chan struct{}),
+		source: source, xfcc: []string{"URI=" + source.String()}, chain: cs.PeerCertificates,
+		stats: in.statsFor(source.Service),
 	}
+	mc.sc = h2link.NewServerConn(conn, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { in.serveHTTP(w, r, mc) }), h2link.ServerConfig{
+		MaxStreams:  h2link.DefaultMaxStreams,
+		IdleTimeout: 10 * time.Minute,
+		Logger:      in.logger,
+	})
 	in.mu.Lock()
 	if in.closed || in.draining {
 		in.mu.Unlock()
-		mc.Close()
+		conn.Close()
 		return
 	}
 	in.conns[mc] = struct{}{}
+	in.serving.Add(1)
 	in.mu.Unlock()
 	defer func() {
 		in.mu.Lock()
 		delete(in.conns, mc)
 		in.mu.Unlock()
+		in.serving.Done()
 	}()
-	stop := context.AfterFunc(ctx, func() { mc.Close() })
+	stop := context.AfterFunc(ctx, mc.Close)
 	defer stop()
 	// A connection ends when the first certificate of the peer's chain
 	// expires: its requests would no longer be authenticated.
@@ -282,11 +260,9 @@ func (in *Inbound) ServeConn(ctx context.Context, conn *tls.Conn) {
 		mc.Close()
 	})
 	defer expire.Stop()
-	if !in.connLn.push(mc) {
-		mc.Close()
-		return
+	if err := mc.sc.Serve(in.ctx); err != nil {
+		in.logger.Debug("inbound connection ended", "source", source.Service, "error", err)
 	}
-	<-mc.done
 }
 
 // chainNotAfter returns the earliest expiry of chain's certificates.
@@ -334,9 +310,27 @@ func (in *Inbound) Reverify(b *connect.Bundle) int {
 func (in *Inbound) Shutdown(ctx context.Context) error {
 	in.mu.Lock()
 	in.draining = true // no new connections; the requests on the others go on
+	conns := make([]*meshConn, 0, len(in.conns))
+	for mc := range in.conns {
+		conns = append(conns, mc)
+	}
 	in.mu.Unlock()
-	err := in.srv.Shutdown(ctx)
+	for _, mc := range conns {
+		mc.sc.Shutdown()
+	}
+	done := make(chan struct{})
+	go func() {
+		in.serving.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
 	in.Close()
+	<-done
 	return err
 }
 
@@ -344,12 +338,17 @@ func (in *Inbound) Shutdown(ctx context.Context) error {
 // requests to end. It is idempotent.
 func (in *Inbound) Close() error {
 	in.closeOnce.Do(func() {
-		in.cancel()
 		in.mu.Lock()
 		in.closed = true
+		conns := make([]*meshConn, 0, len(in.conns))
+		for mc := range in.conns {
+			conns = append(conns, mc)
+		}
 		in.mu.Unlock()
-		in.connLn.Close()
-		in.srv.Close() // closes every connection
+		in.cancel() // ends every connection's Serve, and every request
+		for _, mc := range conns {
+			mc.Close()
+		}
 		in.goroutines.Wait()
 		in.app.CloseIdleConnections()
 		close(in.stop)
@@ -400,9 +399,8 @@ func (in *Inbound) statsFor(source string) *sourceStats {
 }
 
 // serveHTTP serves one request from a source proxy.
-func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request) {
-	mc, _ := r.Context().Value(connKey{}).(*meshConn)
-	if mc == nil || !in.enter() {
+func (in *Inbound) serveHTTP(w http.ResponseWriter, r *http.Request, mc *meshConn) {
+	if !in.enter() {
 		meshError(w, http.StatusServiceUnavailable, "the proxy is shutting down")
 		return
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/trellismesh/trellis/connect/chain"
 	"github.com/trellismesh/trellis/connect/configentry"
 	"github.com/trellismesh/trellis/connect/golden"
+	"github.com/trellismesh/trellis/connect/proxy/l7/h2link"
 )
 
 // ALPN is the protocol a source proxy negotiates on a destination proxy's
@@ -621,9 +622,11 @@ func (o *Outbound) serve(w http.ResponseWriter, r *http.Request, rs *routeState,
 			}
 			retry = connectRetries < limit
 			connectRetries++
-		case err != nil && reused && !staleRetried && replayable && idempotent(r.Method):
-			// The connection may have been closed by the peer just as
-			// the request left: send it once more, as net/http does.
+		case err != nil && !staleRetried && replayable && (errors.Is(err, h2link.ErrRefused) || reused && idempotent(r.Method)):
+			// The instance refused the stream before it processed it
+			// (it is going away), or the connection may have been
+			// closed by the peer just as the request left: send it
+			// once more, as net/http does.
 			retry, staleRetried = true, true
 		case err != nil:
 			retry = policy.reset && replayable && retries < policy.num

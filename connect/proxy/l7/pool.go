@@ -6,12 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/trellismesh/trellis/connect"
+	"github.com/trellismesh/trellis/connect/proxy/l7/h2link"
 )
 
 // errOverloaded means a circuit breaker refused the request.
@@ -36,9 +36,9 @@ type hostConns struct {
 	tls     *tls.Config
 
 	mu     sync.Mutex
-	conns  []*http.ClientConn // guarded by mu
-	dial   *dialCall          // guarded by mu; the dial in progress
-	closed bool               // guarded by mu
+	conns  []*h2link.ClientConn // guarded by mu
+	dial   *dialCall            // guarded by mu; the dial in progress
+	closed bool                 // guarded by mu
 }
 
 type dialCall struct {
@@ -49,16 +49,11 @@ type dialCall struct {
 // pool holds the connections of one Outbound to every endpoint.
 type pool struct {
 	o *Outbound
-	// tr makes the connections (NewClientConn) and is never used to send
-	// a request itself: its dial is dialTLS of the hostConns in the
-	// context, and it speaks HTTP/2 with prior knowledge over the TLS
-	// connection it returns (the ALPN is ours, not "h2").
-	tr *http.Transport
 
 	mu       sync.Mutex
-	hosts    map[string]*hostConns         // guarded by mu; by addr + "|" + service
-	draining map[*http.ClientConn]struct{} // guarded by mu; closing once idle
-	closed   bool                          // guarded by mu
+	hosts    map[string]*hostConns           // guarded by mu; by addr + "|" + service
+	draining map[*h2link.ClientConn]struct{} // guarded by mu; closing once idle
+	closed   bool                            // guarded by mu
 
 	// conns counts open connections (circuit breaking: MaxConnections);
 	// pending counts requests waiting for one (MaxPendingRequests).
@@ -69,31 +64,8 @@ type pool struct {
 }
 
 func newPool(o *Outbound) *pool {
-	p := &pool{o: o, hosts: make(map[string]*hostConns)}
-	protocols := new(http.Protocols)
-	protocols.SetUnencryptedHTTP2(true)
-	p.tr = &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return ctx.Value(hostKey{}).(*hostConns).dialTLS(ctx)
-		},
-		Protocols: protocols,
-		HTTP2: &http.HTTP2Config{
-			// Pings find a dead peer.
-			SendPingTimeout: 30 * time.Second,
-			PingTimeout:     15 * time.Second,
-			// A request waits for a free stream rather than exceed the
-			// peer's limit; get dials another connection before that.
-			StrictMaxConcurrentRequests: true,
-		},
-		// An idle connection closes after 5 minutes.
-		IdleConnTimeout:    5 * time.Minute,
-		DisableCompression: true,
-	}
-	return p
+	return &pool{o: o, hosts: make(map[string]*hostConns)}
 }
-
-// hostKey is the context key of the hostConns a dial is for.
-type hostKey struct{}
 
 // host returns the connections of ep, made on first use.
 func (p *pool) host(addr, service string) *hostConns {
@@ -183,7 +155,7 @@ func (p *pool) drainAll() {
 }
 
 // drain closes cc once no request is in flight on it (or at closeAll).
-func (p *pool) drain(cc *http.ClientConn) {
+func (p *pool) drain(cc *h2link.ClientConn) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -191,21 +163,18 @@ func (p *pool) drain(cc *http.ClientConn) {
 		return
 	}
 	if p.draining == nil {
-		p.draining = make(map[*http.ClientConn]struct{})
+		p.draining = make(map[*h2link.ClientConn]struct{})
 	}
 	p.draining[cc] = struct{}{}
 	p.mu.Unlock()
-	done := func(cc *http.ClientConn) {
-		if cc.InFlight() != 0 && cc.Err() == nil {
-			return
-		}
-		cc.Close()
-		p.mu.Lock()
-		delete(p.draining, cc)
-		p.mu.Unlock()
-	}
-	cc.SetStateHook(done)
-	done(cc)
+	cc.Drain()
+}
+
+// forget drops a closed connection from the draining ones.
+func (p *pool) forget(cc *h2link.ClientConn) {
+	p.mu.Lock()
+	delete(p.draining, cc)
+	p.mu.Unlock()
 }
 
 // get returns a connection with a stream reserved for one request,
@@ -215,8 +184,8 @@ func (p *pool) drain(cc *http.ClientConn) {
 // reused reports that the connection had carried requests before: a
 // request that fails on it may have met a connection the peer had just
 // closed.
-func (h *hostConns) get(ctx context.Context, maxConns, maxPending int64, connectTimeout time.Duration) (cc *http.ClientConn, reused bool, err error) {
-	var dialled *http.ClientConn // by this call
+func (h *hostConns) get(ctx context.Context, maxConns, maxPending int64, connectTimeout time.Duration) (cc *h2link.ClientConn, reused bool, err error) {
+	var dialled *h2link.ClientConn // by this call
 	for {
 		h.mu.Lock()
 		if h.closed {
@@ -224,7 +193,7 @@ func (h *hostConns) get(ctx context.Context, maxConns, maxPending int64, connect
 			return nil, false, &connectError{addr: h.addr, err: errors.New("endpoint removed")}
 		}
 		live := h.conns[:0]
-		var got *http.ClientConn
+		var got *h2link.ClientConn
 		for _, cc := range h.conns {
 			if cc.Err() != nil {
 				cc.Close()
@@ -294,15 +263,22 @@ func (h *hostConns) get(ctx context.Context, maxConns, maxPending int64, connect
 }
 
 // dialConn opens a connection to the endpoint: dialTLS, then HTTP/2.
-func (h *hostConns) dialConn(ctx context.Context, timeout time.Duration) (*http.ClientConn, error) {
+func (h *hostConns) dialConn(ctx context.Context, timeout time.Duration) (*h2link.ClientConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	cc, err := h.pool.tr.NewClientConn(context.WithValue(ctx, hostKey{}, h), "http", h.addr)
+	tc, err := h.dialTLS(ctx)
 	if err != nil {
-		var ce *connectError
-		if errors.As(err, &ce) {
-			return nil, ce
-		}
+		return nil, err
+	}
+	var cc *h2link.ClientConn
+	var made sync.WaitGroup // cc is set before onClose can use it
+	made.Add(1)
+	cc, err = h2link.NewClientConn(tc, func() {
+		made.Wait()
+		h.pool.forget(cc)
+	})
+	made.Done()
+	if err != nil {
 		return nil, &connectError{addr: h.addr, err: err}
 	}
 	return cc, nil
@@ -310,7 +286,7 @@ func (h *hostConns) dialConn(ctx context.Context, timeout time.Duration) (*http.
 
 // dialTLS dials the endpoint and runs the mutual-TLS handshake, which
 // checks the endpoint's identity and that it speaks ALPN.
-func (h *hostConns) dialTLS(ctx context.Context) (net.Conn, error) {
+func (h *hostConns) dialTLS(ctx context.Context) (*tls.Conn, error) {
 	var d net.Dialer
 	raw, err := d.DialContext(ctx, "tcp", h.addr)
 	if err != nil {
