@@ -100,6 +100,9 @@ type Inbound struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	app    *http.Transport
+	// h1 takes the requests to an HTTP/1.1 application that it can
+	// (bodyless or small), app the others.
+	h1     *appConns
 	appURL url.URL
 
 	active atomic.Int64
@@ -195,6 +198,7 @@ func NewInbound(cfg InboundConfig) (*Inbound, error) {
 	}
 	if cfg.Protocol == configentry.ProtocolHTTP {
 		in.app.Protocols.SetHTTP1(true)
+		in.h1 = newAppConns(cfg.LocalAppAddr, cfg.LocalConnectTimeout)
 	} else {
 		in.app.Protocols.SetUnencryptedHTTP2(true)
 	}
@@ -351,6 +355,9 @@ func (in *Inbound) Close() error {
 		}
 		in.goroutines.Wait()
 		in.app.CloseIdleConnections()
+		if in.h1 != nil {
+			in.h1.close()
+		}
 		close(in.stop)
 		in.background.Wait()
 	})
@@ -467,7 +474,13 @@ func (h *inboundHandler) serve(w http.ResponseWriter, r *http.Request) (int, boo
 	if r.ContentLength == 0 {
 		req.Body = nil
 	}
-	resp, err := in.app.RoundTrip(req.WithContext(ctx))
+	var resp *http.Response
+	var err error
+	if in.h1 != nil && in.h1.takes(req) {
+		resp, err = in.h1.roundTrip(ctx, req)
+	} else {
+		resp, err = in.app.RoundTrip(req.WithContext(ctx))
+	}
 	if err != nil {
 		switch {
 		case r.Context().Err() != nil:

@@ -1,0 +1,235 @@
+package l7
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// appConns are the destination proxy's HTTP/1.1 connections to its
+// application, used on the goroutine of the request: it writes the request
+// and reads the answer itself, where net/http's Transport hands each
+// request to a writer goroutine and each answer back from a reader one
+// (two wake-ups per request, which cost more than the request on an idle
+// machine). It takes requests whose body is small and of a known length;
+// the others go through the Transport, which writes a body while it reads
+// the answer.
+type appConns struct {
+	addr        string
+	dialTimeout time.Duration
+
+	mu     sync.Mutex
+	idle   []*appConn // guarded by mu; the most recently used last
+	closed bool       // guarded by mu
+}
+
+// appConn is one connection to the application.
+type appConn struct {
+	nc     net.Conn
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	idleAt time.Time
+}
+
+const (
+	// appIdleTimeout closes connections the application has not used for
+	// this long (net/http's Transport waits 90 s too).
+	appIdleTimeout = 90 * time.Second
+	// appMaxIdle bounds the idle connections kept.
+	appMaxIdle = 256
+)
+
+// errAppClosed is the error of a request after close.
+var errAppClosed = errors.New("the proxy is closing")
+
+func newAppConns(addr string, dialTimeout time.Duration) *appConns {
+	return &appConns{addr: addr, dialTimeout: dialTimeout}
+}
+
+// takes reports whether req goes through roundTrip: no body, or a small one
+// of known length (read first, so that it can be sent again).
+func (p *appConns) takes(req *http.Request) bool {
+	return req.Body == nil || req.Body == http.NoBody || (req.ContentLength > 0 && req.ContentLength <= MaxReplayBody)
+}
+
+// roundTrip sends req (which takes accepts) and returns the answer; its
+// body must be closed. ctx ends the request, and the reading of the body.
+func (p *appConns) roundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
+	var body []byte
+	if req.Body != nil && req.Body != http.NoBody {
+		bp := copyBufs.Get().(*[]byte)
+		defer copyBufs.Put(bp)
+		buf := *bp
+		if int64(cap(buf)) < req.ContentLength {
+			buf = make([]byte, req.ContentLength)
+		}
+		body = buf[:req.ContentLength]
+		if _, err := io.ReadFull(req.Body, body); err != nil {
+			return nil, fmt.Errorf("read the request body: %w", err)
+		}
+		req.Body.Close()
+	}
+	for attempt := 0; ; attempt++ {
+		ac, reused, err := p.get(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if body != nil {
+			req.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		resp, stale, err := p.send(ctx, ac, req)
+		if err == nil {
+			return resp, nil
+		}
+		ac.nc.Close()
+		// A kept connection the application had closed answers nothing:
+		// the request was not served, and goes once more on a new one.
+		if !(stale && reused && attempt == 0 && ctx.Err() == nil) {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, err
+		}
+	}
+}
+
+// get returns an idle connection (reused) or dials one.
+func (p *appConns) get(ctx context.Context) (ac *appConn, reused bool, err error) {
+	now := time.Now()
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, false, errAppClosed
+	}
+	for len(p.idle) > 0 {
+		ac = p.idle[len(p.idle)-1]
+		p.idle[len(p.idle)-1] = nil
+		p.idle = p.idle[:len(p.idle)-1]
+		if now.Sub(ac.idleAt) < appIdleTimeout {
+			p.mu.Unlock()
+			return ac, true, nil
+		}
+		ac.nc.Close()
+	}
+	p.mu.Unlock()
+	d := net.Dialer{Timeout: p.dialTimeout}
+	nc, err := d.DialContext(ctx, "tcp", p.addr)
+	if err != nil {
+		return nil, false, err
+	}
+	return &appConn{nc: nc, br: bufio.NewReaderSize(nc, 16<<10), bw: bufio.NewWriterSize(nc, 16<<10)}, false, nil
+}
+
+// put keeps a connection whose exchange is complete.
+func (p *appConns) put(ac *appConn) {
+	ac.idleAt = time.Now()
+	p.mu.Lock()
+	if p.closed || len(p.idle) >= appMaxIdle {
+		p.mu.Unlock()
+		ac.nc.Close()
+		return
+	}
+	p.idle = append(p.idle, ac)
+	p.mu.Unlock()
+}
+
+// close closes the idle connections; those in use close when their
+// exchange ends.
+func (p *appConns) close() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.closed = true
+	p.mu.Unlock()
+	for _, ac := range idle {
+		ac.nc.Close()
+	}
+}
+
+// longAgo is a deadline that has passed: setting it wakes a blocked read.
+var longAgo = time.Unix(1, 0)
+
+// send writes req on ac and reads the answer's head. stale reports a
+// failure before any byte of an answer arrived.
+func (p *appConns) send(ctx context.Context, ac *appConn, req *http.Request) (resp *http.Response, stale bool, err error) {
+	stop := context.AfterFunc(ctx, func() { ac.nc.SetDeadline(longAgo) })
+	defer func() {
+		if err != nil {
+			stop()
+		}
+	}()
+	if err := req.Write(ac.bw); err != nil {
+		return nil, true, err
+	}
+	if err := ac.bw.Flush(); err != nil {
+		return nil, true, err
+	}
+	if _, err := ac.br.Peek(1); err != nil {
+		return nil, true, err
+	}
+	for {
+		resp, err = http.ReadResponse(ac.br, req)
+		if err != nil {
+			return nil, false, err
+		}
+		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			break
+		}
+		// 1xx: the answer follows.
+	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		return nil, false, errors.New("the application switched protocols, which the mesh does not carry")
+	}
+	resp.Body = &appBody{rc: resp.Body, ac: ac, p: p, stop: stop, keep: !resp.Close && !req.Close}
+	return resp, false, nil
+}
+
+// appBody is an answer's body: at its end, the connection is kept for the
+// next request; closed before, it is closed.
+type appBody struct {
+	rc   io.ReadCloser
+	ac   *appConn
+	p    *appConns
+	stop func() bool
+	keep bool
+	done bool
+}
+
+func (b *appBody) Read(p []byte) (int, error) {
+	if b.done {
+		return 0, io.EOF
+	}
+	n, err := b.rc.Read(p)
+	if err != nil {
+		b.finish(err == io.EOF)
+	}
+	return n, err
+}
+
+// Close ends the exchange; a body not read to its end takes its connection
+// with it (reading the rest could take forever).
+func (b *appBody) Close() error {
+	b.finish(false)
+	return nil
+}
+
+func (b *appBody) finish(complete bool) {
+	if b.done {
+		return
+	}
+	b.done = true
+	// stop is false when ctx ended and the deadline was set: the
+	// connection is spoiled.
+	if b.stop() && complete && b.keep {
+		b.p.put(b.ac)
+		return
+	}
+	b.ac.nc.Close()
+}
