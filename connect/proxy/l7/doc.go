@@ -31,7 +31,11 @@
 //     1.3 (connect.ClientTLSConfig, the instance's identity checked, ALPN
 //     "trellis-http"), pooled and multiplexed: no handshake per request.
 //     Another connection to the same instance is opened only when the
-//     peer's stream limit is reached.
+//     peer's stream limit is reached. Package h2link speaks that HTTP/2 on
+//     both ends, with no goroutine hand-off on a request's way: the
+//     request's goroutine writes its frames, the connection's reader hands
+//     it the answer. A request the instance refused before processing it
+//     (GOAWAY, REFUSED_STREAM) is sent once more.
 //
 // Timeouts: the route's RequestTimeout, else the resolver's, else
 // OutboundConfig.RequestTimeout, bounds the whole request with its retries
@@ -82,7 +86,10 @@
 // logged with source, destination, method, path and what decided. An
 // allowed one is forwarded to the application with the caller's identity
 // in X-Forwarded-Client-Cert: over pooled HTTP/1.1 keep-alive connections
-// for protocol http, over h2c for http2 and grpc. Trailers pass both ways,
+// for protocol http (a request without a body or with a small one of known
+// length is written and answered on the request's own goroutine; others go
+// through net/http's Transport, which sends a body while it reads the
+// answer), over h2c for http2 and grpc. Trailers pass both ways,
 // responses without a length are flushed as they come (gRPC streams).
 // A connection ends when the peer's certificate expires; Reverify ends
 // those whose peer no longer verifies after a change of roots (and
