@@ -290,8 +290,9 @@ func (b balancer) ringPick(ts *targetSet, eligible []*endpoint, key string) *end
 // round_robin; random; ring_hash and maglev with a SourceIP hash policy hash
 // the client's IP onto a ring of the instances — header, cookie and query
 // parameter hash policies apply to http only, without SourceIP a ring picks
-// at random). Each dial is bounded by the target's ConnectTimeout (or the
-// resolver's), and never longer than Config.DialTimeout.
+// at random). Each dial of a tunnel is bounded by the target's
+// ConnectTimeout (or the resolver's) in place of Config.DialTimeout, be it
+// longer or shorter; a connection on a pooled tunnel makes no dial.
 //
 // Established connections are not cut by the change. When the chain's
 // resolver has a DrainTimeout, a connection whose target is no longer the
@@ -317,14 +318,7 @@ func (p *Proxy) SetChain(destination string, c *chain.Chain) {
 		}
 	}
 	u.mu.Lock()
-	defer u.mu.Unlock()
-	if stopped := u.setChainHTTPLocked(c); stopped != nil {
-		// Its requests in flight finish or fail; closing waits for them, so
-		// not under the lock.
-		if !p.goFunc(func() { stopped.Close() }) {
-			stopped.Close() // the proxy is closing
-		}
-	}
+	stopped := u.setChainHTTPLocked(c)
 	prev := u.route
 	u.route = r
 	for id, ts := range u.targets {
@@ -337,7 +331,16 @@ func (p *Proxy) SetChain(destination string, c *chain.Chain) {
 	} else if r == nil && prev != nil {
 		p.logger.Info("upstream no longer follows a discovery chain", "upstream", destination)
 	}
+	// The stopped L7 side's requests in flight finish or fail, and closing
+	// waits for them: never under u.mu, which every new connection and
+	// every change of instances takes. A goroutine of the proxy closes it,
+	// or, once Close has begun, Close itself: it has not reached this
+	// upstream's L7 side yet (out was still set) and takes u.mu to.
+	if stopped != nil && !p.goFunc(func() { stopped.Close() }) {
+		u.http.retired = stopped
+	}
 	u.reviewLocked()
+	u.mu.Unlock()
 }
 
 // SetTargetInstances replaces the healthy instances of target targetID of

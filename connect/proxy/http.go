@@ -166,6 +166,9 @@ type upstreamHTTP struct {
 	chain *chain.Chain                // guarded by upstream.mu; the chain out follows
 	insts map[string][]Instance       // guarded by upstream.mu; the last instances of each target, by ID
 	upcfg *configentry.UpstreamConfig // guarded by upstream.mu
+	// retired is a side stopped by a change of chain while the proxy was
+	// closing (no goroutine could take it): Close closes it with out.
+	retired *l7.Outbound // guarded by upstream.mu
 }
 
 // httpOutbound returns the upstream's L7 side when its chain is http.
@@ -222,6 +225,14 @@ func (u *upstream) setChainHTTPLocked(c *chain.Chain) (stopped *l7.Outbound) {
 		}
 		return nil
 	}
+	if u.p.isClosing() {
+		// Close may have taken the L7 sides already (closeHTTPUpstreams):
+		// one started now would have no owner. Checked under u.mu, which
+		// closeHTTPUpstreams takes after Close has set closed, so a side
+		// stored below is always one that Close still finds.
+		u.p.logger.Debug("upstream does not take the L7 path: the proxy is closing", "upstream", u.name)
+		return nil
+	}
 	out, err := l7.NewOutbound(l7.OutboundConfig{
 		ProxyID: u.p.cfg.ProxyID, Service: u.p.cfg.Service, DestinationName: u.name, Chain: c,
 		Certs: u.p.cfg.Certs, Upstream: h.upcfg, ConnectTimeout: u.p.dialTimeout, Golden: u.p.cfg.Golden, Logger: u.p.logger,
@@ -272,14 +283,19 @@ func (p *Proxy) SetUpstreamConfig(destination string, uc *configentry.UpstreamCo
 	}
 }
 
-// closeHTTPUpstreams closes the L7 sides of every upstream.
+// closeHTTPUpstreams closes the L7 sides of every upstream. Close calls it
+// once closed is set: no new side starts after (setChainHTTPLocked).
 func (p *Proxy) closeHTTPUpstreams() {
 	for _, u := range p.upstreams {
 		u.mu.Lock()
 		out := u.http.out.Swap(nil)
+		retired := u.http.retired
+		u.http.retired = nil
 		u.mu.Unlock()
-		if out != nil {
-			out.Close()
+		for _, o := range []*l7.Outbound{out, retired} {
+			if o != nil {
+				o.Close()
+			}
 		}
 	}
 }

@@ -71,8 +71,11 @@ func newPool(p *Proxy) *pool {
 
 // get returns a tunnel to ep that takes a new stream: a pooled one, else a
 // new one (one dial at a time per instance; the others wait for it).
-// reused reports whether it existed before.
-func (pl *pool) get(ctx context.Context, ep *endpoint) (ot *outTunnel, reused bool, err error) {
+// reused reports whether it existed before. ctx is the proxy's; dialTimeout
+// bounds a dial that this call makes (Config.DialTimeout when 0). A pooled
+// tunnel is returned without deriving any context or timer; a call that
+// waits for another's dial waits at most as long as that dial's bound.
+func (pl *pool) get(ctx context.Context, ep *endpoint, dialTimeout time.Duration) (ot *outTunnel, reused bool, err error) {
 	for {
 		pl.mu.Lock()
 		if pl.closed {
@@ -108,7 +111,7 @@ func (pl *pool) get(ctx context.Context, ep *endpoint) (ot *outTunnel, reused bo
 		pl.dials[ep.key] = d
 		pl.mu.Unlock()
 
-		t, err := pl.dial(ctx, ep)
+		t, err := pl.dial(ctx, ep, dialTimeout)
 		pl.mu.Lock()
 		delete(pl.dials, ep.key)
 		var late *outTunnel // made while the pool closed
@@ -162,15 +165,16 @@ func (pl *pool) prune(now time.Time) {
 }
 
 // dial makes a tunnel to ep: TCP, then mutual TLS 1.3 whose server must
-// carry ep's identity, then the tunnel's preface. ctx's deadline (a
-// chain's connect timeout) bounds it, else Config.DialTimeout.
-func (pl *pool) dial(ctx context.Context, ep *endpoint) (*outTunnel, error) {
+// carry ep's identity, then the tunnel's preface. timeout (a chain's
+// connect timeout) bounds it, else Config.DialTimeout; only the dial and
+// the handshake use ctx, the tunnel outlives it.
+func (pl *pool) dial(ctx context.Context, ep *endpoint, timeout time.Duration) (*outTunnel, error) {
 	p := pl.p
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, p.dialTimeout)
-		defer cancel()
+	if timeout <= 0 {
+		timeout = p.dialTimeout
 	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	d := net.Dialer{}
 	raw, err := d.DialContext(ctx, "tcp", ep.inst.Addr)
 	if err != nil {

@@ -255,7 +255,7 @@ type Proxy struct {
 	closeOnce    sync.Once
 	listenersErr error // set by Close, from closing the listeners
 	goroutines   sync.WaitGroup
-	mu           sync.Mutex
+	mu           sync.Mutex                // may be taken under upstream.mu, never the other way
 	closed       bool                      // guarded by mu; once set, nothing adds to goroutines
 	inbound      map[*inboundConn]struct{} // guarded by mu
 	appConns     map[net.Conn]struct{}     // guarded by mu; application-side TCP connections
@@ -382,6 +382,13 @@ func (p *Proxy) enter() bool {
 	}
 	p.goroutines.Add(1)
 	return true
+}
+
+// isClosing reports whether Close has begun.
+func (p *Proxy) isClosing() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closed
 }
 
 // trackApp registers an application-side connection so that Close closes

@@ -268,7 +268,7 @@ func (u *upstream) serve(app net.Conn) {
 		}
 		tried = append(tried, ep)
 		ep.active.Add(1)
-		st, err := u.open(ep, out, ch.timeout)
+		st, err := u.open(p.ctx, ep, out, ch.timeout)
 		if err == nil {
 			u.edge.Observe(false, time.Since(start))
 			u.succeeded(ep)
@@ -310,11 +310,13 @@ func (u *upstream) serve(app net.Conn) {
 // open opens a CONNECT stream to ep. A stream that fails on a pooled
 // tunnel is tried once more on a fresh one (the pooled one may have died
 // unnoticed, or be one the destination wants no new streams on); failures
-// after that are ep's. timeout, when above 0, bounds the dial in place of
-// Config.DialTimeout (a resolver's connect_timeout may be longer or shorter).
-func (u *upstream) open(ep *endpoint, out *outbound, timeout time.Duration) (*stream, error) {
+// after that are ep's. ctx is the proxy's (cancelled by Close). timeout,
+// when above 0, bounds a dial of a new tunnel in place of Config.DialTimeout
+// (a resolver's connect_timeout may be longer or shorter); a stream on a
+// pooled tunnel needs no dial, and no timeout.
+func (u *upstream) open(ctx context.Context, ep *endpoint, out *outbound, timeout time.Duration) (*stream, error) {
 	for attempt := 0; ; attempt++ {
-		st, reused, err := u.connect(ep, out, timeout)
+		st, reused, err := u.connect(ctx, ep, out, timeout)
 		if err == nil || errors.Is(err, errDenied) {
 			return st, err
 		}
@@ -345,17 +347,13 @@ var errMisdirected = errors.New("destination answered 421 Misdirected Request: t
 
 // connect opens a stream on a pooled tunnel to ep and waits for the
 // destination's answer; reused reports whether the tunnel had served
-// before (a failure on it may be the tunnel's, not ep's).
-func (u *upstream) connect(ep *endpoint, out *outbound, timeout time.Duration) (st *stream, reused bool, err error) {
+// before (a failure on it may be the tunnel's, not ep's). ctx is the
+// proxy's (cancelled by Close); timeout is as for open.
+func (u *upstream) connect(ctx context.Context, ep *endpoint, out *outbound, timeout time.Duration) (st *stream, reused bool, err error) {
 	p := u.p
-	ctx := p.ctx
-	if timeout > 0 {
-		// Only the dial and handshake use ctx: the tunnel outlives it.
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
-	ot, reused, err := p.pool.get(ctx, ep)
+	// timeout bounds a dial, if the pool has to make one: a pooled tunnel
+	// costs no timer.
+	ot, reused, err := p.pool.get(ctx, ep, timeout)
 	if err != nil {
 		return nil, false, err
 	}
@@ -386,7 +384,7 @@ func (u *upstream) connect(ep *endpoint, out *outbound, timeout time.Duration) (
 		st.abort(errors.New("no answer"), true)
 		ot.drain() // a tunnel this slow is suspect: no new streams on it
 		return nil, reused, fmt.Errorf("CONNECT %s at %s: no answer within %s", ep.inst.Service, ep.inst.Addr, answerTimeout)
-	case <-p.ctx.Done():
+	case <-ctx.Done():
 		st.abort(errProxyClosed, true)
 		return nil, reused, errProxyClosed
 	}
