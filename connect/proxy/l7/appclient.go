@@ -76,7 +76,7 @@ func (p *appConns) roundTrip(ctx context.Context, req *http.Request) (*http.Resp
 		}
 		req.Body.Close()
 	}
-	for attempt := 0; ; attempt++ {
+	for {
 		ac, reused, err := p.get(ctx)
 		if err != nil {
 			return nil, err
@@ -89,14 +89,39 @@ func (p *appConns) roundTrip(ctx context.Context, req *http.Request) (*http.Resp
 			return resp, nil
 		}
 		ac.nc.Close()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 		// A kept connection the application had closed answers nothing:
-		// the request was not served, and goes once more on a new one.
-		if !(stale && reused && attempt == 0 && ctx.Err() == nil) {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
+		// the request was not served, and goes again. The connections
+		// idle longer than this one were likely closed with it (an
+		// application closing its idle connections closes them all), so
+		// they go too; the loop ends at the latest with a new connection.
+		if !stale || !reused {
 			return nil, err
 		}
+		p.dropIdleSince(ac.idleAt)
+	}
+}
+
+// dropIdleSince closes the idle connections that have been idle since t or
+// longer.
+func (p *appConns) dropIdleSince(t time.Time) {
+	p.mu.Lock()
+	keep := p.idle[:0]
+	var drop []*appConn
+	for _, ac := range p.idle {
+		if ac.idleAt.After(t) {
+			keep = append(keep, ac)
+		} else {
+			drop = append(drop, ac)
+		}
+	}
+	clear(p.idle[len(keep):])
+	p.idle = keep
+	p.mu.Unlock()
+	for _, ac := range drop {
+		ac.nc.Close()
 	}
 }
 

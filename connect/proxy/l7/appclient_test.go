@@ -98,6 +98,24 @@ func TestAppConns_staleConnectionIsRetried(t *testing.T) {
 	if n := conns.Load(); n != 2 {
 		t.Fatalf("%d connections, want 2", n)
 	}
+
+	// Several kept connections, all closed at once: the request still
+	// goes through (it tries them, then a new one).
+	var held []*http.Response
+	for range 4 {
+		resp, err := p.roundTrip(context.Background(), appRequest(t, addr, "GET", "/", ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, resp)
+	}
+	for _, resp := range held {
+		io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	srv.SetKeepAlivesEnabled(false)
+	srv.SetKeepAlivesEnabled(true)
+	get()
 }
 
 func TestAppConns_unreadBodyClosesTheConnection(t *testing.T) {

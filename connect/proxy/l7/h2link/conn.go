@@ -33,6 +33,8 @@ const (
 	// headers from an application, and a proxy must not refuse what its
 	// application took.
 	maxHeaderList = 1<<20 + 64<<10
+	// maxControlBuffer bounds the control frames waiting to be sent.
+	maxControlBuffer = 1 << 20
 	// writeBuffer is the size of the buffer frames are written into.
 	writeBuffer = 64 << 10
 	// pingAfter is how long a connection with streams may hear nothing
@@ -227,7 +229,14 @@ func (c *conn) writeControlLocked() error {
 func (c *conn) control(fn func(fr *http2.Framer) error) {
 	c.ctlMu.Lock()
 	_ = fn(c.ctlFr) // writes to a buffer: no error
+	flood := c.ctl.Len() > maxControlBuffer
 	c.ctlMu.Unlock()
+	if flood {
+		// The peer makes us answer (pings, resets, settings) faster than
+		// it reads the answers.
+		c.close(errors.New("h2link: the peer does not read the control frames it causes"))
+		return
+	}
 	select {
 	case c.ctlWake <- struct{}{}:
 	default:

@@ -11,12 +11,15 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/trellismesh/trellis/internal/retry"
 	"go.uber.org/goleak"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -80,6 +83,12 @@ func echo(w http.ResponseWriter, r *http.Request) {
 // ourServer serves echo with ServerConn on a loopback listener.
 func ourServer(t *testing.T, cfg ServerConfig) (addr string, conns func() []*ServerConn) {
 	t.Helper()
+	return ourServerWith(t, http.HandlerFunc(echo), cfg)
+}
+
+// ourServerWith serves h with ServerConn on a loopback listener.
+func ourServerWith(t *testing.T, h http.Handler, cfg ServerConfig) (addr string, conns func() []*ServerConn) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -96,7 +105,7 @@ func ourServer(t *testing.T, cfg ServerConfig) (addr string, conns func() []*Ser
 			if err != nil {
 				return
 			}
-			sc := NewServerConn(nc, http.HandlerFunc(echo), cfg)
+			sc := NewServerConn(nc, h, cfg)
 			mu.Lock()
 			all = append(all, sc)
 			mu.Unlock()
@@ -492,3 +501,133 @@ func waitFor(t *testing.T, cond func() bool) {
 }
 
 func nullLogger() hclog.Logger { return hclog.NewNullLogger() }
+
+// rawClient is a client that writes frames as a test says, misbehaving.
+type rawClient struct {
+	nc   net.Conn
+	fr   *http2.Framer
+	hbuf bytes.Buffer
+	enc  *hpack.Encoder
+}
+
+func dialRaw(t *testing.T, addr string) *rawClient {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	rc := &rawClient{nc: nc, fr: http2.NewFramer(nc, nc)}
+	rc.enc = hpack.NewEncoder(&rc.hbuf)
+	if _, err := io.WriteString(nc, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	return rc
+}
+
+func (rc *rawClient) get(t *testing.T, id uint32) {
+	t.Helper()
+	rc.hbuf.Reset()
+	for _, hf := range []hpack.HeaderField{{Name: ":method", Value: "GET"}, {Name: ":scheme", Value: "https"}, {Name: ":authority", Value: "x"}, {Name: ":path", Value: "/"}} {
+		rc.enc.WriteField(hf)
+	}
+	if err := rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: rc.hbuf.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestServer_rapidResetIsBounded(t *testing.T) {
+	release := make(chan struct{})
+	var entered atomic.Int32
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered.Add(1)
+		<-release // a handler slow to notice its request is gone
+	})
+	addr, _ := ourServerWith(t, h, ServerConfig{MaxStreams: 8})
+	defer close(release)
+	rc := dialRaw(t, addr)
+	// Each stream is opened and reset at once: the streams never add up,
+	// their handlers would.
+	for i := range 200 {
+		id := uint32(2*i + 1)
+		rc.get(t, id)
+		if err := rc.fr.WriteRSTStream(id, http2.ErrCodeCancel); err != nil {
+			t.Fatal(err)
+		}
+	}
+	refused := 0
+	rc.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for refused < 200-8 {
+		f, err := rc.fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("after %d refusals: %v", refused, err)
+		}
+		if rst, ok := f.(*http2.RSTStreamFrame); ok && rst.ErrCode == http2.ErrCodeRefusedStream {
+			refused++
+		}
+	}
+	if n := entered.Load(); n > 8 {
+		t.Fatalf("%d handlers running for a limit of 8 streams", n)
+	}
+}
+
+func TestServer_controlFloodClosesTheConnection(t *testing.T) {
+	addr, conns := ourServer(t, ServerConfig{})
+	rc := dialRaw(t, addr)
+	// Pings whose answers are never read: once the sockets are full, the
+	// answers queue in the server, which gives up past its bound.
+	go func() {
+		for {
+			if err := rc.fr.WritePing(false, [8]byte{}); err != nil {
+				return
+			}
+		}
+	}()
+	waitFor(t, func() bool {
+		all := conns()
+		return len(all) == 1 && all[0].c.err() != nil
+	})
+	rc.nc.Close()
+}
+
+func TestServer_unreadBodiesGiveBackTheConnectionWindow(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/echo" {
+			echo(w, r)
+			return
+		}
+		// Wait until the whole body is in, then answer without reading it.
+		ss := r.Body.(*requestBody).ss
+		retry.Run(t, func(rr *retry.R) {
+			ss.mu.Lock()
+			defer ss.mu.Unlock()
+			if !ss.recvEnded {
+				rr.Fatal("body not in yet")
+			}
+		})
+		io.WriteString(w, "ignored")
+	})
+	addr, _ := ourServerWith(t, h, ServerConfig{})
+	cc := ourClient(t, addr)
+	body := bytes.Repeat([]byte("b"), 1<<20)
+	// More than the connection's window in bodies nobody reads.
+	for range 2 * ConnWindow / len(body) {
+		resp, err := cc.RoundTrip(newRequest(t, "POST", addr, "/ignore", bytes.NewReader(body)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		readAll(t, resp)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := cc.RoundTrip(newRequest(t, "POST", addr, "/echo", bytes.NewReader(body)).WithContext(ctx))
+	if err != nil {
+		t.Fatalf("a body after the unread ones: %v", err)
+	}
+	if got := readAll(t, resp); len(got) != len(body) {
+		t.Fatalf("echoed %d bytes", len(got))
+	}
+}

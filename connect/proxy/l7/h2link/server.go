@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -42,6 +43,11 @@ type ServerConn struct {
 	tlsState *tls.ConnectionState // shared by the requests: read only
 	remote   string
 	ctx      context.Context // set by Serve, before the reader starts
+	// running counts the handlers that have not returned, which bounds
+	// them even when the client resets its streams as fast as it opens
+	// them (a reset stream leaves the count of streams at once, its
+	// handler only when it returns).
+	running atomic.Int32
 }
 
 // NewServerConn prepares to serve h on nc, an established connection (a
@@ -128,7 +134,7 @@ func (sc *ServerConn) headers(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	c.lastPeer = id
-	if c.goingAway || c.closed || len(c.streams) >= int(sc.cfg.MaxStreams) {
+	if c.goingAway || c.closed || len(c.streams) >= int(sc.cfg.MaxStreams) || sc.running.Load() >= int32(sc.cfg.MaxStreams) {
 		c.mu.Unlock()
 		c.control(func(fr *http2.Framer) error { return fr.WriteRSTStream(id, http2.ErrCodeRefusedStream) })
 		return nil
@@ -161,6 +167,7 @@ func (sc *ServerConn) headers(f *http2.MetaHeadersFrame) error {
 		s.receive(nil, true)
 	}
 	c.goroutines.Add(1)
+	sc.running.Add(1)
 	go sc.serve(ss, f)
 	return nil
 }
@@ -168,6 +175,7 @@ func (sc *ServerConn) headers(f *http2.MetaHeadersFrame) error {
 // serve runs the handler of one request.
 func (sc *ServerConn) serve(ss *serverStream, f *http2.MetaHeadersFrame) {
 	defer sc.c.goroutines.Done()
+	defer sc.running.Add(-1)
 	defer ss.cancel()
 	req, err := sc.request(ss, f)
 	if err != nil {
@@ -189,9 +197,14 @@ func (sc *ServerConn) serve(ss *serverStream, f *http2.MetaHeadersFrame) {
 		}
 		// A request whose body the handler did not read to its end is
 		// told to stop sending (RFC 9113, 8.1).
+		// What it did not read of a body that ended goes back to the
+		// connection's window.
 		ss.mu.Lock()
 		ended := ss.recvEnded
+		unread := ss.discardLocked()
+		ss.discard = true
 		ss.mu.Unlock()
+		ss.c.creditConn(unread)
 		if !ended {
 			ss.reset(http2.ErrCodeNo, errStreamClosed)
 		}
