@@ -320,7 +320,24 @@ func (cc *ClientConn) roundTrip(req *http.Request) (*http.Response, error) {
 func (cc *ClientConn) openLocked() (*clientStream, error) {
 	c := cc.c
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	cs, err := cc.newStreamLocked()
+	c.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	// The window is set once the stream is in c.streams (fcMu comes
+	// before mu): a SETTINGS frame read meanwhile changed peerInit too.
+	// The peer cannot credit the stream before its HEADERS, which wait
+	// for wmu.
+	c.fcMu.Lock()
+	cs.sendWindow = c.peerInit
+	c.fcMu.Unlock()
+	return cs, nil
+}
+
+// newStreamLocked registers a new stream; c.mu must be held.
+func (cc *ClientConn) newStreamLocked() (*clientStream, error) {
+	c := cc.c
 	switch {
 	case c.closed:
 		return nil, ErrClosed
@@ -342,9 +359,6 @@ func (cc *ClientConn) openLocked() (*clientStream, error) {
 		default:
 		}
 	}
-	c.fcMu.Lock()
-	s.sendWindow = c.peerInit
-	c.fcMu.Unlock()
 	c.streams[s.id] = s
 	return cs, nil
 }

@@ -89,12 +89,15 @@ type conn struct {
 	tableSize atomic.Int64   // the peer's header table size to apply, or -1
 	ctl       bytes.Buffer   // control frames to send; guarded by ctlMu
 	ctlFr     *http2.Framer  // writes to ctl; guarded by ctlMu
-	ctlMu     sync.Mutex     //
-	ctlWake   chan struct{}  // buffered: control frames wait
-	closing   chan struct{}  // closed when the connection starts closing
+	ctlMu     sync.Mutex
+	ctlOut    []byte        // control frames being sent; guarded by wmu
+	ctlWake   chan struct{} // buffered: control frames wait
+	closing   chan struct{} // closed when the connection starts closing
 	closedErr atomic.Pointer[error]
 
 	// Flow control of what we send: guarded by fcMu, waited on with fcCond.
+	// Lock order: wmu, fcMu, mu; a stream's mu and ctlMu come last.
+	// Lock order: wmu, fcMu, mu; a stream's mu and ctlMu come last.
 	fcMu       sync.Mutex
 	fcCond     sync.Cond
 	sendWindow int64 // the connection's
@@ -213,14 +216,22 @@ func (c *conn) write(fn func() error) error {
 
 // writeControlLocked moves the queued control frames to the write buffer;
 // wmu must be held.
+//
+// The frames are copied out before they are written, so the reader, which
+// queues them, never waits on a socket the peer does not read: the queue
+// grows instead, and control cuts the peer off past its bound.
 func (c *conn) writeControlLocked() error {
 	c.ctlMu.Lock()
-	defer c.ctlMu.Unlock()
-	if c.ctl.Len() == 0 {
+	c.ctlOut = append(c.ctlOut[:0], c.ctl.Bytes()...)
+	c.ctl.Reset()
+	c.ctlMu.Unlock()
+	if len(c.ctlOut) == 0 {
 		return nil
 	}
-	_, err := c.bw.Write(c.ctl.Bytes())
-	c.ctl.Reset()
+	_, err := c.bw.Write(c.ctlOut)
+	if cap(c.ctlOut) > 64<<10 {
+		c.ctlOut = nil // a burst's buffer is not kept
+	}
 	return err
 }
 
@@ -321,6 +332,9 @@ func (c *conn) readLoop() {
 	}
 	var ce http2.ConnectionError
 	if errors.As(err, &ce) {
+		// The peer broke the protocol: it has a second to take the
+		// GOAWAY saying how, not for ever.
+		_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
 		_ = c.write(func() error { return c.wfr.WriteGoAway(c.lastPeerID(), http2.ErrCode(ce), nil) })
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
