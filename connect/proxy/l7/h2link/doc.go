@@ -8,6 +8,9 @@
 //     writes a request's frames on the caller's goroutine and the reader
 //     goroutine hands it the answer; the server runs each request's handler
 //     on a goroutine of its own, and the handler writes its frames itself.
+//     A handler goroutine that is done waits a few seconds for the next
+//     request, so its stack, grown to what the handler needs, is not grown
+//     again from nothing for every request.
 //     net/http's HTTP/2 passes every frame through a connection goroutine
 //     and writes from yet another one.
 //   - Writes gather: frames are written into a buffer under the connection's

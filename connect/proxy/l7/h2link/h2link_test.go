@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -653,5 +654,37 @@ func TestServer_unreadBodiesGiveBackTheConnectionWindow(t *testing.T) {
 	}
 	if got := readAll(t, resp); len(got) != len(body) {
 		t.Fatalf("echoed %d bytes", len(got))
+	}
+}
+
+// TestServer_handlerGoroutinesServeRequestAfterRequest: requests that come
+// one after another are served by goroutines that served earlier ones,
+// whose stacks have grown already, rather than each by a new one.
+func TestServer_handlerGoroutinesServeRequestAfterRequest(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]int{}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, 64)
+		id, _, _ := strings.Cut(string(buf[:runtime.Stack(buf, false)]), " [") // "goroutine N"
+		mu.Lock()
+		seen[id]++
+		mu.Unlock()
+		io.WriteString(w, "ok")
+	})
+	addr, _ := ourServerWith(t, h, ServerConfig{})
+	cc := ourClient(t, addr)
+	for range 20 {
+		resp, err := cc.RoundTrip(newRequest(t, "GET", addr, "/", nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		readAll(t, resp)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// Mostly one; a request that arrives before the goroutine that served
+	// the last is back waiting gets a new one.
+	if len(seen) == 20 {
+		t.Fatalf("20 requests in turn ran on %d goroutines: %v", len(seen), seen)
 	}
 }

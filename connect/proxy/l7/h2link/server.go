@@ -48,7 +48,22 @@ type ServerConn struct {
 	// them (a reset stream leaves the count of streams at once, its
 	// handler only when it returns).
 	running atomic.Int32
+	// idle hands requests to handler goroutines that have served one and
+	// wait a while for another (unbuffered: a send succeeds only when one
+	// waits). A goroutine whose stack has grown to what the handler needs
+	// serves request after request, rather than each new one growing its
+	// stack from the smallest again.
+	idle chan handlerWork
 }
+
+// handlerWork is a request for a handler goroutine.
+type handlerWork struct {
+	ss *serverStream
+	f  *http2.MetaHeadersFrame
+}
+
+// handlerIdle is how long a handler goroutine waits for another request.
+const handlerIdle = 5 * time.Second
 
 // NewServerConn prepares to serve h on nc, an established connection (a
 // TLS one between proxies, its handshake done); Serve serves it.
@@ -64,6 +79,7 @@ func NewServerConn(nc net.Conn, h http.Handler, cfg ServerConfig) *ServerConn {
 		cs := tc.ConnectionState()
 		sc.tlsState = &cs
 	}
+	sc.idle = make(chan handlerWork)
 	sc.c = newConn(nc, true, sc)
 	sc.c.idleTimeout = cfg.IdleTimeout
 	return sc
@@ -166,15 +182,42 @@ func (sc *ServerConn) headers(f *http2.MetaHeadersFrame) error {
 	if f.StreamEnded() {
 		s.receive(nil, true)
 	}
-	c.goroutines.Add(1)
 	sc.running.Add(1)
-	go sc.serve(ss, f)
+	select {
+	case sc.idle <- handlerWork{ss, f}:
+	default:
+		c.goroutines.Add(1)
+		go sc.handle(ss, f)
+	}
 	return nil
+}
+
+// handle serves requests, the first being ss's, until none comes for
+// handlerIdle or the connection closes.
+func (sc *ServerConn) handle(ss *serverStream, f *http2.MetaHeadersFrame) {
+	defer sc.c.goroutines.Done()
+	var t *time.Timer
+	for {
+		sc.serve(ss, f)
+		if t == nil {
+			t = time.NewTimer(handlerIdle)
+			defer t.Stop()
+		} else {
+			t.Reset(handlerIdle)
+		}
+		select {
+		case w := <-sc.idle:
+			ss, f = w.ss, w.f
+		case <-t.C:
+			return
+		case <-sc.c.closing:
+			return
+		}
+	}
 }
 
 // serve runs the handler of one request.
 func (sc *ServerConn) serve(ss *serverStream, f *http2.MetaHeadersFrame) {
-	defer sc.c.goroutines.Done()
 	defer sc.running.Add(-1)
 	defer ss.cancel()
 	req, err := sc.request(ss, f)
