@@ -72,6 +72,13 @@ func (p *appConns) roundTrip(ctx context.Context, req *http.Request) (*http.Resp
 		}
 		body = buf[:req.ContentLength]
 		if _, err := io.ReadFull(req.Body, body); err != nil {
+			return nil, fmt.Errorf("read the request body (Content-Length %d): %w", req.ContentLength, err)
+		}
+		// The body must end there: what is past its length would be cut.
+		var extra [1]byte
+		if n, err := io.ReadFull(req.Body, extra[:]); n > 0 {
+			return nil, fmt.Errorf("the request body is longer than its Content-Length %d", req.ContentLength)
+		} else if err != io.EOF {
 			return nil, fmt.Errorf("read the request body: %w", err)
 		}
 		req.Body.Close()
@@ -133,6 +140,13 @@ func (p *appConns) get(ctx context.Context) (ac *appConn, reused bool, err error
 		p.mu.Unlock()
 		return nil, false, errAppClosed
 	}
+	// The oldest are first: those idle too long close even while the
+	// newer ones take every request.
+	for len(p.idle) > 0 && now.Sub(p.idle[0].idleAt) >= appIdleTimeout {
+		p.idle[0].nc.Close()
+		p.idle[0] = nil
+		p.idle = p.idle[1:]
+	}
 	for len(p.idle) > 0 {
 		ac = p.idle[len(p.idle)-1]
 		p.idle[len(p.idle)-1] = nil
@@ -182,7 +196,9 @@ func (p *appConns) close() {
 var longAgo = time.Unix(1, 0)
 
 // send writes req on ac and reads the answer's head. stale reports a
-// failure before any byte of an answer arrived.
+// failure before any byte of an answer arrived, of a request that may be
+// sent again: one not written whole, or of an idempotent method (one read
+// whole may have been served).
 func (p *appConns) send(ctx context.Context, ac *appConn, req *http.Request) (resp *http.Response, stale bool, err error) {
 	stop := context.AfterFunc(ctx, func() { ac.nc.SetDeadline(longAgo) })
 	defer func() {
@@ -191,18 +207,18 @@ func (p *appConns) send(ctx context.Context, ac *appConn, req *http.Request) (re
 		}
 	}()
 	if err := req.Write(ac.bw); err != nil {
-		return nil, true, err
+		return nil, true, fmt.Errorf("send the request to the application at %s: %w", p.addr, err)
 	}
 	if err := ac.bw.Flush(); err != nil {
-		return nil, true, err
+		return nil, true, fmt.Errorf("send the request to the application at %s: %w", p.addr, err)
 	}
 	if _, err := ac.br.Peek(1); err != nil {
-		return nil, true, err
+		return nil, idempotent(req.Method), fmt.Errorf("read the answer of the application at %s: %w", p.addr, err)
 	}
 	for {
 		resp, err = http.ReadResponse(ac.br, req)
 		if err != nil {
-			return nil, false, err
+			return nil, false, fmt.Errorf("read the answer of the application at %s: %w", p.addr, err)
 		}
 		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
 			break
@@ -210,7 +226,7 @@ func (p *appConns) send(ctx context.Context, ac *appConn, req *http.Request) (re
 		// 1xx: the answer follows.
 	}
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		return nil, false, errors.New("the application switched protocols, which the mesh does not carry")
+		return nil, false, fmt.Errorf("the application at %s switched protocols, which the mesh does not carry", p.addr)
 	}
 	resp.Body = &appBody{rc: resp.Body, ac: ac, p: p, stop: stop, keep: !resp.Close && !req.Close}
 	return resp, false, nil
@@ -251,8 +267,10 @@ func (b *appBody) finish(complete bool) {
 	}
 	b.done = true
 	// stop is false when ctx ended and the deadline was set: the
-	// connection is spoiled.
-	if b.stop() && complete && b.keep {
+	// connection is spoiled. So is one that has bytes past the answer (a
+	// second answer, a body to a HEAD): the next request would read them
+	// as its answer.
+	if b.stop() && complete && b.keep && b.ac.br.Buffered() == 0 {
 		b.p.put(b.ac)
 		return
 	}

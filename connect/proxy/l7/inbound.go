@@ -219,7 +219,13 @@ func (in *Inbound) ServeConn(ctx context.Context, conn *tls.Conn) {
 		return
 	}
 	defer in.goroutines.Done()
-	if err := conn.HandshakeContext(ctx); err != nil {
+	// Close ends the handshake too: it waits for this call.
+	hctx, cancel := context.WithCancel(ctx)
+	stopHandshake := context.AfterFunc(in.ctx, cancel)
+	err := conn.HandshakeContext(hctx)
+	stopHandshake()
+	cancel()
+	if err != nil {
 		conn.Close()
 		in.logger.Debug("inbound handshake failed", "remote", conn.RemoteAddr(), "error", err)
 		return

@@ -44,6 +44,9 @@ type hostConns struct {
 type dialCall struct {
 	done chan struct{}
 	err  error // set before done is closed
+	// abandoned (set before done is closed) means the dial failed once
+	// the request that made it had ended: its waiters dial themselves.
+	abandoned bool
 }
 
 // pool holds the connections of one Outbound to every endpoint.
@@ -167,6 +170,13 @@ func (p *pool) drain(cc *h2link.ClientConn) {
 	}
 	p.draining[cc] = struct{}{}
 	p.mu.Unlock()
+	if cc.Err() != nil {
+		// Closed already: its onClose may have forgotten it before it was
+		// put here.
+		p.forget(cc)
+		cc.Close()
+		return
+	}
 	cc.Drain()
 }
 
@@ -226,7 +236,7 @@ func (h *hostConns) get(ctx context.Context, maxConns, maxPending int64, connect
 				h.pool.pending.Add(-1)
 				return nil, false, ctx.Err()
 			}
-			if call.err != nil {
+			if call.err != nil && !call.abandoned {
 				return nil, false, call.err
 			}
 			continue
@@ -254,6 +264,7 @@ func (h *hostConns) get(ctx context.Context, maxConns, maxPending int64, connect
 		}
 		h.mu.Unlock()
 		call.err = err
+		call.abandoned = err != nil && ctx.Err() != nil
 		close(call.done)
 		if err != nil {
 			return nil, false, err
