@@ -7,27 +7,60 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/trellismesh/trellis/internal/retry"
 )
 
 // countingApp is an HTTP/1.1 application that counts its connections.
-func countingApp(t *testing.T, h http.HandlerFunc) (addr string, conns *atomic.Int64, srv *http.Server) {
+func countingApp(t *testing.T, h http.HandlerFunc) (addr string, conns *atomic.Int64, app *testApp) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	conns = new(atomic.Int64)
-	srv = &http.Server{Handler: h, ConnState: func(_ net.Conn, s http.ConnState) {
+	app = &testApp{idle: map[net.Conn]bool{}}
+	app.srv = &http.Server{Handler: h, ConnState: func(c net.Conn, s http.ConnState) {
 		if s == http.StateNew {
 			conns.Add(1)
 		}
+		app.mu.Lock()
+		defer app.mu.Unlock()
+		if s == http.StateIdle {
+			app.idle[c] = true
+		} else {
+			delete(app.idle, c)
+		}
 	}}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String(), conns, srv
+	go app.srv.Serve(ln)
+	t.Cleanup(func() { app.srv.Close() })
+	return ln.Addr().String(), conns, app
+}
+
+// testApp is countingApp's server, which knows its idle connections.
+type testApp struct {
+	srv  *http.Server
+	mu   sync.Mutex
+	idle map[net.Conn]bool // guarded by mu
+}
+
+// closeIdle waits until n connections are idle (the server is done with
+// their last answer), then closes them, as a server's idle timeout does.
+func (a *testApp) closeIdle(t *testing.T, n int) {
+	t.Helper()
+	retry.Run(t, func(r *retry.R) {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if len(a.idle) != n {
+			r.Fatalf("%d idle connections, want %d", len(a.idle), n)
+		}
+	})
+	a.srv.SetKeepAlivesEnabled(false) // closes idle connections
+	a.srv.SetKeepAlivesEnabled(true)
 }
 
 func appRequest(t *testing.T, addr, method, path, body string) *http.Request {
@@ -92,8 +125,7 @@ func TestAppConns_staleConnectionIsRetried(t *testing.T) {
 	get()
 	// The application closes its idle connection (as a server with an idle
 	// timeout does); the next request meets it closed and goes on a new one.
-	srv.SetKeepAlivesEnabled(false) // closes idle connections
-	srv.SetKeepAlivesEnabled(true)
+	srv.closeIdle(t, 1)
 	get()
 	if n := conns.Load(); n != 2 {
 		t.Fatalf("%d connections, want 2", n)
@@ -113,8 +145,7 @@ func TestAppConns_staleConnectionIsRetried(t *testing.T) {
 		io.ReadAll(resp.Body)
 		resp.Body.Close()
 	}
-	srv.SetKeepAlivesEnabled(false)
-	srv.SetKeepAlivesEnabled(true)
+	srv.closeIdle(t, 4)
 	get()
 }
 

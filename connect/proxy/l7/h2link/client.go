@@ -137,6 +137,15 @@ func (cc *ClientConn) headers(f *http2.MetaHeadersFrame) error {
 		return nil // a stream we already ended
 	}
 	cs := s.owner.(*clientStream)
+	if f.Truncated {
+		// The framer left out the fields past the limit.
+		what := "response headers"
+		if cs.gotResponse {
+			what = "response trailers"
+		}
+		s.reset(http2.ErrCodeProtocol, errHeaderList(what))
+		return nil
+	}
 	if cs.gotResponse {
 		if !f.StreamEnded() {
 			s.reset(http2.ErrCodeProtocol, errors.New("h2link: trailers without END_STREAM"))
@@ -162,7 +171,7 @@ func (cc *ClientConn) headers(f *http2.MetaHeadersFrame) error {
 	default:
 	}
 	if f.StreamEnded() {
-		s.receive(nil, true)
+		s.receive(nil, 0, true)
 	}
 	return nil
 }
@@ -175,14 +184,21 @@ func (cc *ClientConn) streamDone(*stream) {}
 // processed it fails with an error that matches ErrRefused: it may be sent
 // again.
 func (cc *ClientConn) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := cc.roundTrip(req)
+	var opening bool // the request got as far as opening its stream
+	resp, err := cc.roundTrip(req, &opening)
+	if !opening {
+		// It uses its reservation all the same: one left behind would
+		// count against the server's limit, and keep a draining
+		// connection open, for ever.
+		cc.Release()
+	}
 	if err != nil && req.Body != nil {
 		req.Body.Close()
 	}
 	return resp, err
 }
 
-func (cc *ClientConn) roundTrip(req *http.Request) (*http.Response, error) {
+func (cc *ClientConn) roundTrip(req *http.Request, opening *bool) (*http.Response, error) {
 	if req.URL == nil {
 		return nil, errors.New("h2link: request without a URL")
 	}
@@ -236,6 +252,7 @@ func (cc *ClientConn) roundTrip(req *http.Request) (*http.Response, error) {
 	var cs *clientStream
 	err := cc.c.write(func() error {
 		var err error
+		*opening = true
 		cs, err = cc.openLocked()
 		if err != nil {
 			return errSkip{err}
@@ -281,6 +298,8 @@ func (cc *ClientConn) roundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil {
 		if cs != nil {
 			cs.fail(err)
+		} else {
+			cc.c.closeIfIdle() // its reservation went
 		}
 		return nil, unskip(err)
 	}
@@ -338,15 +357,17 @@ func (cc *ClientConn) openLocked() (*clientStream, error) {
 // newStreamLocked registers a new stream; c.mu must be held.
 func (cc *ClientConn) newStreamLocked() (*clientStream, error) {
 	c := cc.c
+	reserved := c.reserved > 0 // used, whether the stream opens or not
+	if reserved {
+		c.reserved--
+	}
 	switch {
 	case c.closed:
 		return nil, ErrClosed
 	case c.goingAway || c.nextID >= 1<<31-1:
 		c.goingAway = true
 		return nil, ErrRefused
-	case c.reserved > 0:
-		c.reserved--
-	case len(c.streams) >= c.peerMax:
+	case !reserved && len(c.streams) >= c.peerMax:
 		return nil, errNoStream
 	}
 	s := newStream(c, c.nextID)
@@ -366,7 +387,18 @@ func (cc *ClientConn) newStreamLocked() (*clientStream, error) {
 // goSend runs f, which sends the rest of a request, on a goroutine the
 // connection owns; a failure resets the stream.
 func (cc *ClientConn) goSend(cs *clientStream, f func() error) {
-	cc.c.goroutines.Add(1)
+	c := cc.c
+	// Not once the connection closed: Close may have waited for its
+	// goroutines already. (close sets closed under mu before the reader
+	// ends, so an Add under mu with closed unset comes before the Wait.)
+	// The stream failed with the connection.
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.goroutines.Add(1)
+	c.mu.Unlock()
 	go func() {
 		defer cc.c.goroutines.Done()
 		if err := f(); err != nil {

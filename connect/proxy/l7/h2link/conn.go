@@ -107,6 +107,9 @@ type conn struct {
 	// recvUnacked is what readers read and we did not yet credit back to
 	// the peer's connection window.
 	recvUnacked atomic.Int64
+	// recvWindow is what the peer may still send on the connection: the
+	// window we gave it, less what it sent, plus what we credited back.
+	recvWindow atomic.Int64
 	// lastRead is when the reader last got a frame (Unix nanoseconds);
 	// pingSent when a PING went unanswered (0: none).
 	lastRead atomic.Int64
@@ -144,6 +147,7 @@ func newConn(nc net.Conn, server bool, s side) *conn {
 	c.ctlFr = http2.NewFramer(&c.ctl, nil)
 	c.henc = hpack.NewEncoder(&c.hbuf)
 	c.tableSize.Store(-1)
+	c.recvWindow.Store(ConnWindow) // start grants it before the reader starts
 	c.lastRead.Store(time.Now().UnixNano())
 	return c
 }
@@ -191,10 +195,12 @@ func (c *conn) write(fn func() error) error {
 	if c.werr != nil {
 		return c.werr
 	}
+	err := c.writeControlLocked()
+	// After the control frames: a SETTINGS ACK among them makes the size
+	// the peer's, and the reader stores the size before it queues the ACK.
 	if n := c.tableSize.Swap(-1); n >= 0 {
 		c.henc.SetMaxDynamicTableSizeLimit(uint32(n))
 	}
-	err := c.writeControlLocked()
 	var streamErr error // the stream's, not the connection's (errSkip)
 	if err == nil && fn != nil {
 		if err = fn(); err != nil {
@@ -364,13 +370,15 @@ func (c *conn) lastPeerID() uint32 {
 func (c *conn) handle(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.DataFrame:
+		if c.recvWindow.Add(-int64(f.Length)) < 0 {
+			return fmt.Errorf("h2link: the peer sent past the connection's window: %w", http2.ConnectionError(http2.ErrCodeFlowControl))
+		}
 		s := c.stream(f.StreamID)
 		// Padding, and data for a stream that is gone, are credited back
 		// at once; the rest when the reader reads it.
 		used := int64(len(f.Data()))
-		if pad := int64(f.Length) - used; pad > 0 {
-			c.creditConn(pad)
-		}
+		pad := int64(f.Length) - used // to the stream's window too, if it is open
+		c.creditConn(pad)
 		if s == nil {
 			if f.StreamID > c.highestID() {
 				return http2.ConnectionError(http2.ErrCodeProtocol)
@@ -378,7 +386,7 @@ func (c *conn) handle(f http2.Frame) error {
 			c.creditConn(used)
 			return nil
 		}
-		s.receive(f.Data(), f.StreamEnded())
+		s.receive(f.Data(), pad, f.StreamEnded())
 	case *http2.MetaHeadersFrame:
 		return c.side.headers(f)
 	case *http2.RSTStreamFrame:
@@ -481,6 +489,7 @@ func (c *conn) creditConn(n int64) {
 	}
 	if v := c.recvUnacked.Add(n); v >= ConnWindow/4 {
 		if c.recvUnacked.CompareAndSwap(v, 0) {
+			c.recvWindow.Add(v)
 			c.control(func(fr *http2.Framer) error { return fr.WriteWindowUpdate(0, uint32(v)) })
 		}
 	}

@@ -37,6 +37,11 @@ func init() {
 	}
 }
 
+// errHeaderList is the error of a header block past maxHeaderList.
+func errHeaderList(what string) error {
+	return fmt.Errorf("h2link: the %s are larger than the limit of %d bytes", what, maxHeaderList)
+}
+
 // lowerKey returns the wire (lower-case) form of a header name.
 func lowerKey(k string) string {
 	if l, ok := commonHeaders[k]; ok {

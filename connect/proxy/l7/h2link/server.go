@@ -141,6 +141,10 @@ func (sc *ServerConn) headers(f *http2.MetaHeadersFrame) error {
 			s.reset(http2.ErrCodeProtocol, errors.New("h2link: request trailers without END_STREAM"))
 			return nil
 		}
+		if f.Truncated {
+			s.reset(http2.ErrCodeProtocol, errHeaderList("request trailers"))
+			return nil
+		}
 		s.receiveTrailers(f)
 		return nil
 	}
@@ -180,7 +184,7 @@ func (sc *ServerConn) headers(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	if f.StreamEnded() {
-		s.receive(nil, true)
+		s.receive(nil, 0, true)
 	}
 	sc.running.Add(1)
 	select {
@@ -225,6 +229,14 @@ func (sc *ServerConn) serve(ss *serverStream, f *http2.MetaHeadersFrame) {
 		ss.reset(http2.ErrCodeProtocol, err)
 		return
 	}
+	h := sc.h
+	if f.Truncated {
+		// The framer left out the fields past the limit: the request is
+		// answered as net/http's server does, not served without them.
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(http.StatusRequestHeaderFieldsTooLarge)
+		})
+	}
 	rw := &responseWriter{s: ss, req: req, header: make(http.Header)}
 	defer func() {
 		if p := recover(); p != nil {
@@ -252,7 +264,7 @@ func (sc *ServerConn) serve(ss *serverStream, f *http2.MetaHeadersFrame) {
 			ss.reset(http2.ErrCodeNo, errStreamClosed)
 		}
 	}()
-	sc.h.ServeHTTP(rw, req)
+	h.ServeHTTP(rw, req)
 }
 
 // request builds the request the headers f begin.

@@ -46,8 +46,12 @@ func newStream(c *conn, id uint32) *stream {
 	return s
 }
 
-// receive adds the payload of a DATA frame, from the reader goroutine.
-func (s *stream) receive(p []byte, end bool) {
+// receive adds the payload of a DATA frame, from the reader goroutine;
+// pad is the frame's padding, already credited to the connection.
+func (s *stream) receive(p []byte, pad int64, end bool) {
+	if pad > 0 && !end {
+		s.creditPadding(pad)
+	}
 	s.mu.Lock()
 	if s.err != nil || s.recvEnded {
 		closedRecv := s.recvEnded && s.err == nil
@@ -83,6 +87,25 @@ func (s *stream) receive(p []byte, end bool) {
 	s.mu.Unlock()
 	if end {
 		s.maybeFinish()
+	}
+}
+
+// creditPadding gives a DATA frame's padding back to the stream's window
+// (RFC 9113, 6.9.1: it counts against it), with what is read, while the
+// peer may still send.
+func (s *stream) creditPadding(pad int64) {
+	var credit int64
+	s.mu.Lock()
+	if s.err == nil && !s.recvEnded {
+		s.unacked += pad
+		if s.unacked >= StreamWindow/4 {
+			credit, s.unacked = s.unacked, 0
+		}
+	}
+	s.mu.Unlock()
+	if credit > 0 {
+		id := s.id
+		s.c.control(func(fr *http2.Framer) error { return fr.WriteWindowUpdate(id, uint32(credit)) })
 	}
 }
 
@@ -191,6 +214,16 @@ func (s *stream) tryWindow(want int) int {
 	return s.takeWindowLocked(want)
 }
 
+// unwindow gives back credit window took for a frame that did not go.
+func (s *stream) unwindow(k int) {
+	c := s.c
+	c.fcMu.Lock()
+	s.sendWindow += int64(k)
+	c.sendWindow += int64(k)
+	c.fcCond.Broadcast()
+	c.fcMu.Unlock()
+}
+
 func (s *stream) takeWindowLocked(want int) int {
 	c := s.c
 	if s.sendWindow <= 0 || c.sendWindow <= 0 || want <= 0 {
@@ -265,6 +298,7 @@ func (s *stream) writeData(p []byte, end bool) error {
 		last := end && len(p) == 0
 		if err := s.c.write(func() error {
 			if err := s.sendErr(); err != nil {
+				s.unwindow(k) // the frame does not go: its credit is not spent
 				return errSkip{err}
 			}
 			return s.writeDataLocked(chunk, last)
