@@ -63,6 +63,24 @@ func (a *testApp) closeIdle(t *testing.T, n int) {
 	a.srv.SetKeepAlivesEnabled(true)
 }
 
+// keepConns has p keep n connections to the application at addr: n
+// requests at once, their answers read to the end.
+func keepConns(t *testing.T, p *appConns, addr string, n int) {
+	t.Helper()
+	var held []*http.Response
+	for range n {
+		resp, err := p.roundTrip(context.Background(), appRequest(t, addr, "GET", "/", ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, resp)
+	}
+	for _, resp := range held {
+		io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+}
+
 func appRequest(t *testing.T, addr, method, path, body string) *http.Request {
 	t.Helper()
 	var rd io.Reader
@@ -133,18 +151,7 @@ func TestAppConns_staleConnectionIsRetried(t *testing.T) {
 
 	// Several kept connections, all closed at once: the request still
 	// goes through (it tries them, then a new one).
-	var held []*http.Response
-	for range 4 {
-		resp, err := p.roundTrip(context.Background(), appRequest(t, addr, "GET", "/", ""))
-		if err != nil {
-			t.Fatal(err)
-		}
-		held = append(held, resp)
-	}
-	for _, resp := range held {
-		io.ReadAll(resp.Body)
-		resp.Body.Close()
-	}
+	keepConns(t, p, addr, 4)
 	srv.closeIdle(t, 4)
 	get()
 }

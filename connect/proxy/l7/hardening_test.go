@@ -215,18 +215,7 @@ func TestAppConns_idleConnectionsExpire(t *testing.T) {
 	addr := ln.Addr().String()
 	p := newAppConns(addr, time.Second)
 	defer p.close()
-	var held []*http.Response
-	for range 3 {
-		resp, err := p.roundTrip(context.Background(), appRequest(t, addr, "GET", "/", ""))
-		if err != nil {
-			t.Fatal(err)
-		}
-		held = append(held, resp)
-	}
-	for _, resp := range held {
-		io.ReadAll(resp.Body)
-		resp.Body.Close()
-	}
+	keepConns(t, p, addr, 3)
 	p.mu.Lock()
 	if len(p.idle) != 3 {
 		p.mu.Unlock()
