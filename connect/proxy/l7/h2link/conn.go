@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -326,6 +327,15 @@ func (c *conn) readLoop() {
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
+				if c.server && se.StreamID%2 == 1 {
+					// A request refused as it opened its stream: the
+					// stream was opened, and is closed, so what the peer
+					// sends on it next is ignored, not taken for a
+					// stream it never opened.
+					c.mu.Lock()
+					c.lastPeer = max(c.lastPeer, se.StreamID)
+					c.mu.Unlock()
+				}
 				c.resetStream(se.StreamID, se.Code, fmt.Errorf("h2link: %v", se))
 				err = nil
 				continue
@@ -342,6 +352,14 @@ func (c *conn) readLoop() {
 		// GOAWAY saying how, not for ever.
 		_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
 		_ = c.write(func() error { return c.wfr.WriteGoAway(c.lastPeerID(), http2.ErrCode(ce), nil) })
+		if !strings.HasPrefix(err.Error(), "h2link:") {
+			// The framer's: say whose it is, and what it found.
+			if d := fr.ErrorDetail(); d != nil {
+				err = fmt.Errorf("h2link: the peer broke the protocol: %w (%v)", err, d)
+			} else {
+				err = fmt.Errorf("h2link: the peer broke the protocol: %w", err)
+			}
+		}
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 		err = ErrClosed

@@ -499,3 +499,68 @@ func TestConn_aTableSizeAckedIsAppliedToTheHeadersAfterTheAck(t *testing.T) {
 		t.Fatalf("the header block after the ACK starts % x, not with the table size update (20)", block[:min(len(block), 4)])
 	}
 }
+
+// TestServer_aMalformedRequestEndsItsStreamOnly: a request the framer
+// refuses (a header name in capitals) is reset, and the frames that
+// follow it on its stream are ignored: the connection serves on.
+func TestServer_aMalformedRequestEndsItsStreamOnly(t *testing.T) {
+	addr, _ := ourServer(t, ServerConfig{})
+	rc := dialRaw(t, addr)
+	rc.hbuf.Reset()
+	for _, hf := range []hpack.HeaderField{{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "https"},
+		{Name: ":authority", Value: "x"}, {Name: ":path", Value: "/"}, {Name: "X-Capitals", Value: "no"}} {
+		rc.enc.WriteField(hf)
+	}
+	if err := rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.hbuf.Bytes(), EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.fr.WriteData(1, true, []byte("body")); err != nil {
+		t.Fatal(err)
+	}
+	rc.get(t, 3)
+	rc.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	reset1 := false
+	for {
+		f, err := rc.fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("reset of stream 1: %v; then: %v", reset1, err)
+		}
+		switch f := f.(type) {
+		case *http2.RSTStreamFrame:
+			if f.StreamID == 1 {
+				reset1 = true
+			}
+		case *http2.GoAwayFrame:
+			t.Fatalf("GOAWAY %v after a malformed request", f.ErrCode)
+		case *http2.HeadersFrame:
+			if f.StreamID == 3 {
+				if !reset1 {
+					t.Fatal("stream 1 was not reset")
+				}
+				return
+			}
+		}
+	}
+}
+
+// TestServer_aProtocolErrorSaysWhose: a connection the peer broke ends
+// with an error that says so, not the framer's bare code.
+func TestServer_aProtocolErrorSaysWhose(t *testing.T) {
+	addr, conns := ourServer(t, ServerConfig{})
+	rc := dialRaw(t, addr)
+	if err := rc.fr.WriteRawFrame(http2.FrameData, 0, 0, []byte("x")); err != nil { // DATA on stream 0
+		t.Fatal(err)
+	}
+	var got error
+	waitFor(t, func() bool {
+		all := conns()
+		if len(all) != 1 {
+			return false
+		}
+		got = all[0].c.err()
+		return got != nil
+	})
+	if !strings.Contains(got.Error(), "h2link: the peer broke the protocol") || !strings.Contains(got.Error(), "PROTOCOL_ERROR") {
+		t.Fatalf("the connection ended with %q", got)
+	}
+}
