@@ -346,6 +346,9 @@ func (c *conn) readLoop() {
 		c.pingSent.Store(0)
 		err = c.handle(f)
 	}
+	if errors.Is(err, http2.ErrFrameTooLarge) {
+		err = fmt.Errorf("h2link: the peer sent a frame larger than the %d bytes we allow: %w", maxFrameSize, http2.ConnectionError(http2.ErrCodeFrameSize))
+	}
 	var ce http2.ConnectionError
 	if errors.As(err, &ce) {
 		// The peer broke the protocol: it has a second to take the

@@ -564,3 +564,26 @@ func TestServer_aProtocolErrorSaysWhose(t *testing.T) {
 		t.Fatalf("the connection ended with %q", got)
 	}
 }
+
+// TestServer_aFrameTooLargeIsAFrameSizeError: a frame past the size we
+// allow ends the connection with GOAWAY FRAME_SIZE_ERROR, which tells the
+// peer why.
+func TestServer_aFrameTooLargeIsAFrameSizeError(t *testing.T) {
+	addr, _ := ourServer(t, ServerConfig{})
+	rc := dialRaw(t, addr)
+	rc.get(t, 1)
+	go rc.fr.WriteRawFrame(http2.FrameData, 0, 1, make([]byte, maxFrameSize+1)) // the server stops reading
+	rc.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		f, err := rc.fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("no GOAWAY: %v", err)
+		}
+		if ga, ok := f.(*http2.GoAwayFrame); ok {
+			if ga.ErrCode != http2.ErrCodeFrameSize {
+				t.Fatalf("GOAWAY %v, want FRAME_SIZE_ERROR", ga.ErrCode)
+			}
+			return
+		}
+	}
+}

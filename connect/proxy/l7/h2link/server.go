@@ -532,6 +532,9 @@ func (w *responseWriter) send(p []byte, end bool) error {
 		}
 		if err == nil && end && trailer != nil {
 			err = unskip(s.c.write(func() error {
+				if err := s.sendErr(); err != nil {
+					return errSkip{err} // reset meanwhile: no HEADERS after RST_STREAM
+				}
 				return s.writeHeadersLocked(func(enc *hpack.Encoder) error { return encodeHeader(enc, trailer) }, true)
 			}))
 		}
