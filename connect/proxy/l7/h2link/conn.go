@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -97,7 +96,6 @@ type conn struct {
 	closedErr atomic.Pointer[error]
 
 	// Flow control of what we send: guarded by fcMu, waited on with fcCond.
-	// Lock order: wmu, fcMu, mu; a stream's mu and ctlMu come last.
 	// Lock order: wmu, fcMu, mu; a stream's mu and ctlMu come last.
 	fcMu       sync.Mutex
 	fcCond     sync.Cond
@@ -355,8 +353,9 @@ func (c *conn) readLoop() {
 		// GOAWAY saying how, not for ever.
 		_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
 		_ = c.write(func() error { return c.wfr.WriteGoAway(c.lastPeerID(), http2.ErrCode(ce), nil) })
-		if !strings.HasPrefix(err.Error(), "h2link:") {
-			// The framer's: say whose it is, and what it found.
+		if _, bare := err.(http2.ConnectionError); bare {
+			// The framer's, or a bare code: say whose it is, and
+			// what the framer found.
 			if d := fr.ErrorDetail(); d != nil {
 				err = fmt.Errorf("h2link: the peer broke the protocol: %w (%v)", err, d)
 			} else {
