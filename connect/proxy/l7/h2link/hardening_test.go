@@ -587,3 +587,67 @@ func TestServer_aFrameTooLargeIsAFrameSizeError(t *testing.T) {
 		}
 	}
 }
+
+// TestServer_aBodyMustMatchItsContentLength: a request whose DATA adds up
+// to more or less than its Content-Length is malformed (RFC 9113, 8.1.1):
+// its stream is reset and its handler reads an error, not a body cut to
+// the length or short of it.
+func TestServer_aBodyMustMatchItsContentLength(t *testing.T) {
+	for _, tc := range []struct {
+		name, length, body string
+		end                bool // END_STREAM on the HEADERS
+		handled            bool // a handler runs (and must read an error)
+	}{
+		{"longer", "3", "abcdef", false, true},
+		{"shorter", "10", "abc", false, true},
+		{"none", "5", "", true, false},
+		{"bad", "-1", "abc", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			read := make(chan error, 1)
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, err := io.ReadAll(r.Body)
+				read <- err
+			})
+			addr, _ := ourServerWith(t, h, ServerConfig{})
+			rc := dialRaw(t, addr)
+			rc.hbuf.Reset()
+			for _, hf := range []hpack.HeaderField{{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "https"},
+				{Name: ":authority", Value: "x"}, {Name: ":path", Value: "/"}, {Name: "content-length", Value: tc.length}} {
+				rc.enc.WriteField(hf)
+			}
+			if err := rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.hbuf.Bytes(), EndHeaders: true, EndStream: tc.end}); err != nil {
+				t.Fatal(err)
+			}
+			if !tc.end {
+				if err := rc.fr.WriteData(1, true, []byte(tc.body)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rc.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+			for {
+				f, err := rc.fr.ReadFrame()
+				if err != nil {
+					t.Fatalf("no reset: %v", err)
+				}
+				if rst, ok := f.(*http2.RSTStreamFrame); ok && rst.StreamID == 1 {
+					if rst.ErrCode != http2.ErrCodeProtocol {
+						t.Fatalf("reset with %v, want PROTOCOL_ERROR", rst.ErrCode)
+					}
+					break
+				}
+			}
+			if !tc.handled {
+				return // refused before a handler ran
+			}
+			select {
+			case err := <-read:
+				if err == nil {
+					t.Fatal("the handler read the body without an error")
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the handler is still reading")
+			}
+		})
+	}
+}

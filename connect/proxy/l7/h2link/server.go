@@ -183,6 +183,15 @@ func (sc *ServerConn) headers(f *http2.MetaHeadersFrame) error {
 		s.reset(http2.ErrCodeProtocol, fmt.Errorf("h2link: connection-specific header %q in a request", name))
 		return nil
 	}
+	declared, err := declaredLength(f)
+	if err == nil && f.StreamEnded() && declared > 0 {
+		err = fmt.Errorf("h2link: a request without a body declares a Content-Length of %d", declared)
+	}
+	if err != nil {
+		s.reset(http2.ErrCodeProtocol, err)
+		return nil
+	}
+	s.declared = declared
 	if f.StreamEnded() {
 		s.receive(nil, 0, true)
 	}
@@ -194,6 +203,23 @@ func (sc *ServerConn) headers(f *http2.MetaHeadersFrame) error {
 		go sc.handle(ss, f)
 	}
 	return nil
+}
+
+// declaredLength returns the Content-Length a request's headers declare,
+// or -1 when they declare none.
+func declaredLength(f *http2.MetaHeadersFrame) (int64, error) {
+	declared := int64(-1)
+	for _, hf := range f.RegularFields() {
+		if hf.Name != "content-length" {
+			continue
+		}
+		n, err := strconv.ParseInt(hf.Value, 10, 64)
+		if err != nil || n < 0 || declared >= 0 && n != declared {
+			return 0, fmt.Errorf("h2link: a request with a bad Content-Length %q", hf.Value)
+		}
+		declared = n
+	}
+	return declared, nil
 }
 
 // handle serves requests, the first being ss's, until none comes for
@@ -300,12 +326,7 @@ func (sc *ServerConn) request(ss *serverStream, f *http2.MetaHeadersFrame) (*htt
 	if f.StreamEnded() {
 		req.Body, req.ContentLength = http.NoBody, 0
 	} else {
-		req.ContentLength = -1
-		if v := header["Content-Length"]; len(v) == 1 {
-			if n, err := strconv.ParseInt(v[0], 10, 64); err == nil && n >= 0 {
-				req.ContentLength = n
-			}
-		}
+		req.ContentLength = ss.declared // checked by the reader, as it took the headers
 	}
 	req = req.WithContext(ss.ctx)
 	if req.Body == nil {

@@ -2,6 +2,7 @@ package h2link
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"sync"
@@ -38,10 +39,14 @@ type stream struct {
 	onFail func(err error)
 	// owner is the client's or the server's side of the stream.
 	owner any
+	// declared is the Content-Length of a request, which its DATA must
+	// add up to (RFC 9113, 8.1.1), or -1; got is what its DATA carried.
+	// Both are the reader goroutine's.
+	declared, got int64
 }
 
 func newStream(c *conn, id uint32) *stream {
-	s := &stream{c: c, id: id, done: make(chan struct{})}
+	s := &stream{c: c, id: id, done: make(chan struct{}), declared: -1}
 	s.cond.L = &s.mu
 	return s
 }
@@ -60,6 +65,13 @@ func (s *stream) receive(p []byte, pad int64, end bool) {
 		if closedRecv {
 			s.reset(http2.ErrCodeStreamClosed, errors.New("h2link: DATA after END_STREAM"))
 		}
+		return
+	}
+	s.got += int64(len(p))
+	if s.declared >= 0 && (s.got > s.declared || end && s.got != s.declared) {
+		s.mu.Unlock()
+		s.c.creditConn(int64(len(p)))
+		s.reset(http2.ErrCodeProtocol, s.lengthError())
 		return
 	}
 	if s.discard {
@@ -90,6 +102,12 @@ func (s *stream) receive(p []byte, pad int64, end bool) {
 	}
 }
 
+// lengthError says that the DATA of a request did not match its
+// Content-Length.
+func (s *stream) lengthError() error {
+	return fmt.Errorf("h2link: the request's body does not match its Content-Length of %d (it sent at least %d bytes)", s.declared, s.got)
+}
+
 // creditPadding gives a DATA frame's padding back to the stream's window
 // (RFC 9113, 6.9.1: it counts against it), with what is read, while the
 // peer may still send.
@@ -97,20 +115,18 @@ func (s *stream) creditPadding(pad int64) {
 	var credit int64
 	s.mu.Lock()
 	if s.err == nil && !s.recvEnded {
-		s.unacked += pad
-		if s.unacked >= StreamWindow/4 {
-			credit, s.unacked = s.unacked, 0
-		}
+		credit = s.addUnackedLocked(pad)
 	}
 	s.mu.Unlock()
-	if credit > 0 {
-		id := s.id
-		s.c.control(func(fr *http2.Framer) error { return fr.WriteWindowUpdate(id, uint32(credit)) })
-	}
+	s.sendCredit(credit)
 }
 
 // receiveTrailers records the peer's trailers, which end its side.
 func (s *stream) receiveTrailers(f *http2.MetaHeadersFrame) {
+	if s.declared >= 0 && s.got != s.declared {
+		s.reset(http2.ErrCodeProtocol, s.lengthError())
+		return
+	}
 	s.mu.Lock()
 	if s.err != nil || s.recvEnded {
 		s.mu.Unlock()
@@ -153,18 +169,34 @@ func (s *stream) read(p []byte) (int, error) {
 	}
 	var credit int64
 	if !s.recvEnded {
-		s.unacked += int64(n)
-		if s.unacked >= StreamWindow/4 {
-			credit, s.unacked = s.unacked, 0
-		}
+		credit = s.addUnackedLocked(int64(n))
 	}
 	s.mu.Unlock()
 	s.c.creditConn(int64(n))
+	s.sendCredit(credit)
+	return n, nil
+}
+
+// addUnackedLocked counts n bytes the peer may send again, and returns the
+// credit to give it: all that gathered once it is a quarter of the
+// window, else 0. s.mu must be held.
+func (s *stream) addUnackedLocked(n int64) int64 {
+	s.unacked += n
+	if s.unacked < StreamWindow/4 {
+		return 0
+	}
+	credit := s.unacked
+	s.unacked = 0
+	return credit
+}
+
+// sendCredit queues a WINDOW_UPDATE giving the peer credit more bytes on
+// the stream; none when credit is 0. s.mu must not be held.
+func (s *stream) sendCredit(credit int64) {
 	if credit > 0 {
 		id := s.id
 		s.c.control(func(fr *http2.Framer) error { return fr.WriteWindowUpdate(id, uint32(credit)) })
 	}
-	return n, nil
 }
 
 // discard drops what was received and not read, crediting it back.
