@@ -90,7 +90,9 @@ func TestMain(m *testing.M) {
 // -added (median mesh minus median direct); rps-direct and rps-mesh are
 // the achieved requests/s, rps-ratio mesh over direct; agents-cpu-us/req is
 // the CPU time both agents spent per request of a mesh run (from /proc, so
-// it holds also when other work shares the machine). tcp-stream reports
+// it holds also when other work shares the machine), agents-reads/req and
+// agents-writes/req their read- and write-like system calls per request
+// (from /proc/PID/io). tcp-stream reports
 // mbps-direct and mbps-mesh in MB/s (10^6 bytes), throughput-ratio, and
 // agents-cpu-ms/MB. Each run logs its figures and how busy the machine was
 // with work other than the benchmark's.
@@ -158,6 +160,7 @@ func BenchmarkMesh(b *testing.B) {
 func comparePaths(b *testing.B, m *mesh, fortio, meshURL string, qps int, newConn bool, repeats int, dur time.Duration) {
 	var direct, mesh []*fortioResult
 	var cpuPerReq []float64 // the agents' CPU µs per request, mesh runs
+	var readsPerReq, writesPerReq []float64 // the agents' system calls per request, likewise
 	for i := range b.N * repeats {
 		for _, path := range pairOrder(i) {
 			url := m.directURL
@@ -173,7 +176,10 @@ func comparePaths(b *testing.B, m *mesh, fortio, meshURL string, qps int, newCon
 			b.Logf("%s %-6s run %d: %s; %s", b.Name(), path, i+1, res, cpu)
 			if path == "mesh" {
 				mesh = append(mesh, res)
-				cpuPerReq = append(cpuPerReq, 1e6*cpu.agents.Seconds()/float64(res.DurationHistogram.Count))
+				n := float64(res.DurationHistogram.Count)
+				cpuPerReq = append(cpuPerReq, 1e6*cpu.agents.Seconds()/n)
+				readsPerReq = append(readsPerReq, float64(cpu.reads)/n)
+				writesPerReq = append(writesPerReq, float64(cpu.writes)/n)
 			} else {
 				direct = append(direct, res)
 			}
@@ -184,6 +190,10 @@ func comparePaths(b *testing.B, m *mesh, fortio, meshURL string, qps int, newCon
 	// CPU seconds of both agents (both proxies and all else they do) per
 	// 1,000 requests.
 	b.ReportMetric(median(cpuPerReq)/1000, "agents-cpu-s/1k-req")
+	// Read- and write-like system calls of both agents per request: the
+	// loopback hops make system calls most of a proxy's CPU.
+	b.ReportMetric(median(readsPerReq), "agents-reads/req")
+	b.ReportMetric(median(writesPerReq), "agents-writes/req")
 	if newConn {
 		b.ReportMetric(1000*(median(percentileOf(mesh, "50"))-median(percentileOf(direct, "50"))), "newconn-p50-added-ms")
 	}
@@ -542,6 +552,9 @@ type cpuMark struct {
 	busy, all time.Duration // the machine's, over all CPUs
 	agents    time.Duration
 	others    time.Duration
+	// reads and writes are the agents' read- and write-like system calls
+	// (syscr and syscw of /proc/PID/io).
+	reads, writes int64
 }
 
 // cpuUse is the CPU time spent between two marks.
@@ -549,6 +562,8 @@ type cpuUse struct {
 	busy, all time.Duration
 	agents    time.Duration // both agents
 	ours      time.Duration // the agents and the benchmark's other processes
+	// reads and writes count both agents' read- and write-like system calls.
+	reads, writes int64
 }
 
 // String says how much the agents used and how busy the machine was, and
@@ -565,6 +580,9 @@ func (m *mesh) markCPU(tb testing.TB) cpuMark {
 	c.busy, c.all = machineCPU(tb)
 	for _, a := range m.agents {
 		c.agents += processCPU(tb, a.cmd.Process.Pid)
+		r, w := processSyscalls(tb, a.cmd.Process.Pid)
+		c.reads += r
+		c.writes += w
 	}
 	for _, pid := range m.others {
 		c.others += processCPU(tb, pid)
@@ -579,7 +597,33 @@ func (m *mesh) cpuSince(tb testing.TB, start cpuMark, extra time.Duration) cpuUs
 	end := m.markCPU(tb)
 	agents := end.agents - start.agents
 	return cpuUse{busy: end.busy - start.busy, all: end.all - start.all, agents: agents,
-		ours: agents + end.others - start.others + extra}
+		ours: agents + end.others - start.others + extra, reads: end.reads - start.reads, writes: end.writes - start.writes}
+}
+
+// processSyscalls returns how many read- and write-like system calls a
+// process has made so far (syscr and syscw of /proc/PID/io).
+func processSyscalls(tb testing.TB, pid int) (reads, writes int64) {
+	tb.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		tb.Fatalf("system calls of process %d: %v", pid, err)
+	}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		name, value, ok := strings.Cut(line, ": ")
+		if !ok || (name != "syscr" && name != "syscw") {
+			continue
+		}
+		n, err := strconv.ParseInt(value, 10, 64)
+		if err != nil {
+			tb.Fatalf("/proc/%d/io: %q: %v", pid, line, err)
+		}
+		if name == "syscr" {
+			reads = n
+		} else {
+			writes = n
+		}
+	}
+	return reads, writes
 }
 
 // clockTick is the unit of /proc's CPU times (USER_HZ, 100 on Linux).
