@@ -159,7 +159,7 @@ func BenchmarkMesh(b *testing.B) {
 // (repeats pairs) and reports the latency, rate and CPU figures.
 func comparePaths(b *testing.B, m *mesh, fortio, meshURL string, qps int, newConn bool, repeats int, dur time.Duration) {
 	var direct, mesh []*fortioResult
-	var cpuPerReq []float64 // the agents' CPU µs per request, mesh runs
+	var cpuPerReq []float64                 // the agents' CPU µs per request, mesh runs
 	var readsPerReq, writesPerReq []float64 // the agents' system calls per request, likewise
 	for i := range b.N * repeats {
 		for _, path := range pairOrder(i) {
