@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -59,10 +60,12 @@ func (i *instance) ejected(now int64) bool { return i.ejectedUntil.Load() > now 
 // instanceSet is a target's instances at one moment; replaced whole.
 type instanceSet struct {
 	list []*instance
-	// hashers holds the ring_hash or maglev table built for a policy's
-	// parameters, on first use.
+	// hashers holds the ring_hash or maglev tables built for a policy's
+	// parameters, on first use: a map replaced whole (under hashMu, which
+	// also keeps two requests from building the same table), read without
+	// a lock by every request.
 	hashMu  sync.Mutex
-	hashers map[hashKey]hashTable // guarded by hashMu
+	hashers atomic.Pointer[map[hashKey]hashTable]
 }
 
 // target is the balancer of one chain target.
@@ -306,10 +309,18 @@ func (s *instanceSet) table(lb *configentry.LoadBalancer) hashTable {
 	if c := lb.RingHashConfig; c != nil && lb.Policy == configentry.LBRingHash {
 		k.minSize, k.maxSize = c.MinimumRingSize, c.MaximumRingSize
 	}
+	if m := s.hashers.Load(); m != nil {
+		if t := (*m)[k]; t != nil {
+			return t
+		}
+	}
 	s.hashMu.Lock()
 	defer s.hashMu.Unlock()
-	if t := s.hashers[k]; t != nil {
-		return t
+	old := s.hashers.Load()
+	if old != nil {
+		if t := (*old)[k]; t != nil {
+			return t // built by a request that held hashMu before this one
+		}
 	}
 	var t hashTable
 	if k.policy == configentry.LBMaglev {
@@ -317,10 +328,12 @@ func (s *instanceSet) table(lb *configentry.LoadBalancer) hashTable {
 	} else {
 		t = newRing(s.list, k.minSize, k.maxSize)
 	}
-	if s.hashers == nil {
-		s.hashers = make(map[hashKey]hashTable)
+	m := make(map[hashKey]hashTable, 1)
+	if old != nil {
+		maps.Copy(m, *old)
 	}
-	s.hashers[k] = t
+	m[k] = t
+	s.hashers.Store(&m)
 	return t
 }
 

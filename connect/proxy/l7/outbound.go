@@ -115,8 +115,7 @@ type Outbound struct {
 
 	reg        registry
 	labels     []metrics.Label
-	statsMu    sync.RWMutex
-	stats      map[string]*reqStats // guarded by statsMu; by route name
+	stats      sync.Map // route name → *reqStats; read without a lock on every request
 	retries    *counter
 	exhausted  *counter
 	overloaded *counter
@@ -180,7 +179,6 @@ func NewOutbound(cfg OutboundConfig) (*Outbound, error) {
 		cfg:    cfg,
 		logger: logger,
 		labels: withLabels(nil, "proxy", cfg.ProxyID, "service", cfg.Service, "upstream", cfg.DestinationName),
-		stats:  make(map[string]*reqStats),
 		stop:   make(chan struct{}),
 	}
 	o.ctx, o.cancel = context.WithCancel(context.Background())
@@ -429,16 +427,11 @@ func (o *Outbound) enter() bool {
 }
 
 func (o *Outbound) statsFor(route string) *reqStats {
-	o.statsMu.RLock()
-	s := o.stats[route]
-	o.statsMu.RUnlock()
-	if s != nil {
-		return s
+	if s, ok := o.stats.Load(route); ok {
+		return s.(*reqStats)
 	}
-	s = o.reg.reqStatsFor(keyUpstreamRequests, keyUpstreamLatency, o.labels, "route", route)
-	o.statsMu.Lock()
-	o.stats[route] = s
-	o.statsMu.Unlock()
+	s := o.reg.reqStatsFor(keyUpstreamRequests, keyUpstreamLatency, o.labels, "route", route)
+	o.stats.Store(route, s) // reqStatsFor returns the same stats to every caller
 	return s
 }
 

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -124,6 +126,48 @@ func TestPick_Policies(t *testing.T) {
 			t.Errorf("%s: %d users of healthy instances moved", policy, moved)
 		}
 		list[1].ejectedUntil.Store(0)
+	}
+}
+
+// TestPick_HashTablesBuiltOnceUnderConcurrency has many requests pick at
+// once by ring_hash and maglev on a set with no table yet: each policy's
+// table is built once, kept, and sends a user to one instance.
+func TestPick_HashTablesBuiltOnceUnderConcurrency(t *testing.T) {
+	t.Parallel()
+	tg := testTarget(5)
+	set := tg.set.Load()
+	now := time.Now().UnixNano()
+	lbs := []*configentry.LoadBalancer{
+		{Policy: configentry.LBRingHash, HashPolicies: []configentry.HashPolicy{{Field: "header", FieldValue: "x-user"}}},
+		{Policy: configentry.LBMaglev, HashPolicies: []configentry.HashPolicy{{Field: "header", FieldValue: "x-user"}}},
+	}
+	const workers = 8
+	got := make([][]string, workers) // by worker: the instance of user-0 under each policy
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for _, lb := range lbs {
+				r := httptest.NewRequest("GET", "/", nil)
+				r.Header.Set("X-User", "user-0")
+				o := pickOpts{lb: lb, req: r, now: now}
+				got[w] = append(got[w], tg.pick(&o).ep.Addr)
+			}
+		})
+	}
+	wg.Wait()
+	for w := 1; w < workers; w++ {
+		if !slices.Equal(got[w], got[0]) {
+			t.Fatalf("user-0 went to %v for one request and %v for another", got[0], got[w])
+		}
+	}
+	m := set.hashers.Load()
+	if m == nil || len(*m) != len(lbs) {
+		t.Fatalf("hash tables kept: %v, want one per policy", m)
+	}
+	for _, lb := range lbs {
+		if set.table(lb) != set.table(lb) {
+			t.Errorf("%s: the table is built again on a later request", lb.Policy)
+		}
 	}
 }
 
