@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -24,6 +25,9 @@ import (
 type appConns struct {
 	addr        string
 	dialTimeout time.Duration
+	// checkAfter is how long a kept connection may have been idle and
+	// still be reused unchecked: appCheckAfter (tests set their own).
+	checkAfter time.Duration
 
 	mu     sync.Mutex
 	idle   []*appConn // guarded by mu; the most recently used last
@@ -44,13 +48,74 @@ const (
 	appIdleTimeout = 90 * time.Second
 	// appMaxIdle bounds the idle connections kept.
 	appMaxIdle = 256
+	// appCheckAfter is how long a kept connection may have been idle
+	// before it is checked for what the application did with it
+	// meanwhile (closed it, or sent an unasked answer such as the 408 of
+	// a server whose idle timeout fired), with a non-blocking peek. A
+	// busy connection, reused within microseconds, pays no system call
+	// (they are most of the proxy's CPU); one idle for half a second pays
+	// one, nothing beside the request it is about to carry. Servers time
+	// kept connections out after seconds (5 s for Node.js and Apache,
+	// 75 s for nginx), so every connection they may have timed out has
+	// been idle for longer than this; what comes in the instant of the
+	// reuse is left to the retries of roundTrip.
+	appCheckAfter = 500 * time.Millisecond
 )
 
 // errAppClosed is the error of a request after close.
 var errAppClosed = errors.New("the proxy is closing")
 
+// bodyReadError is a failure to read the body of a request from its
+// caller: the request could not be sent whole, and the application is not
+// to blame.
+type bodyReadError struct {
+	err error
+}
+
+func (e *bodyReadError) Error() string { return "read the request body: " + e.err.Error() }
+
+func (e *bodyReadError) Unwrap() error { return e.err }
+
+// readWhole reads body, which must end at len(p) bytes, into p, and closes
+// it. ctx's end closes it too, which ends a read waiting for a caller that
+// sends slowly; the error is then ctx's. Other failures are
+// *bodyReadError.
+func readWhole(ctx context.Context, body io.ReadCloser, p []byte) error {
+	stop := context.AfterFunc(ctx, func() { body.Close() })
+	defer stop()
+	defer body.Close()
+	n, err := io.ReadFull(body, p)
+	if err == nil {
+		// The body must end there: what is past its length would be cut.
+		var extra [1]byte
+		var k int
+		if k, err = io.ReadFull(body, extra[:]); k > 0 {
+			return bodyLengthError(int64(len(p))+1, int64(len(p)))
+		} else if err == io.EOF {
+			return nil
+		}
+	} else if err == io.EOF || err == io.ErrUnexpectedEOF {
+		if ctx.Err() == nil {
+			return bodyLengthError(int64(n), int64(len(p)))
+		}
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("read the request body: %w", context.Cause(ctx))
+	}
+	return &bodyReadError{err}
+}
+
+// bodyLengthError says that a body ended, or went on, at n bytes against
+// the declared length.
+func bodyLengthError(n, declared int64) *bodyReadError {
+	if n < declared {
+		return &bodyReadError{fmt.Errorf("it ended after %d of the %d bytes its Content-Length declares", n, declared)}
+	}
+	return &bodyReadError{fmt.Errorf("it is longer than the %d bytes its Content-Length declares", declared)}
+}
+
 func newAppConns(addr string, dialTimeout time.Duration) *appConns {
-	return &appConns{addr: addr, dialTimeout: dialTimeout}
+	return &appConns{addr: addr, dialTimeout: dialTimeout, checkAfter: appCheckAfter}
 }
 
 // takes reports whether req goes through roundTrip: no body, or a small one
@@ -61,6 +126,9 @@ func (p *appConns) takes(req *http.Request) bool {
 
 // roundTrip sends req (which takes accepts) and returns the answer; its
 // body must be closed. ctx ends the request, and the reading of the body.
+// A failure to read the request's body is a *bodyReadError; the body is
+// read whole before a connection is taken, so that no connection to the
+// application ever gets part of one.
 func (p *appConns) roundTrip(ctx context.Context, req *http.Request) (*http.Response, error) {
 	var body []byte
 	if req.Body != nil && req.Body != http.NoBody {
@@ -71,17 +139,9 @@ func (p *appConns) roundTrip(ctx context.Context, req *http.Request) (*http.Resp
 			buf = make([]byte, req.ContentLength)
 		}
 		body = buf[:req.ContentLength]
-		if _, err := io.ReadFull(req.Body, body); err != nil {
-			return nil, fmt.Errorf("read the request body (Content-Length %d): %w", req.ContentLength, err)
+		if err := readWhole(ctx, req.Body, body); err != nil {
+			return nil, err
 		}
-		// The body must end there: what is past its length would be cut.
-		var extra [1]byte
-		if n, err := io.ReadFull(req.Body, extra[:]); n > 0 {
-			return nil, fmt.Errorf("the request body is longer than its Content-Length %d", req.ContentLength)
-		} else if err != io.EOF {
-			return nil, fmt.Errorf("read the request body: %w", err)
-		}
-		req.Body.Close()
 	}
 	for {
 		ac, reused, err := p.get(ctx)
@@ -92,6 +152,18 @@ func (p *appConns) roundTrip(ctx context.Context, req *http.Request) (*http.Resp
 			req.Body = io.NopCloser(bytes.NewReader(body))
 		}
 		resp, stale, err := p.send(ctx, ac, req)
+		if err == nil && resp.StatusCode == http.StatusRequestTimeout && reused && idempotent(req.Method) {
+			// A server whose idle timeout fired answers 408 on the kept
+			// connection, unasked, and closes it (RFC 9110, 15.5.9: "if
+			// the client has an outstanding request in transit, it MAY
+			// repeat that request"); the request read it as its answer.
+			// As net/http's Transport does, the request goes again, on
+			// another connection (the older ones timed out too, likely).
+			// A 408 on a new connection is the application's answer.
+			resp.Body.Close() // closes ac: its answer was not read
+			p.dropIdleSince(ac.idleAt)
+			continue
+		}
 		if err == nil {
 			return resp, nil
 		}
@@ -132,13 +204,39 @@ func (p *appConns) dropIdleSince(t time.Time) {
 	}
 }
 
-// get returns an idle connection (reused) or dials one.
+// get returns an idle connection (reused) or dials one. An idle
+// connection kept for longer than checkAfter is checked first (idleUsable),
+// and closed if the application closed it or sent on it meanwhile.
 func (p *appConns) get(ctx context.Context) (ac *appConn, reused bool, err error) {
 	now := time.Now()
+	for {
+		ac, err = p.popIdle(now)
+		if err != nil {
+			return nil, false, err
+		}
+		if ac == nil {
+			break
+		}
+		if now.Sub(ac.idleAt) < p.checkAfter || idleUsable(ac.nc) {
+			return ac, true, nil
+		}
+		ac.nc.Close()
+	}
+	d := net.Dialer{Timeout: p.dialTimeout}
+	nc, err := d.DialContext(ctx, "tcp", p.addr)
+	if err != nil {
+		return nil, false, err
+	}
+	return &appConn{nc: nc, br: bufio.NewReaderSize(nc, 16<<10), bw: bufio.NewWriterSize(nc, 16<<10)}, false, nil
+}
+
+// popIdle takes the most recently used idle connection, nil when there is
+// none, closing those idle for appIdleTimeout at now.
+func (p *appConns) popIdle(now time.Time) (*appConn, error) {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.closed {
-		p.mu.Unlock()
-		return nil, false, errAppClosed
+		return nil, errAppClosed
 	}
 	// The oldest are first: those idle too long close even while the
 	// newer ones take every request.
@@ -148,22 +246,59 @@ func (p *appConns) get(ctx context.Context) (ac *appConn, reused bool, err error
 		p.idle = p.idle[1:]
 	}
 	for len(p.idle) > 0 {
-		ac = p.idle[len(p.idle)-1]
+		ac := p.idle[len(p.idle)-1]
 		p.idle[len(p.idle)-1] = nil
 		p.idle = p.idle[:len(p.idle)-1]
 		if now.Sub(ac.idleAt) < appIdleTimeout {
-			p.mu.Unlock()
-			return ac, true, nil
+			return ac, nil
 		}
 		ac.nc.Close()
 	}
-	p.mu.Unlock()
-	d := net.Dialer{Timeout: p.dialTimeout}
-	nc, err := d.DialContext(ctx, "tcp", p.addr)
-	if err != nil {
-		return nil, false, err
+	return nil, nil
+}
+
+// idleUsable reports whether nc, a kept connection with no exchange on it,
+// can carry a request: the application has neither closed it nor sent
+// anything on it since its last answer (what it sent would be read as the
+// next request's answer). It looks without waiting and without taking
+// anything: one recvfrom with MSG_PEEK|MSG_DONTWAIT. A connection with no
+// file descriptor is taken as usable.
+func idleUsable(nc net.Conn) bool {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return true
 	}
-	return &appConn{nc: nc, br: bufio.NewReaderSize(nc, 16<<10), bw: bufio.NewWriterSize(nc, 16<<10)}, false, nil
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var b [1]byte
+	usable := false
+	err = rc.Read(func(fd uintptr) bool {
+		for {
+			n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			switch {
+			case errors.Is(err, syscall.EINTR):
+				continue
+			case errors.Is(err, syscall.EAGAIN):
+				// Open, and nothing to read: the state of a kept
+				// connection.
+				usable = true
+			case err == nil && n == 0:
+				// The application closed it.
+			case err == nil:
+				// Bytes nobody asked for: an answer of the application's
+				// own (a 408 as its idle timeout fires), or the rest of
+				// one.
+			default:
+				// Reset, or broken.
+			}
+			// true even when nothing is there: the runtime must not wait
+			// for the connection to become readable.
+			return true
+		}
+	})
+	return err == nil && usable
 }
 
 // put keeps a connection whose exchange is complete.

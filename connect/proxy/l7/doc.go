@@ -89,7 +89,12 @@
 // for protocol http (a request without a body or with a small one of known
 // length is written and answered on the request's own goroutine; others go
 // through net/http's Transport, which sends a body while it reads the
-// answer), over h2c for http2 and grpc. Trailers pass both ways,
+// answer; a kept connection idle for over half a second is peeked at
+// without blocking before its reuse, so that one the application closed or
+// sent an unasked 408 on is dropped, and a GET that meets a 408 on a kept
+// connection anyway goes again on a new one), over h2c for http2 and grpc.
+// A request body that does not match its Content-Length is answered 400,
+// and one that comes more slowly than LocalRequestTimeout ends with it (504). Trailers pass both ways,
 // responses without a length are flushed as they come (gRPC streams).
 // A connection ends when the peer's certificate expires; Reverify ends
 // those whose peer no longer verifies after a change of roots (and

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -485,16 +486,25 @@ func (h *inboundHandler) serve(w http.ResponseWriter, r *http.Request) (int, boo
 	if in.h1 != nil && in.h1.takes(req) {
 		resp, err = in.h1.roundTrip(ctx, req)
 	} else {
+		if req.Body != nil && req.Body != http.NoBody {
+			req.Body = &callerBody{rc: req.Body, declared: req.ContentLength}
+		}
 		resp, err = in.app.RoundTrip(req.WithContext(ctx))
 	}
 	if err != nil {
+		var bodyErr *bodyReadError
 		switch {
-		case r.Context().Err() != nil:
-			return 499, false
-		case ctx.Err() != nil:
+		case errors.Is(ctx.Err(), context.DeadlineExceeded):
+			// The local request timeout, first: it may have reset the
+			// stream (a body that came too slowly is closed), which ends
+			// r's context too.
 			in.timeouts.inc()
 			meshError(w, http.StatusGatewayTimeout, fmt.Sprintf("%s did not answer within %s (local request timeout)", in.cfg.Service, in.cfg.LocalRequestTimeout))
 			return http.StatusGatewayTimeout, false
+		case r.Context().Err() != nil:
+			return statusClientGone, false
+		case errors.As(err, &bodyErr):
+			return h.bodyFailed(w, bodyErr)
 		}
 		in.appFails.inc()
 		in.logger.Debug("request to the application failed", "addr", in.cfg.LocalAppAddr, "error", err)
@@ -507,6 +517,52 @@ func (h *inboundHandler) serve(w http.ResponseWriter, r *http.Request) (int, boo
 	}
 	return resp.StatusCode, false
 }
+
+// bodyFailed ends a request whose body could not be read from the source
+// proxy. The application is not to blame (nor counted in app_errors), and
+// no connection to it is kept with part of the body: the application
+// client reads a body whole before it takes a connection, and net/http's
+// Transport closes the connection of a request whose body failed. A body
+// whose stream the source reset, or whose connection closed, leaves
+// nothing to answer: it is counted as a client gone (499). Another (a
+// body shorter or longer than its Content-Length) is answered 400, with
+// why. (h2link resets itself the stream of a body that does not match its
+// Content-Length: then the 400 goes nowhere.)
+func (h *inboundHandler) bodyFailed(w http.ResponseWriter, err *bodyReadError) (int, bool) {
+	var reset h2link.StreamError
+	if errors.As(err, &reset) || errors.Is(err, h2link.ErrClosed) {
+		return statusClientGone, false
+	}
+	h.in.logger.Debug("the request body could not be read", "source", h.source.Service, "error", err)
+	meshError(w, http.StatusBadRequest, "the request body could not be read: "+err.err.Error())
+	return http.StatusBadRequest, false
+}
+
+// callerBody is a request body that net/http's Transport sends to the
+// application: its read errors, and a length other than the declared one,
+// are *bodyReadError, which tell the caller's failures from the
+// application's.
+type callerBody struct {
+	rc       io.ReadCloser
+	declared int64 // -1: not declared
+	n        int64
+}
+
+func (b *callerBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	b.n += int64(n)
+	switch {
+	case b.declared >= 0 && b.n > b.declared:
+		return n, bodyLengthError(b.n, b.declared)
+	case err == io.EOF && b.declared >= 0 && b.n < b.declared:
+		return n, bodyLengthError(b.n, b.declared)
+	case err != nil && err != io.EOF:
+		return n, &bodyReadError{err}
+	}
+	return n, err
+}
+
+func (b *callerBody) Close() error { return b.rc.Close() }
 
 // logLimiter lets through at most 10 log lines a second.
 type logLimiter struct {

@@ -46,7 +46,15 @@ var quantiles = []struct {
 // Response classes, by the first digit of the status.
 var classNames = [6]string{"other", "1xx", "2xx", "3xx", "4xx", "5xx"}
 
+// statusClientGone is the status a request is counted with when its client
+// went away before its answer (nginx's 499): class "other", since nothing
+// was answered.
+const statusClientGone = 499
+
 func classOf(status int) int {
+	if status == statusClientGone {
+		return 0
+	}
 	if c := status / 100; c >= 1 && c <= 5 {
 		return c
 	}

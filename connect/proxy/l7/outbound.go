@@ -534,7 +534,7 @@ func (o *Outbound) serve(w http.ResponseWriter, r *http.Request, rs *routeState,
 		replay = make([]byte, r.ContentLength)
 		if _, err := io.ReadFull(r.Body, replay); err != nil {
 			if r.Context().Err() != nil {
-				return 499, false
+				return statusClientGone, false
 			}
 			return o.fail(w, http.StatusBadRequest, fmt.Sprintf("reading the request body: %v", err))
 		}
@@ -647,7 +647,7 @@ func (o *Outbound) serve(w http.ResponseWriter, r *http.Request, rs *routeState,
 		}
 		switch {
 		case r.Context().Err() != nil:
-			return 499, false
+			return statusClientGone, false
 		case errors.Is(context.Cause(ctx), errIdle):
 			o.timeouts.inc()
 			return o.fail(w, http.StatusGatewayTimeout, fmt.Sprintf("%s sent nothing for %s (idle timeout)", o.cfg.DestinationName, idle))

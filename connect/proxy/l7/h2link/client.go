@@ -46,7 +46,7 @@ type ClientConn struct {
 func NewClientConn(nc net.Conn, onClose func()) (*ClientConn, error) {
 	cc := &ClientConn{onClose: onClose, done: make(chan struct{})}
 	cc.c = newConn(nc, false, cc)
-	if err := cc.c.start(0); err != nil {
+	if err := cc.c.start(); err != nil {
 		nc.Close()
 		return nil, err
 	}
@@ -131,8 +131,8 @@ func (cc *ClientConn) headers(f *http2.MetaHeadersFrame) error {
 	s := c.streams[f.StreamID]
 	c.mu.Unlock()
 	if s == nil {
-		if f.StreamID > c.highestID() || f.StreamID%2 == 0 {
-			return http2.ConnectionError(http2.ErrCodeProtocol)
+		if c.idle(f.StreamID) {
+			return idleStreamError(f) // the server opens no streams
 		}
 		return nil // a stream we already ended
 	}

@@ -86,6 +86,7 @@ type conn struct {
 	hbuf      bytes.Buffer   // an encoded header block; guarded by wmu
 	henc      *hpack.Encoder // guarded by wmu
 	werr      error          // guarded by wmu; sticky
+	prefaced  bool           // guarded by wmu; the preface and our SETTINGS went
 	tableSize atomic.Int64   // the peer's header table size to apply, or -1
 	ctl       bytes.Buffer   // control frames to send; guarded by ctlMu
 	ctlFr     *http2.Framer  // writes to ctl; guarded by ctlMu
@@ -127,6 +128,8 @@ type conn struct {
 	// idleTimeout (server) closes a connection without streams for this
 	// long; 0: never.
 	idleTimeout time.Duration
+	// maxStreams (server) is the SETTINGS_MAX_CONCURRENT_STREAMS we send.
+	maxStreams uint32
 
 	goroutines sync.WaitGroup // the control goroutine
 }
@@ -151,31 +154,10 @@ func newConn(nc net.Conn, server bool, s side) *conn {
 	return c
 }
 
-// start sends the preface and our settings and starts the control
-// goroutine.
-func (c *conn) start(maxStreams uint32) error {
-	err := c.write(func() error {
-		if !c.server {
-			if _, err := io.WriteString(c.bw, http2.ClientPreface); err != nil {
-				return err
-			}
-		}
-		settings := []http2.Setting{
-			{ID: http2.SettingInitialWindowSize, Val: StreamWindow},
-			{ID: http2.SettingMaxFrameSize, Val: maxFrameSize},
-			{ID: http2.SettingMaxHeaderListSize, Val: maxHeaderList},
-		}
-		if c.server {
-			settings = append(settings, http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: maxStreams})
-		} else {
-			settings = append(settings, http2.Setting{ID: http2.SettingEnablePush, Val: 0})
-		}
-		if err := c.wfr.WriteSettings(settings...); err != nil {
-			return err
-		}
-		return c.wfr.WriteWindowUpdate(0, ConnWindow-65535)
-	})
-	if err != nil {
+// start sends the preface and our settings, unless a write sent them
+// already, and starts the control goroutine.
+func (c *conn) start() error {
+	if err := c.write(nil); err != nil {
 		return fmt.Errorf("h2link: send the connection preface: %w", err)
 	}
 	c.goroutines.Add(1)
@@ -183,9 +165,37 @@ func (c *conn) start(maxStreams uint32) error {
 	return nil
 }
 
+// writePrefaceLocked writes the connection preface: the client's magic
+// string, then our SETTINGS and the connection's window. The first write
+// on the connection does it, whichever it is, so that nothing precedes it
+// (RFC 9113, 3.4): a server told to shut down before it served sends its
+// SETTINGS before its GOAWAY. wmu must be held.
+func (c *conn) writePrefaceLocked() error {
+	c.prefaced = true
+	if !c.server {
+		if _, err := io.WriteString(c.bw, http2.ClientPreface); err != nil {
+			return err
+		}
+	}
+	settings := [4]http2.Setting{
+		{ID: http2.SettingInitialWindowSize, Val: StreamWindow},
+		{ID: http2.SettingMaxFrameSize, Val: maxFrameSize},
+		{ID: http2.SettingMaxHeaderListSize, Val: maxHeaderList},
+		{ID: http2.SettingEnablePush, Val: 0},
+	}
+	if c.server {
+		settings[3] = http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: c.maxStreams}
+	}
+	if err := c.wfr.WriteSettings(settings[:]...); err != nil {
+		return err
+	}
+	return c.wfr.WriteWindowUpdate(0, ConnWindow-65535)
+}
+
 // write runs fn, which writes frames to c.wfr (or c.bw), under the write
 // lock, then flushes unless another writer is queued (it will flush).
-// Queued control frames go first. The reader never calls it.
+// The preface goes first on the connection's first write, then queued
+// control frames. The reader never calls it.
 func (c *conn) write(fn func() error) error {
 	c.waiting.Add(1)
 	c.wmu.Lock()
@@ -194,7 +204,13 @@ func (c *conn) write(fn func() error) error {
 	if c.werr != nil {
 		return c.werr
 	}
-	err := c.writeControlLocked()
+	var err error
+	if !c.prefaced {
+		err = c.writePrefaceLocked()
+	}
+	if err == nil {
+		err = c.writeControlLocked()
+	}
 	// After the control frames: a SETTINGS ACK among them makes the size
 	// the peer's, and the reader stores the size before it queues the ACK.
 	if n := c.tableSize.Swap(-1); n >= 0 {
@@ -352,7 +368,7 @@ func (c *conn) readLoop() {
 		// The peer broke the protocol: it has a second to take the
 		// GOAWAY saying how, not for ever.
 		_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
-		_ = c.write(func() error { return c.wfr.WriteGoAway(c.lastPeerID(), http2.ErrCode(ce), nil) })
+		_ = c.writeGoAway(c.lastPeerID(), http2.ErrCode(ce))
 		if _, bare := err.(http2.ConnectionError); bare {
 			// The framer's, or a bare code: say whose it is, and
 			// what the framer found.
@@ -400,10 +416,10 @@ func (c *conn) handle(f http2.Frame) error {
 		pad := int64(f.Length) - used // to the stream's window too, if it is open
 		c.creditConn(pad)
 		if s == nil {
-			if f.StreamID > c.highestID() {
-				return http2.ConnectionError(http2.ErrCodeProtocol)
+			if c.idle(f.StreamID) {
+				return idleStreamError(f)
 			}
-			c.creditConn(used)
+			c.creditConn(used) // a closed stream: the frame is ignored
 			return nil
 		}
 		s.receive(f.Data(), pad, f.StreamEnded())
@@ -412,7 +428,10 @@ func (c *conn) handle(f http2.Frame) error {
 	case *http2.RSTStreamFrame:
 		if s := c.stream(f.StreamID); s != nil {
 			s.peerReset(f.ErrCode)
+		} else if c.idle(f.StreamID) {
+			return idleStreamError(f)
 		}
+		// A closed stream: a reset that crossed its end, ignored.
 	case *http2.WindowUpdateFrame:
 		return c.windowUpdate(f)
 	case *http2.SettingsFrame:
@@ -436,14 +455,30 @@ func (c *conn) handle(f http2.Frame) error {
 	return nil
 }
 
-// highestID returns the highest stream ID that may have been used.
-func (c *conn) highestID() uint32 {
+// idle reports whether stream id (not 0) is idle (RFC 9113, 5.1): neither
+// end has opened it. Only the client opens streams (we take no push), so
+// every even stream is idle, and an odd one is until the client opens it:
+// on the server, one past the highest the peer opened; on the client, one
+// from the next we would open. A frame other than HEADERS or PRIORITY on
+// an idle stream breaks the protocol, where one on a closed stream can be
+// a race with its end, and is ignored.
+func (c *conn) idle(id uint32) bool {
+	if id%2 == 0 {
+		return true
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.server {
-		return c.lastPeer
+		return id > c.lastPeer
 	}
-	return c.nextID - 2
+	return id >= c.nextID
+}
+
+// idleStreamError is the connection error of frame f, on a stream that
+// is idle.
+func idleStreamError(f http2.Frame) error {
+	h := f.Header()
+	return fmt.Errorf("h2link: the peer broke the protocol: %v on stream %d, which is idle: %w", h.Type, h.StreamID, http2.ConnectionError(http2.ErrCodeProtocol))
 }
 
 func (c *conn) windowUpdate(f *http2.WindowUpdateFrame) error {
@@ -464,6 +499,10 @@ func (c *conn) windowUpdate(f *http2.WindowUpdateFrame) error {
 			return nil
 		}
 		s.sendWindow += inc
+	} else if c.idle(f.StreamID) {
+		return idleStreamError(f)
+	} else {
+		return nil // a closed stream: credit that crossed its end
 	}
 	c.fcCond.Broadcast()
 	return nil
@@ -582,9 +621,21 @@ func (c *conn) drain() {
 	last := c.lastPeer
 	c.mu.Unlock()
 	if c.server {
-		_ = c.write(func() error { return c.wfr.WriteGoAway(last, http2.ErrCodeNo, nil) })
+		_ = c.writeGoAway(last, http2.ErrCodeNo)
 	}
 	c.closeIfIdle()
+}
+
+// writeGoAway sends GOAWAY, flushed before it returns: the connection may
+// close right after, before a writer queued behind this one (which would
+// flush) has its turn.
+func (c *conn) writeGoAway(last uint32, code http2.ErrCode) error {
+	return c.write(func() error {
+		if err := c.wfr.WriteGoAway(last, code, nil); err != nil {
+			return err
+		}
+		return c.bw.Flush()
+	})
 }
 
 func (c *conn) closeIfIdle() {

@@ -27,6 +27,13 @@
 // must send (window updates, acknowledgements, resets) are queued and sent
 // by the next writer or by a control goroutine.
 //
+// It is strict where the RFC is: our SETTINGS are the first frame we send,
+// whatever comes first (a GOAWAY of a shutdown included); a peer that sends
+// DATA, RST_STREAM or WINDOW_UPDATE on a stream nobody opened yet, or more
+// DATA than the window it was given (credit we have not returned yet is
+// not the peer's to use), gets a connection error or a stream reset with
+// the code the RFC names. Frames that cross a stream's end are ignored.
+//
 // What it leaves out: server push, priorities, CONNECT, and the h2c upgrade
 // from HTTP/1.1. A peer that sends them gets the errors the RFC asks for.
 package h2link

@@ -651,3 +651,367 @@ func TestServer_aBodyMustMatchItsContentLength(t *testing.T) {
 		})
 	}
 }
+
+// idleFrames are the frames a peer may not send on a stream that is idle
+// (RFC 9113, 5.1), and may on one that is closed, by how a raw end sends
+// them.
+var idleFrames = map[string]func(fr *http2.Framer, id uint32) error{
+	"RST_STREAM":    func(fr *http2.Framer, id uint32) error { return fr.WriteRSTStream(id, http2.ErrCodeCancel) },
+	"WINDOW_UPDATE": func(fr *http2.Framer, id uint32) error { return fr.WriteWindowUpdate(id, 1) },
+	"DATA":          func(fr *http2.Framer, id uint32) error { return fr.WriteData(id, false, []byte("x")) },
+}
+
+// pingThrough sends a PING on fr and reads up to its ACK, failing on a
+// GOAWAY first: the peer took what was sent before the PING.
+func pingThrough(t *testing.T, fr *http2.Framer, what string) {
+	t.Helper()
+	data := [8]byte{'p', 'i', 'n', 'g'}
+	if err := fr.WritePing(false, data); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("after %s: no PING ACK: %v", what, err)
+		}
+		switch f := f.(type) {
+		case *http2.PingFrame:
+			if f.IsAck() && f.Data == data {
+				return
+			}
+		case *http2.GoAwayFrame:
+			t.Fatalf("GOAWAY %v after %s", f.ErrCode, what)
+		}
+	}
+}
+
+// readGoAway reads frames from fr up to a GOAWAY.
+func readGoAway(t *testing.T, fr *http2.Framer, what string) *http2.GoAwayFrame {
+	t.Helper()
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("after %s: no GOAWAY: %v", what, err)
+		}
+		if ga, ok := f.(*http2.GoAwayFrame); ok {
+			return ga
+		}
+	}
+}
+
+// TestServer_aFrameOnAnIdleStreamIsAProtocolError: RST_STREAM,
+// WINDOW_UPDATE or DATA on a stream the client has not opened (past the
+// highest it opened, or even: the client's are odd) ends the connection
+// with GOAWAY PROTOCOL_ERROR (RFC 9113, 5.1), while on a stream that is
+// closed they are a race with its end, and tolerated.
+func TestServer_aFrameOnAnIdleStreamIsAProtocolError(t *testing.T) {
+	for name, send := range idleFrames {
+		for _, idle := range []uint32{5, 2} {
+			t.Run(fmt.Sprintf("%s-%d", name, idle), func(t *testing.T) {
+				addr, conns := ourServer(t, ServerConfig{})
+				rc := dialRaw(t, addr)
+				rc.nc.SetDeadline(time.Now().Add(10 * time.Second))
+				rc.get(t, 1)
+				rc.get(t, 3)
+				// Both responses end: streams 1 and 3 are closed.
+				for ended := 0; ended < 2; {
+					f, err := rc.fr.ReadFrame()
+					if err != nil {
+						t.Fatalf("the responses: %v", err)
+					}
+					if (f.Header().Type == http2.FrameData || f.Header().Type == http2.FrameHeaders) && f.Header().Flags.Has(http2.FlagDataEndStream) {
+						ended++
+					}
+				}
+				if err := send(rc.fr, 1); err != nil {
+					t.Fatal(err)
+				}
+				pingThrough(t, rc.fr, name+" on closed stream 1")
+
+				if err := send(rc.fr, idle); err != nil {
+					t.Fatal(err)
+				}
+				what := fmt.Sprintf("%s on idle stream %d", name, idle)
+				if ga := readGoAway(t, rc.fr, what); ga.ErrCode != http2.ErrCodeProtocol || ga.LastStreamID != 3 {
+					t.Fatalf("%s: GOAWAY %v, last stream %d; want PROTOCOL_ERROR, 3", what, ga.ErrCode, ga.LastStreamID)
+				}
+				var err error
+				waitFor(t, func() bool {
+					err = conns()[0].c.err()
+					return err != nil
+				})
+				if !strings.Contains(err.Error(), "the peer broke the protocol") || !strings.Contains(err.Error(), "idle") {
+					t.Fatalf("%s: the connection ended with %q", what, err)
+				}
+			})
+		}
+	}
+}
+
+// rawServer is a server that writes frames as a test says, to the one
+// client that dials it.
+type rawServer struct {
+	nc   net.Conn
+	fr   *http2.Framer
+	hbuf bytes.Buffer
+	enc  *hpack.Encoder
+}
+
+// ourClientOfRaw connects a ClientConn to a raw server, which has read the
+// client's preface and sent its SETTINGS.
+func ourClientOfRaw(t *testing.T) (*ClientConn, *rawServer) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- nc
+	}()
+	cc := ourClient(t, ln.Addr().String())
+	nc, ok := <-accepted
+	if !ok {
+		t.Fatal("the raw server accepted no connection")
+	}
+	t.Cleanup(func() { nc.Close() })
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, len(http2.ClientPreface))
+	if _, err := io.ReadFull(nc, buf); err != nil || string(buf) != http2.ClientPreface {
+		t.Fatalf("the client's preface: %q, %v", buf, err)
+	}
+	rs := &rawServer{nc: nc, fr: http2.NewFramer(nc, nc)}
+	rs.enc = hpack.NewEncoder(&rs.hbuf)
+	if err := rs.fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	return cc, rs
+}
+
+// TestClient_aFrameOnAnIdleStreamIsAProtocolError: RST_STREAM,
+// WINDOW_UPDATE or DATA on a stream the client has not opened ends the
+// connection with GOAWAY PROTOCOL_ERROR (RFC 9113, 5.1), on a connection
+// that has had requests or none; on a stream that is closed they are
+// tolerated.
+func TestClient_aFrameOnAnIdleStreamIsAProtocolError(t *testing.T) {
+	for name, send := range idleFrames {
+		for _, requests := range []int{0, 1} {
+			t.Run(fmt.Sprintf("%s-after-%d", name, requests), func(t *testing.T) {
+				cc, rs := ourClientOfRaw(t)
+				idle := uint32(1)
+				if requests == 1 {
+					idle = 3
+					got := make(chan error, 1)
+					go func() {
+						resp, err := cc.RoundTrip(newRequest(t, "GET", "x", "/", nil))
+						if err == nil {
+							resp.Body.Close()
+						}
+						got <- err
+					}()
+					for {
+						f, err := rs.fr.ReadFrame()
+						if err != nil {
+							t.Fatalf("the request: %v", err)
+						}
+						if f.Header().Type == http2.FrameHeaders && f.Header().StreamID == 1 {
+							break
+						}
+					}
+					rs.hbuf.Reset()
+					rs.enc.WriteField(hpack.HeaderField{Name: ":status", Value: "204"})
+					if err := rs.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rs.hbuf.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+						t.Fatal(err)
+					}
+					if err := <-got; err != nil {
+						t.Fatalf("the request: %v", err)
+					}
+					// Stream 1 is closed.
+					if err := send(rs.fr, 1); err != nil {
+						t.Fatal(err)
+					}
+					pingThrough(t, rs.fr, name+" on closed stream 1")
+				}
+
+				if err := send(rs.fr, idle); err != nil {
+					t.Fatal(err)
+				}
+				what := fmt.Sprintf("%s on idle stream %d", name, idle)
+				if ga := readGoAway(t, rs.fr, what); ga.ErrCode != http2.ErrCodeProtocol {
+					t.Fatalf("%s: GOAWAY %v, want PROTOCOL_ERROR", what, ga.ErrCode)
+				}
+				waitFor(t, func() bool { return cc.Err() != nil })
+				if err := cc.Err(); !strings.Contains(err.Error(), "the peer broke the protocol") || !strings.Contains(err.Error(), "idle") {
+					t.Fatalf("%s: the connection ended with %q", what, err)
+				}
+			})
+		}
+	}
+}
+
+// TestServer_thePeerMayNotSendPastTheStreamWindow: the stream's window is
+// what we advertised, less what the peer sent, plus what we credited
+// back: data the handler read but whose credit has not gone back yet
+// (it goes a quarter window at a time) is not the peer's to send, and
+// neither is padding. A byte past it is a stream error FLOW_CONTROL_ERROR
+// (RFC 9113, 6.9.1); the connection serves on.
+func TestServer_thePeerMayNotSendPastTheStreamWindow(t *testing.T) {
+	const read = 100 << 10 // under a quarter window: no credit goes back
+	for _, tc := range []struct {
+		name string
+		// past sends what goes past the window, after StreamWindow-before
+		// bytes of data.
+		before int
+		past   func(fr *http2.Framer) error
+	}{
+		{"unacked", 0, func(fr *http2.Framer) error { return fr.WriteData(1, false, []byte("x")) }},
+		// 5 bytes of data, with the padding and its length 16.
+		{"padding", 10, func(fr *http2.Framer) error { return fr.WriteDataPadded(1, false, []byte("12345"), make([]byte, 10)) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			release := make(chan struct{})
+			readErr := make(chan error, 1)
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != "/upload" {
+					return
+				}
+				_, err := io.ReadFull(r.Body, make([]byte, read))
+				readErr <- err
+				<-release
+			})
+			addr, _ := ourServerWith(t, h, ServerConfig{})
+			defer close(release)
+			rc := dialRaw(t, addr)
+			rc.nc.SetDeadline(time.Now().Add(20 * time.Second))
+			rc.hbuf.Reset()
+			for _, hf := range []hpack.HeaderField{{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "https"}, {Name: ":authority", Value: "x"}, {Name: ":path", Value: "/upload"}} {
+				rc.enc.WriteField(hf)
+			}
+			if err := rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.hbuf.Bytes(), EndHeaders: true}); err != nil {
+				t.Fatal(err)
+			}
+			// The frames the server sends, read as they come: the
+			// server's writes must not wait on a test that is writing.
+			frames := make(chan http2.Frame, 64)
+			go func() {
+				defer close(frames)
+				fr := http2.NewFramer(nil, rc.nc)
+				for {
+					f, err := fr.ReadFrame()
+					if err != nil {
+						return
+					}
+					frames <- f
+				}
+			}()
+			// The stream's whole window (the connection's is larger: its
+			// WINDOW_UPDATE comes with the server's SETTINGS), less before.
+			chunk := make([]byte, 16<<10)
+			for left := StreamWindow - tc.before; left > 0; left -= len(chunk) {
+				if err := rc.fr.WriteData(1, false, chunk[:min(left, len(chunk))]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := <-readErr; err != nil {
+				t.Fatalf("the handler read: %v", err)
+			}
+			if err := tc.past(rc.fr); err != nil {
+				t.Fatal(err)
+			}
+			// The server answers frames in order: the reset comes before
+			// the ACK of a PING sent after.
+			ping := [8]byte{'p', 'a', 's', 't'}
+			if err := rc.fr.WritePing(false, ping); err != nil {
+				t.Fatal(err)
+			}
+			var rst *http2.RSTStreamFrame
+			for f := range frames {
+				switch f := f.(type) {
+				case *http2.WindowUpdateFrame:
+					if f.StreamID == 1 {
+						t.Fatalf("a WINDOW_UPDATE of %d for stream 1 after %d bytes read", f.Increment, read)
+					}
+				case *http2.RSTStreamFrame:
+					if f.StreamID == 1 {
+						rst = f
+					}
+				case *http2.GoAwayFrame:
+					t.Fatalf("GOAWAY %v for a stream sent past its window", f.ErrCode)
+				case *http2.PingFrame:
+					if !f.IsAck() || f.Data != ping {
+						continue
+					}
+					if rst == nil || rst.ErrCode != http2.ErrCodeFlowControl {
+						t.Fatalf("past the stream window (%d bytes read, none credited): reset %v, want FLOW_CONTROL_ERROR", read, rst)
+					}
+					// The connection serves on.
+					rc.get(t, 3)
+					for f := range frames {
+						if f.Header().StreamID == 3 && f.Header().Type == http2.FrameHeaders {
+							return
+						}
+					}
+					t.Fatal("no response on stream 3 after the reset of stream 1")
+				}
+			}
+			t.Fatal("the connection ended before the PING ACK")
+		})
+	}
+}
+
+// TestServer_theSettingsComeBeforeAGoAwayOfAnEarlyShutdown: a server shut
+// down after its connection was made and before it served (as a proxy
+// draining its listeners does to a connection it just accepted) still
+// sends its SETTINGS first, as the preface (RFC 9113, 3.4), then GOAWAY.
+func TestServer_theSettingsComeBeforeAGoAwayOfAnEarlyShutdown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	served := make(chan error, 1)
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			served <- err
+			return
+		}
+		sc := NewServerConn(nc, http.HandlerFunc(echo), ServerConfig{})
+		sc.Shutdown()
+		served <- sc.Serve(context.Background())
+	}()
+	// The client only reads: the server closes at once, and data of the
+	// client's it did not read would make its close a reset, which can
+	// lose what it sent.
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	fr := http2.NewFramer(nil, nc)
+	f, err := fr.ReadFrame()
+	if err != nil {
+		t.Fatalf("the server's first frame: %v", err)
+	}
+	if sf, ok := f.(*http2.SettingsFrame); !ok || sf.IsAck() {
+		t.Fatalf("the server's first frame is %v, not its SETTINGS", f.Header())
+	}
+	if ga := readGoAway(t, fr, "an early Shutdown"); ga.ErrCode != http2.ErrCodeNo {
+		t.Fatalf("GOAWAY %v after Shutdown, want NO_ERROR", ga.ErrCode)
+	}
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Fatalf("Serve after Shutdown: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve after Shutdown did not return")
+	}
+}

@@ -82,6 +82,7 @@ func NewServerConn(nc net.Conn, h http.Handler, cfg ServerConfig) *ServerConn {
 	sc.idle = make(chan handlerWork)
 	sc.c = newConn(nc, true, sc)
 	sc.c.idleTimeout = cfg.IdleTimeout
+	sc.c.maxStreams = cfg.MaxStreams
 	return sc
 }
 
@@ -90,7 +91,7 @@ func NewServerConn(nc net.Conn, h http.Handler, cfg ServerConfig) *ServerConn {
 // request's context derives from ctx.
 func (sc *ServerConn) Serve(ctx context.Context) error {
 	sc.ctx = ctx
-	if err := sc.c.start(sc.cfg.MaxStreams); err != nil {
+	if err := sc.c.start(); err != nil {
 		sc.c.close(err)
 		return err
 	}
@@ -362,12 +363,14 @@ func (b *requestBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Close drops the rest of the body; the response goes on.
+// Close drops the rest of the body; the response goes on. A Read waiting
+// on another goroutine returns http.ErrBodyReadAfterClose.
 func (b *requestBody) Close() error {
 	ss := b.ss
 	ss.mu.Lock()
 	ss.discard = true
 	n := ss.discardLocked()
+	ss.cond.Broadcast()
 	ss.mu.Unlock()
 	ss.c.creditConn(n)
 	return nil

@@ -34,6 +34,11 @@ type stream struct {
 	discard   bool        // guarded by mu; the reader is gone: data is dropped
 	done      chan struct{}
 
+	// recvWindow is what the peer may still send on the stream: the
+	// window our SETTINGS gave it, less what it sent (padding too), plus
+	// what we credited back. Guarded by mu.
+	recvWindow int64
+
 	// onFail is told once when the stream fails; it must not write to
 	// the connection (it may run under the write lock).
 	onFail func(err error)
@@ -46,7 +51,7 @@ type stream struct {
 }
 
 func newStream(c *conn, id uint32) *stream {
-	s := &stream{c: c, id: id, done: make(chan struct{}), declared: -1}
+	s := &stream{c: c, id: id, done: make(chan struct{}), declared: -1, recvWindow: StreamWindow}
 	s.cond.L = &s.mu
 	return s
 }
@@ -54,23 +59,38 @@ func newStream(c *conn, id uint32) *stream {
 // receive adds the payload of a DATA frame, from the reader goroutine;
 // pad is the frame's padding, already credited to the connection.
 func (s *stream) receive(p []byte, pad int64, end bool) {
-	if pad > 0 && !end {
-		s.creditPadding(pad)
-	}
+	n := int64(len(p))
 	s.mu.Lock()
 	if s.err != nil || s.recvEnded {
 		closedRecv := s.recvEnded && s.err == nil
 		s.mu.Unlock()
-		s.c.creditConn(int64(len(p)))
+		s.c.creditConn(n)
 		if closedRecv {
 			s.reset(http2.ErrCodeStreamClosed, errors.New("h2link: DATA after END_STREAM"))
 		}
 		return
 	}
-	s.got += int64(len(p))
+	// The whole frame, padding too, counts against the window we gave
+	// (RFC 9113, 6.9.1), whether the data is kept or dropped: what was
+	// read and not yet credited back is not the peer's to send.
+	s.recvWindow -= n + pad
+	if s.recvWindow < 0 {
+		over := -s.recvWindow
+		s.mu.Unlock()
+		s.c.creditConn(n)
+		s.reset(http2.ErrCodeFlowControl, fmt.Errorf("h2link: the peer sent %d bytes past the window of stream %d", over, s.id))
+		return
+	}
+	// Padding goes back to the stream's window with what is read, while
+	// the peer may still send.
+	var credit int64
+	if pad > 0 && !end {
+		credit = s.addUnackedLocked(pad)
+	}
+	s.got += n
 	if s.declared >= 0 && (s.got > s.declared || end && s.got != s.declared) {
 		s.mu.Unlock()
-		s.c.creditConn(int64(len(p)))
+		s.c.creditConn(n)
 		s.reset(http2.ErrCodeProtocol, s.lengthError())
 		return
 	}
@@ -79,16 +99,11 @@ func (s *stream) receive(p []byte, pad int64, end bool) {
 			s.recvEnded = true
 		}
 		s.mu.Unlock()
-		s.c.creditConn(int64(len(p)))
+		s.c.creditConn(n)
+		s.sendCredit(credit)
 		if end {
 			s.maybeFinish()
 		}
-		return
-	}
-	if len(s.buf)-s.off+len(p) > StreamWindow {
-		s.mu.Unlock()
-		s.c.creditConn(int64(len(p)))
-		s.reset(http2.ErrCodeFlowControl, errors.New("h2link: the peer sent past the stream window"))
 		return
 	}
 	s.buf = append(s.buf, p...)
@@ -97,6 +112,7 @@ func (s *stream) receive(p []byte, pad int64, end bool) {
 	}
 	s.cond.Broadcast()
 	s.mu.Unlock()
+	s.sendCredit(credit)
 	if end {
 		s.maybeFinish()
 	}
@@ -106,19 +122,6 @@ func (s *stream) receive(p []byte, pad int64, end bool) {
 // Content-Length.
 func (s *stream) lengthError() error {
 	return fmt.Errorf("h2link: the request's body does not match its Content-Length of %d (it sent at least %d bytes)", s.declared, s.got)
-}
-
-// creditPadding gives a DATA frame's padding back to the stream's window
-// (RFC 9113, 6.9.1: it counts against it), with what is read, while the
-// peer may still send.
-func (s *stream) creditPadding(pad int64) {
-	var credit int64
-	s.mu.Lock()
-	if s.err == nil && !s.recvEnded {
-		credit = s.addUnackedLocked(pad)
-	}
-	s.mu.Unlock()
-	s.sendCredit(credit)
 }
 
 // receiveTrailers records the peer's trailers, which end its side.
@@ -144,16 +147,22 @@ func (s *stream) receiveTrailers(f *http2.MetaHeadersFrame) {
 	s.maybeFinish()
 }
 
-// read reads what the peer sent; io.EOF once it ended its side.
+// read reads what the peer sent; io.EOF once it ended its side, and
+// http.ErrBodyReadAfterClose once the body was closed (which also ends a
+// read that waits).
 func (s *stream) read(p []byte) (int, error) {
 	s.mu.Lock()
-	for s.off == len(s.buf) && !s.recvEnded && s.err == nil {
+	for s.off == len(s.buf) && !s.recvEnded && s.err == nil && !s.discard {
 		s.cond.Wait()
 	}
 	if s.err != nil {
 		err := s.err
 		s.mu.Unlock()
 		return 0, err
+	}
+	if s.discard {
+		s.mu.Unlock()
+		return 0, http.ErrBodyReadAfterClose
 	}
 	if s.off == len(s.buf) {
 		s.mu.Unlock()
@@ -178,8 +187,9 @@ func (s *stream) read(p []byte) (int, error) {
 }
 
 // addUnackedLocked counts n bytes the peer may send again, and returns the
-// credit to give it: all that gathered once it is a quarter of the
-// window, else 0. s.mu must be held.
+// credit to give it, which the stream's window takes now: all that
+// gathered once it is a quarter of the window, else 0. The caller sends
+// it (sendCredit). s.mu must be held.
 func (s *stream) addUnackedLocked(n int64) int64 {
 	s.unacked += n
 	if s.unacked < StreamWindow/4 {
@@ -187,6 +197,7 @@ func (s *stream) addUnackedLocked(n int64) int64 {
 	}
 	credit := s.unacked
 	s.unacked = 0
+	s.recvWindow += credit
 	return credit
 }
 
