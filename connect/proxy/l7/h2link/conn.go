@@ -131,7 +131,7 @@ type conn struct {
 	// maxStreams (server) is the SETTINGS_MAX_CONCURRENT_STREAMS we send.
 	maxStreams uint32
 
-	goroutines sync.WaitGroup // the control goroutine
+	goroutines sync.WaitGroup // the control goroutine, and the GOAWAY writer of a drain
 }
 
 func newConn(nc net.Conn, server bool, s side) *conn {
@@ -619,10 +619,22 @@ func (c *conn) drain() {
 	}
 	c.goingAway = true
 	last := c.lastPeer
-	c.mu.Unlock()
 	if c.server {
-		_ = c.writeGoAway(last, http2.ErrCodeNo)
+		// The GOAWAY is written by a goroutine of the connection's, so
+		// that a peer that does not read (a full socket holding the
+		// writer) cannot hold up the caller; closing the connection ends
+		// it. It closes the connection, if idle, only once the GOAWAY
+		// is out.
+		c.goroutines.Add(1) // before close, which the Wait follows: c.closed is false
+		c.mu.Unlock()
+		go func() {
+			defer c.goroutines.Done()
+			_ = c.writeGoAway(last, http2.ErrCodeNo)
+			c.closeIfIdle()
+		}()
+		return
 	}
+	c.mu.Unlock()
 	c.closeIfIdle()
 }
 

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -1013,5 +1014,86 @@ func TestServer_theSettingsComeBeforeAGoAwayOfAnEarlyShutdown(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Serve after Shutdown did not return")
+	}
+}
+
+// stuckConn is a connection whose writes wait, once armed, until the test
+// releases them: a peer that stopped reading, with the socket full.
+type stuckConn struct {
+	net.Conn
+	armed   atomic.Bool
+	stuck   chan struct{} // closed when a write waits
+	release chan struct{}
+	once    sync.Once
+}
+
+func (s *stuckConn) Write(p []byte) (int, error) {
+	if s.armed.Load() {
+		s.once.Do(func() { close(s.stuck) })
+		<-s.release
+	}
+	return s.Conn.Write(p)
+}
+
+// TestServer_shutdownDoesNotWaitForAStuckWriter: Shutdown returns at once
+// even when a response's write is stuck on a peer that does not read (it
+// holds the write lock the GOAWAY needs); closing the connection ends the
+// GOAWAY's write.
+func TestServer_shutdownDoesNotWaitForAStuckWriter(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	sconn := make(chan *stuckConn, 1)
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			close(sconn)
+			return
+		}
+		sconn <- &stuckConn{Conn: nc, stuck: make(chan struct{}), release: make(chan struct{})}
+	}()
+	rc := dialRaw(t, ln.Addr().String())
+	sc := <-sconn
+	if sc == nil {
+		t.Fatal("no connection accepted")
+	}
+	defer sc.Close()
+	writing := make(chan struct{})
+	srv := NewServerConn(sc, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sc.armed.Store(true)
+		close(writing)
+		w.Write([]byte("stuck"))
+		w.(http.Flusher).Flush()
+	}), ServerConfig{})
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(context.Background()) }()
+	go io.Copy(io.Discard, rc.nc) // the frames that leave before the writes stick
+	rc.get(t, 1)
+	<-writing
+	select {
+	case <-sc.stuck:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler's write did not reach the connection within 10s")
+	}
+
+	shut := make(chan struct{})
+	go func() {
+		srv.Shutdown()
+		close(shut)
+	}()
+	select {
+	case <-shut:
+	case <-time.After(5 * time.Second):
+		t.Error("Shutdown waits for a write stuck on a peer that does not read")
+	}
+	srv.Close()
+	close(sc.release) // the stuck write fails on the closed connection
+	<-shut
+	select {
+	case <-served:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return within 10s of Close")
 	}
 }

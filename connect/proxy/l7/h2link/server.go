@@ -106,8 +106,9 @@ func (sc *ServerConn) Serve(ctx context.Context) error {
 }
 
 // Shutdown tells the client to open no more streams (GOAWAY) and closes
-// the connection once the open ones are done. It does not wait: Serve
-// returns then.
+// the connection once the open ones are done. It does not wait, not even
+// for the GOAWAY's write (a peer that does not read cannot hold it up;
+// Close ends that write): Serve returns once the connection is closed.
 func (sc *ServerConn) Shutdown() { sc.c.drain() }
 
 // Close closes the connection at once; its handlers' contexts end.
