@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -10,7 +9,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,28 +21,10 @@ import (
 	"github.com/trellismesh/trellis/internal/testutil"
 )
 
-// lockedBuffer is a bytes.Buffer a process writes while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // proxyProcess is a running `trellis connect proxy`.
 type proxyProcess struct {
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *testutil.LockedBuffer
 	done   chan struct{} // closed when the process has exited
 	err    error         // of Wait; set before done is closed
 }
@@ -54,7 +34,7 @@ type proxyProcess struct {
 func startProxy(t *testing.T, httpAddr string, args ...string) *proxyProcess {
 	t.Helper()
 	cmd := exec.Command(trellis(t), append([]string{"connect", "proxy", "-http-addr", httpAddr}, args...)...)
-	pp := &proxyProcess{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	pp := &proxyProcess{cmd: cmd, stderr: &testutil.LockedBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = io.Discard, pp.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start connect proxy: %v", err)

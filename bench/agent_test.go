@@ -68,7 +68,7 @@ func startDevAgent(tb testing.TB, extraArgs ...string) *devAgent {
 		"-http-port", strconv.Itoa(ports[0]), "-dns-port", strconv.Itoa(ports[1]),
 		"-server-port", strconv.Itoa(ports[2]), "-serf-lan-port", strconv.Itoa(ports[3])}, extraArgs...)
 	cmd := exec.Command(bin, args...)
-	var logs lockedBuffer
+	var logs testutil.LockedBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		tb.Fatalf("start agent: %v", err)
@@ -132,23 +132,6 @@ func (a *devAgent) rssBytes(tb testing.TB) int64 {
 	}
 	tb.Fatal("no VmRSS in /proc status")
 	return 0
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // BenchmarkCatalogRegister measures catalog registrations per second through

@@ -146,13 +146,13 @@ type proc struct {
 	http string
 	cmd  *exec.Cmd
 	done chan struct{}
-	logs *lockedBuffer
+	logs *testutil.LockedBuffer
 }
 
 func (p *proc) start(tb testing.TB) {
 	tb.Helper()
 	p.cmd = exec.Command(trellisBinary(tb), p.args...)
-	p.logs = &lockedBuffer{}
+	p.logs = &testutil.LockedBuffer{}
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {
 		tb.Fatal(err)

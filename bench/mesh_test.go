@@ -695,14 +695,14 @@ func fortioBinary(tb testing.TB) string {
 type child struct {
 	cmd   *exec.Cmd
 	port  int
-	logs  *lockedBuffer
+	logs  *testutil.LockedBuffer
 	done  chan struct{}
 	stdin io.Closer // held open while the child runs (the sink exits when it closes)
 }
 
 func startChild(tb testing.TB, cmd *exec.Cmd) *child {
 	tb.Helper()
-	c := &child{cmd: cmd, logs: &lockedBuffer{}, done: make(chan struct{})}
+	c := &child{cmd: cmd, logs: &testutil.LockedBuffer{}, done: make(chan struct{})}
 	if cmd.Stdout == nil {
 		cmd.Stdout = c.logs
 	}
@@ -918,7 +918,7 @@ func runFortio(tb testing.TB, fortio, url string, qps int, newConn bool, d time.
 	}
 	args = append(args, url)
 	cmd := exec.Command(fortio, args...)
-	var logs lockedBuffer
+	var logs testutil.LockedBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Run(); err != nil {
 		tb.Fatalf("fortio %s: %v\n%s", strings.Join(args, " "), err, logs.String())

@@ -1,11 +1,14 @@
 // Package testutil holds helpers for tests: a logger that writes to the test
-// (shown only when it fails, or under -v), free loopback ports, and a
-// go-metrics sink that keeps what it is sent (MetricsSink).
+// (shown only when it fails, or under -v), free loopback ports, a buffer
+// safe to read while it is written (LockedBuffer), one accepted connection
+// (AcceptOne), and a go-metrics sink that keeps what it is sent
+// (MetricsSink).
 //
 // It is imported only by _test.go files and other test-only helpers.
 package testutil
 
 import (
+	"bytes"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -125,4 +128,42 @@ func portRange() (low, high int) {
 		}
 	}
 	return low, high
+}
+
+// LockedBuffer is a bytes.Buffer that one goroutine (a logger, a child
+// process's output) writes while the test reads it. The zero value is
+// ready to use.
+type LockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer // guarded by mu
+}
+
+// Write appends p.
+func (b *LockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String returns what was written so far.
+func (b *LockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// AcceptOne accepts one connection on ln in a goroutine: the channel
+// yields it, or is closed when Accept fails (close ln to end the
+// goroutine).
+func AcceptOne(ln net.Listener) <-chan net.Conn {
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+	return accepted
 }

@@ -17,25 +17,8 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/trellismesh/trellis/connect"
+	"github.com/trellismesh/trellis/internal/testutil"
 )
-
-// lockedBuffer is a log output the test reads while the logger writes.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer // guarded by mu
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // rawSource is a source proxy written by hand, to misbehave: it speaks
 // HTTP/2 frame by frame on a mutual-TLS connection to a destination proxy
@@ -146,7 +129,7 @@ func TestInbound_resetRequestBodyIsNotTheApplicationsFailure(t *testing.T) {
 		n, _ := io.Copy(io.Discard, r.Body)
 		io.WriteString(w, r.URL.Path+" "+strconv.FormatInt(n, 10))
 	})
-	logs := &lockedBuffer{}
+	logs := &testutil.LockedBuffer{}
 	d := startDest(t, m, InboundConfig{Service: "api", LocalAppAddr: addr,
 		Logger: hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Debug})})
 	src := dialRawSource(t, m, d)

@@ -19,6 +19,8 @@ import (
 	"go.uber.org/goleak"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/trellismesh/trellis/internal/testutil"
 )
 
 // onlyStream waits for cc to have exactly one stream open and returns it.
@@ -767,15 +769,7 @@ func ourClientOfRaw(t *testing.T) (*ClientConn, *rawServer) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		nc, err := ln.Accept()
-		if err != nil {
-			close(accepted)
-			return
-		}
-		accepted <- nc
-	}()
+	accepted := testutil.AcceptOne(ln)
 	cc := ourClient(t, ln.Addr().String())
 	nc, ok := <-accepted
 	if !ok {
