@@ -2,16 +2,18 @@ package l7
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // appConns are the destination proxy's HTTP/1.1 connections to its
@@ -121,7 +123,80 @@ func newAppConns(addr string, dialTimeout time.Duration) *appConns {
 // takes reports whether req goes through roundTrip: no body, or a small one
 // of known length (read first, so that it can be sent again).
 func (p *appConns) takes(req *http.Request) bool {
-	return req.Body == nil || req.Body == http.NoBody || (req.ContentLength > 0 && req.ContentLength <= MaxReplayBody)
+	return len(req.Trailer) == 0 &&
+		(req.Body == nil || req.Body == http.NoBody || (req.ContentLength > 0 && req.ContentLength <= MaxReplayBody))
+}
+
+// requestSkips are the header keys writeRequest does not copy from a
+// request's Header: it writes Host and Content-Length itself, and the body
+// is never chunked (nor has trailers).
+var requestSkips = map[string]bool{"Host": true, "Content-Length": true, "Transfer-Encoding": true, "Trailer": true}
+
+// writeRequest writes req as HTTP/1.1 with body (nil: none) to bw, as
+// net/http's Request.Write would for a request of known length, save that
+// it adds no User-Agent of its own (a proxy passes the caller's, or none)
+// and does not sort the fields. The header's values are valid (h2link
+// refuses invalid ones, and the proxy's own are), so nothing is escaped;
+// a method or host that could break the request line is an error, before
+// anything is written. bw's errors are sticky: the caller's Flush returns
+// them.
+func writeRequest(bw *bufio.Writer, req *http.Request, body []byte) error {
+	host := req.Host
+	if host == "" {
+		host = req.URL.Host
+	}
+	if !validToken(req.Method) {
+		return fmt.Errorf("invalid method %q", req.Method)
+	}
+	if !httpguts.ValidHostHeader(host) {
+		return fmt.Errorf("invalid Host %q", host)
+	}
+	bw.WriteString(req.Method)
+	bw.WriteByte(' ')
+	bw.WriteString(req.URL.RequestURI())
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	bw.WriteString(host)
+	bw.WriteString("\r\n")
+	for k, vv := range req.Header {
+		if requestSkips[k] {
+			continue
+		}
+		for _, v := range vv {
+			bw.WriteString(k)
+			bw.WriteString(": ")
+			bw.WriteString(v)
+			bw.WriteString("\r\n")
+		}
+	}
+	switch {
+	case body != nil:
+		bw.WriteString("Content-Length: ")
+		var num [20]byte
+		bw.Write(strconv.AppendInt(num[:0], int64(len(body)), 10))
+		bw.WriteString("\r\n")
+	case req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch:
+		// As net/http does: a body-bearing method says its body is empty.
+		bw.WriteString("Content-Length: 0\r\n")
+	}
+	if req.Close {
+		bw.WriteString("Connection: close\r\n")
+	}
+	bw.WriteString("\r\n")
+	bw.Write(body)
+	return nil
+}
+
+// validToken reports whether s is a token (RFC 9110, 5.6.2).
+func validToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !httpguts.IsTokenRune(rune(s[i])) {
+			return false
+		}
+	}
+	return true
 }
 
 // roundTrip sends req (which takes accepts) and returns the answer; its
@@ -148,10 +223,7 @@ func (p *appConns) roundTrip(ctx context.Context, req *http.Request) (*http.Resp
 		if err != nil {
 			return nil, err
 		}
-		if body != nil {
-			req.Body = io.NopCloser(bytes.NewReader(body))
-		}
-		resp, stale, err := p.send(ctx, ac, req)
+		resp, stale, err := p.send(ctx, ac, req, body)
 		if err == nil && resp.StatusCode == http.StatusRequestTimeout && reused && idempotent(req.Method) {
 			// A server whose idle timeout fired answers 408 on the kept
 			// connection, unasked, and closes it (RFC 9110, 15.5.9: "if
@@ -334,15 +406,15 @@ var longAgo = time.Unix(1, 0)
 // failure before any byte of an answer arrived, of a request that may be
 // sent again: one not written whole, or of an idempotent method (one read
 // whole may have been served).
-func (p *appConns) send(ctx context.Context, ac *appConn, req *http.Request) (resp *http.Response, stale bool, err error) {
+func (p *appConns) send(ctx context.Context, ac *appConn, req *http.Request, body []byte) (resp *http.Response, stale bool, err error) {
 	stop := context.AfterFunc(ctx, func() { ac.nc.SetDeadline(longAgo) })
 	defer func() {
 		if err != nil {
 			stop()
 		}
 	}()
-	if err := req.Write(ac.bw); err != nil {
-		return nil, true, fmt.Errorf("send the request to the application at %s: %w", p.addr, err)
+	if err := writeRequest(ac.bw, req, body); err != nil {
+		return nil, false, fmt.Errorf("send the request to the application at %s: %w", p.addr, err)
 	}
 	if err := ac.bw.Flush(); err != nil {
 		return nil, true, fmt.Errorf("send the request to the application at %s: %w", p.addr, err)

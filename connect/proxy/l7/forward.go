@@ -23,26 +23,32 @@ var hopHeaders = []string{
 func cloneForward(h http.Header) http.Header {
 	out := h.Clone()
 	if out == nil {
-		out = make(http.Header)
+		return make(http.Header)
 	}
+	stripHop(out)
+	return out
+}
+
+// stripHop removes from h, in place, what cloneForward leaves out: for a
+// header the caller owns and forwards as it is.
+func stripHop(h http.Header) {
 	for _, v := range h["Connection"] {
 		for _, name := range strings.Split(v, ",") {
 			if name = textproto.TrimString(name); name != "" {
-				delete(out, http.CanonicalHeaderKey(name))
+				delete(h, http.CanonicalHeaderKey(name))
 			}
 		}
 	}
 	te := h["Te"]
 	for _, k := range hopHeaders {
-		delete(out, k)
+		delete(h, k)
 	}
 	for _, v := range te {
 		if strings.EqualFold(textproto.TrimString(v), "trailers") {
-			out["Te"] = []string{"trailers"}
+			h["Te"] = []string{"trailers"}
 			break
 		}
 	}
-	return out
 }
 
 // applyHeaders changes h as m says: Add appends, Set replaces, Remove

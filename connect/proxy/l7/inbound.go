@@ -469,7 +469,13 @@ func (h *inboundHandler) serve(w http.ResponseWriter, r *http.Request) (int, boo
 		ctx, cancel = context.WithTimeout(ctx, d)
 		defer cancel()
 	}
-	hdr := cloneForward(r.Header)
+	// The request's header is this handler's (h2link decoded it for it),
+	// and nothing reads it after: it is forwarded in place.
+	hdr := r.Header
+	if hdr == nil {
+		hdr = make(http.Header)
+	}
+	stripHop(hdr)
 	hdr[HeaderClientCert] = h.xfcc
 	ensureTraceparent(hdr)
 	u := in.appURL

@@ -1091,3 +1091,39 @@ func TestServer_shutdownDoesNotWaitForAStuckWriter(t *testing.T) {
 		t.Fatal("Serve did not return within 10s of Close")
 	}
 }
+
+// TestServer_aMethodThatIsNotATokenIsRefused: a :method with a space (which
+// an HTTP/1.1 hop after the proxy would write into its request line) resets
+// its stream with PROTOCOL_ERROR, and the handler never sees it.
+func TestServer_aMethodThatIsNotATokenIsRefused(t *testing.T) {
+	var served atomic.Int32
+	addr, _ := ourServerWith(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { served.Add(1) }), ServerConfig{})
+	rc := dialRaw(t, addr)
+	rc.hbuf.Reset()
+	for _, hf := range []hpack.HeaderField{{Name: ":method", Value: "GET /admin"}, {Name: ":scheme", Value: "https"},
+		{Name: ":authority", Value: "x"}, {Name: ":path", Value: "/"}} {
+		rc.enc.WriteField(hf)
+	}
+	if err := rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.hbuf.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	rc.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		f, err := rc.fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("no reset of the stream: %v", err)
+		}
+		switch f := f.(type) {
+		case *http2.RSTStreamFrame:
+			if f.ErrCode != http2.ErrCodeProtocol {
+				t.Fatalf("reset %v, want PROTOCOL_ERROR", f.ErrCode)
+			}
+			if n := served.Load(); n != 0 {
+				t.Fatalf("the handler served the request %d times", n)
+			}
+			return
+		case *http2.HeadersFrame:
+			t.Fatal("the request was answered")
+		}
+	}
+}

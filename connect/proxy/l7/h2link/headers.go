@@ -106,9 +106,18 @@ func encodeHeader(enc *hpack.Encoder, h http.Header) error {
 // decodeHeader turns regular wire fields into an http.Header.
 func decodeHeader(fields []hpack.HeaderField) http.Header {
 	h := make(http.Header, len(fields))
-	for _, hf := range fields {
+	// One backing array for the values, as net/textproto does: a field
+	// seen once (most are) takes a one-value slice of it, capped so that
+	// a later append copies rather than overwrites its neighbour.
+	vals := make([]string, len(fields))
+	for i, hf := range fields {
 		k := canonicalKey(hf.Name)
-		h[k] = append(h[k], hf.Value)
+		if v, ok := h[k]; ok {
+			h[k] = append(v, hf.Value)
+			continue
+		}
+		vals[i] = hf.Value
+		h[k] = vals[i : i+1 : i+1]
 	}
 	return h
 }
@@ -142,3 +151,17 @@ func trailerKeys(h http.Header) []string {
 }
 
 func textTrim(s string) string { return strings.Trim(s, " \t") }
+
+// validMethod reports whether m is a token (RFC 9110, 5.6.2), as a
+// request's method must be.
+func validMethod(m string) bool {
+	if m == "" {
+		return false
+	}
+	for i := 0; i < len(m); i++ {
+		if !httpguts.IsTokenRune(rune(m[i])) {
+			return false
+		}
+	}
+	return true
+}

@@ -180,6 +180,11 @@ func (sc *ServerConn) headers(f *http2.MetaHeadersFrame) error {
 	case method == http.MethodConnect:
 		s.reset(http2.ErrCodeRefusedStream, errors.New("h2link: CONNECT is not served"))
 		return nil
+	case !validMethod(method):
+		// A method is a token (RFC 9110, 9.1): one with a space or a
+		// delimiter would make another request line of an HTTP/1.1 hop.
+		s.reset(http2.ErrCodeProtocol, fmt.Errorf("h2link: the :method %q is not a token", method))
+		return nil
 	}
 	if name := invalidWireField(f.RegularFields()); name != "" {
 		s.reset(http2.ErrCodeProtocol, fmt.Errorf("h2link: connection-specific header %q in a request", name))
