@@ -97,6 +97,37 @@ func TestOutbound_GRPCStreamTrailers(t *testing.T) {
 	}
 }
 
+// An http2 application's trailers reach an HTTP/1.1 caller too, though
+// the application gave its body a length: the source proxy sends the body
+// chunked, with the trailers it announces after it.
+func TestOutbound_TrailersOfAnHTTP2AppReachAnHTTP1Caller(t *testing.T) {
+	m := newMesh(t)
+	a := startApp(t, true, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Trail")
+		w.Header().Set("Content-Length", "4")
+		io.WriteString(w, "body")
+		w.Header().Set("X-Trail", "done")
+	})
+	d := startDest(t, m, InboundConfig{Service: "api", LocalAppAddr: a.addr, Protocol: configentry.ProtocolHTTP2})
+	s := startSource(t, m, OutboundConfig{DestinationName: "api"},
+		&configentry.ServiceConfigEntry{Kind: configentry.ServiceDefaults, Name: "api", Protocol: "http2"})
+	s.out.SetTargetEndpoints(targetID("api"), []Endpoint{d.endpoint()})
+	for name, c := range map[string]*http.Client{"HTTP/1.1": client(t), "h2c": h2cClient(t)} {
+		resp, err := c.Get(s.url + "/t")
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || string(b) != "body" || resp.StatusCode != 200 {
+			t.Fatalf("%s: %d %q, %v", name, resp.StatusCode, b, err)
+		}
+		if got := resp.Trailer.Get("X-Trail"); got != "done" {
+			t.Errorf("%s caller: trailer X-Trail %q, want done (trailers %v, header %v)", name, got, resp.Trailer, resp.Header)
+		}
+	}
+}
+
 func TestOutbound_OneHandshakeFor200Requests(t *testing.T) {
 	s, d, a := pairOf(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
 	c := client(t)

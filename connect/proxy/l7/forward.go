@@ -3,8 +3,10 @@ package l7
 import (
 	"errors"
 	"io"
+	"maps"
 	"net/http"
 	"net/textproto"
+	"slices"
 	"strings"
 	"sync"
 
@@ -91,6 +93,14 @@ func writeResponse(w http.ResponseWriter, resp *http.Response, mods ...*configen
 	}
 	for _, m := range mods {
 		applyHeaders(dst, m)
+	}
+	if len(resp.Trailer) > 0 {
+		// Trailers follow: an HTTP/1.1 client can only get them after a
+		// chunked body, so the length goes (an HTTP/2 one has no need
+		// of it), and they are announced as RFC 9110, 6.6.2 asks.
+		delete(dst, "Content-Length")
+		keys := slices.Sorted(maps.Keys(resp.Trailer))
+		dst["Trailer"] = []string{strings.Join(keys, ", ")}
 	}
 	w.WriteHeader(resp.StatusCode)
 	stream := resp.ContentLength < 0 || strings.HasPrefix(resp.Header.Get("Content-Type"), "application/grpc")
