@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-metrics"
 )
@@ -19,7 +20,15 @@ import (
 type cumulativeSink struct {
 	mu     sync.Mutex
 	series map[string]*series // by name and labels; guarded by mu
+	now    func() time.Time   // time.Now; tests set their own
 }
+
+// quantileStaleAfter is how long a gauge with a quantile label (a latency
+// percentile over the last interval, as the proxies emit them) is shown
+// after it was last set. A percentile is set only for an interval that had
+// samples; without this, one second's p99 would be shown for ever after
+// the traffic stopped, and an alert on it would never clear.
+const quantileStaleAfter = 10 * time.Second
 
 type kind int
 
@@ -30,15 +39,20 @@ const (
 )
 
 type series struct {
-	name   string
-	labels []metrics.Label
-	kind   kind
-	value  float64 // gauge value or counter total
-	count  uint64  // samples
-	sum    float64 // samples
+	name     string
+	key      string // the key as emitted, joined by dots: the HELP text
+	labels   []metrics.Label
+	kind     kind
+	value    float64   // gauge value or counter total
+	count    uint64    // samples
+	sum      float64   // samples
+	quantile bool      // a gauge with a quantile label
+	set      time.Time // when a gauge was last set
 }
 
-func newCumulativeSink() *cumulativeSink { return &cumulativeSink{series: make(map[string]*series)} }
+func newCumulativeSink() *cumulativeSink {
+	return &cumulativeSink{series: make(map[string]*series), now: time.Now}
+}
 
 var _ metrics.MetricSink = (*cumulativeSink)(nil)
 
@@ -51,7 +65,8 @@ func (s *cumulativeSink) get(key []string, labels []metrics.Label, k kind) *seri
 	id += "\x00" + strconv.Itoa(int(k))
 	sr, ok := s.series[id]
 	if !ok {
-		sr = &series{name: name, labels: slices.Clone(labels), kind: k}
+		sr = &series{name: name, key: strings.Join(key, "."), labels: slices.Clone(labels), kind: k}
+		sr.quantile = k == kindGauge && slices.ContainsFunc(labels, func(l metrics.Label) bool { return l.Name == "quantile" })
 		s.series[id] = sr
 	}
 	return sr
@@ -60,7 +75,8 @@ func (s *cumulativeSink) get(key []string, labels []metrics.Label, k kind) *seri
 func (s *cumulativeSink) SetGauge(key []string, val float32) { s.SetGaugeWithLabels(key, val, nil) }
 func (s *cumulativeSink) SetGaugeWithLabels(key []string, val float32, labels []metrics.Label) {
 	s.mu.Lock()
-	s.get(key, labels, kindGauge).value = float64(val)
+	sr := s.get(key, labels, kindGauge)
+	sr.value, sr.set = float64(val), s.now()
 	s.mu.Unlock()
 }
 
@@ -137,9 +153,13 @@ func formatFloat(v float64) string {
 func (s *cumulativeSink) write(w io.Writer) error {
 	s.mu.Lock()
 	all := make([]series, 0, len(s.series))
-	for _, sr := range s.series {
-		c := *sr
-		all = append(all, c)
+	stale := s.now().Add(-quantileStaleAfter)
+	for id, sr := range s.series {
+		if sr.quantile && sr.set.Before(stale) {
+			delete(s.series, id) // set again when it has samples again
+			continue
+		}
+		all = append(all, *sr)
 	}
 	s.mu.Unlock()
 	slices.SortFunc(all, func(a, b series) int {
@@ -168,7 +188,7 @@ func (s *cumulativeSink) write(w io.Writer) error {
 		// Counters end in _total and summaries write _sum and _count, so a
 		// name used for two kinds still yields distinct series.
 		if header := name + " " + typ; header != lastHeader {
-			fmt.Fprintf(bw, "# HELP %s %s\n# TYPE %s %s\n", name, strings.ReplaceAll(sr.name, "_", "."), name, typ)
+			fmt.Fprintf(bw, "# HELP %s %s\n# TYPE %s %s\n", name, sr.key, name, typ)
 			lastHeader = header
 		}
 		lbl := formatLabels(sr.labels)

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-metrics"
 	"go.uber.org/goleak"
@@ -114,5 +115,41 @@ func TestMetricName(t *testing.T) {
 		if got := metricName(strings.Split(in, ".")); got != want {
 			t.Errorf("metricName(%q) got %q, want %q", in, got, want)
 		}
+	}
+}
+
+// A gauge with a quantile label (a percentile of the last interval) leaves
+// the Prometheus output once it has not been set for quantileStaleAfter;
+// other gauges stay. The HELP text is the key as it was emitted.
+func TestPrometheus_quantileGaugesGoStale(t *testing.T) {
+	s := newCumulativeSink()
+	now := time.Unix(1000, 0)
+	s.now = func() time.Time { return now }
+	q := []metrics.Label{{Name: "route", Value: "default"}, {Name: "quantile", Value: "0.99"}}
+	s.SetGaugeWithLabels([]string{"trellis", "proxy", "latency_ms"}, 155.6, q)
+	s.SetGauge([]string{"trellis", "proxy", "conns_active"}, 3)
+	render := func() string {
+		var buf bytes.Buffer
+		if err := s.write(&buf); err != nil {
+			t.Fatal(err)
+		}
+		checkPrometheus(t, buf.String())
+		return buf.String()
+	}
+	const p99 = `trellis_proxy_latency_ms{route="default",quantile="0.99"} 155.`
+	if text := render(); !strings.Contains(text, p99) || !strings.Contains(text, "# HELP trellis_proxy_latency_ms trellis.proxy.latency_ms\n") {
+		t.Fatalf("a fresh percentile, or its HELP, is missing:\n%s", text)
+	}
+	now = now.Add(quantileStaleAfter + time.Second)
+	text := render()
+	if strings.Contains(text, "latency_ms") {
+		t.Errorf("a percentile not set for %s is still shown:\n%s", quantileStaleAfter+time.Second, text)
+	}
+	if !strings.Contains(text, "trellis_proxy_conns_active 3\n") {
+		t.Errorf("a gauge without a quantile label went stale:\n%s", text)
+	}
+	s.SetGaugeWithLabels([]string{"trellis", "proxy", "latency_ms"}, 2, q)
+	if text := render(); !strings.Contains(text, `trellis_proxy_latency_ms{route="default",quantile="0.99"} 2`) {
+		t.Errorf("a percentile set again is not shown:\n%s", text)
 	}
 }
