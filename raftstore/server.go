@@ -187,13 +187,13 @@ func (s *Server) start() error {
 			conf := raft.Configuration{Servers: []raft.Server{{
 				ID: rc.LocalID, Address: s.transport.LocalAddr(), Suffrage: raft.Voter,
 			}}}
-			if err := raft.BootstrapCluster(rc, logs, stable, snaps, s.transport, conf); err != nil {
+			if err := raft.BootstrapCluster(rc, logs, stable, snaps, noPipelineTransport{s.transport}, conf); err != nil {
 				return fmt.Errorf("bootstrap raft: %w", err)
 			}
 			s.logger.Info("bootstrapped a single-server cluster", "id", rc.LocalID, "address", s.transport.LocalAddr())
 		}
 	}
-	s.raft, err = raft.NewRaft(rc, s.fsm, logs, stable, snaps, s.transport)
+	s.raft, err = raft.NewRaft(rc, s.fsm, logs, stable, snaps, noPipelineTransport{s.transport})
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
