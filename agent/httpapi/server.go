@@ -10,8 +10,9 @@
 //
 // Reads that Consul blocks on take ?index=N&wait=D and answer with
 // X-Consul-Index (never 0; also sent as X-Trellis-Index), X-Consul-KnownLeader
-// and X-Consul-LastContact. The handlers reach the agent only through the
-// Agent interface.
+// and X-Consul-LastContact. One in flight when the server shuts down is
+// answered at once, as if its wait had passed. The handlers reach the agent
+// only through the Agent interface.
 package httpapi
 
 import (
@@ -24,6 +25,7 @@ import (
 	"net/http/pprof"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -61,6 +63,11 @@ type Server struct {
 	mux    *http.ServeMux
 	srv    *http.Server
 
+	// stopping ends when Shutdown begins: blocking queries in flight, and
+	// the profiler's timed captures, are answered at once then (see call).
+	stopping context.Context
+	stop     context.CancelFunc
+
 	mu        sync.Mutex
 	listeners []net.Listener // guarded by mu
 	serveWG   sync.WaitGroup
@@ -78,6 +85,7 @@ func New(cfg Config, agent Agent) *Server {
 		az = authz.AllowAll{}
 	}
 	s := &Server{agent: agent, authz: az, logger: logger.Named("http"), mux: http.NewServeMux()}
+	s.stopping, s.stop = context.WithCancel(context.Background())
 	s.registerRoutes(cfg.UI)
 	if cfg.EnableDebug {
 		// Profiles show the process's memory: operator:read, as in Consul.
@@ -88,7 +96,11 @@ func New(cfg Config, agent Agent) *Server {
 					http.Error(w, err.Error(), http.StatusForbidden)
 					return
 				}
-				h(w, r)
+				// A timed capture (?seconds=) ends when the server stops:
+				// a CPU profile or trace answers what it has so far.
+				ctx, cancel := s.untilStopping(r.Context())
+				defer cancel()
+				h(w, r.WithContext(ctx))
 			})
 		}
 		s.mux.Handle("/debug/pprof/", debug(pprof.Index))
@@ -166,17 +178,68 @@ func (s *Server) Addrs() []net.Addr {
 
 // Shutdown stops accepting, waits for requests in flight until ctx ends
 // (then closes them), and returns once the serving goroutines are gone.
-// Blocking queries are cut off by closing their connections.
+// Blocking queries in flight do not wait: they are answered at once with
+// the current result and index, as when their wait passes, so that clients
+// poll again (elsewhere) instead of holding the shutdown to its deadline.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.shutdown = true
 	s.mu.Unlock()
+	s.stop()
 	err := s.srv.Shutdown(ctx)
 	if err != nil {
 		s.srv.Close()
 	}
 	s.serveWG.Wait()
 	return err
+}
+
+// errStopping is the cause of the context of a blocking query that the
+// server's shutdown ended.
+var errStopping = errors.New("HTTP API shutting down")
+
+// untilStopping returns a context of parent that also ends, with cause
+// errStopping, when the server begins to shut down.
+func (s *Server) untilStopping(parent context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(parent)
+	unhook := context.AfterFunc(s.stopping, func() { cancel(errStopping) })
+	return ctx, func() {
+		unhook()
+		cancel(context.Canceled)
+	}
+}
+
+// isBlocking reports whether r is a blocking query: a read with ?index=
+// above 0.
+func isBlocking(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	idx, err := strconv.ParseUint(r.URL.Query().Get("index"), 10, 64)
+	return err == nil && idx > 0
+}
+
+// call runs h for r. A blocking query also ends when the server begins to
+// shut down; it is then run again as a plain read (without ?index), which
+// answers the current result and index at once: what the query would have
+// answered had its wait passed. Reads are idempotent, so running one twice
+// is safe; other requests keep the grace period Shutdown gives them.
+func (s *Server) call(h handlerFunc, w http.ResponseWriter, r *http.Request) (any, error) {
+	if !isBlocking(r) {
+		return h(w, r)
+	}
+	ctx, cancel := s.untilStopping(r.Context())
+	defer cancel()
+	out, err := h(w, r.WithContext(ctx))
+	if err == nil || !errors.Is(context.Cause(ctx), errStopping) {
+		return out, err
+	}
+	plain := r.Clone(r.Context())
+	q := plain.URL.Query()
+	q.Del("index")
+	plain.URL.RawQuery = q.Encode()
+	plain.Form = nil
+	return h(w, plain)
 }
 
 // handlerFunc is the shape of every endpoint.
@@ -242,7 +305,7 @@ func (s *Server) wrap(route string, methods []string, h handlerFunc) http.Handle
 				return
 			}
 		}
-		out, err := h(w, r)
+		out, err := s.call(h, w, r)
 		if err != nil {
 			code, msg := s.errorStatus(err)
 			s.logger.Debug("request failed", "method", r.Method, "url", redactURL(r.URL), "status", code, "error", err)
