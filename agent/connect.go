@@ -35,15 +35,17 @@ func (a *Agent) startMesh() {
 	})
 }
 
-// runProxies keeps the running proxies in step with the local sidecars
-// until ctx ends; a proxy that failed to start is tried again every few
-// seconds.
+// runProxies keeps the running proxies, and the leaves the mesh cache
+// keeps for local services, in step with the local services until ctx
+// ends; a proxy that failed to start is tried again every few seconds.
 func (a *Agent) runProxies(ctx context.Context) {
 	retry := time.NewTicker(5 * time.Second)
 	defer retry.Stop()
 	for {
 		changed := a.state.WatchCh()
-		a.proxies.Sync(a.LocalServices())
+		svcs := a.LocalServices()
+		a.mesh.SetLocalServices(svcs)
+		a.proxies.Sync(svcs)
 		select {
 		case <-ctx.Done():
 			return

@@ -1,7 +1,8 @@
 // Package mesh is the agent's view of the mesh, kept current by blocking
 // queries to the servers: the trusted roots, the intentions, a leaf
-// certificate per service the agent's proxies front (renewed before expiry
-// and re-signed after a root rotation), the discovery chains of the
+// certificate per service the agent's proxies front or its clients use
+// (renewed before expiry and re-signed after a root rotation while in use,
+// released when unused), the discovery chains of the
 // services they dial and the healthy endpoints of the chains' targets. The proxies, the agent's connect endpoints and the CLI
 // all read from it; when the servers are unreachable it keeps serving what
 // it last had.
@@ -43,9 +44,26 @@ type Config struct {
 	Datacenter string
 	// DefaultAllow is the intention policy when none matches.
 	DefaultAllow bool
-	// MaxLeaves caps how many services this agent keeps leaves for
-	// (1000 when 0): each has a renewal goroutine.
+	// MaxLeaves caps how many leaves of services not declared with
+	// SetLocalServices this agent holds at once (1000 when 0): each has a
+	// renewal goroutine and a record on the leader. A Leaf call (any local
+	// process can make one over HTTP) that would make one more is refused;
+	// leaves of local services do not count, and a CertSource (a proxy the
+	// agent runs) is never refused. A leaf counts until it is released,
+	// LeafIdleTimeout after its last use, so the cap bounds the names in
+	// use within that time, not every name ever asked for.
 	MaxLeaves int
+	// LeafIdleTimeout is how long a leaf nobody uses is kept (and renewed,
+	// or re-signed after a rotation) before it is released (1h when 0). A
+	// blocking watcher, a local service (SetLocalServices) or a proxy
+	// presenting it keeps a leaf in use; each fetch restarts the time. An
+	// hour is well under the default 72h TTL, so a leaf fetched once is
+	// released before its renewal is due (at 60-85% of its life) and is
+	// signed only once; a client polling every few minutes keeps its key;
+	// and a name fetched once (a churned service, a typo, a client filling
+	// MaxLeaves) frees its slot within the hour. Consul's agent cache keeps
+	// a leaf 3 days, but has no cap to free.
+	LeafIdleTimeout time.Duration
 	// QueryWait is the wait of the blocking queries (5m when 0).
 	QueryWait time.Duration
 	// Logger is named "mesh"; nil means hclog.Default().
@@ -64,6 +82,8 @@ type Cache struct {
 
 	mu        sync.Mutex
 	leaves    map[string]*leaf                               // by lower-case service name; guarded by mu
+	local     map[string]bool                                // lower-case services whose leaves are kept (SetLocalServices); guarded by mu
+	epoch     time.Time                                      // origin of leaf.lastUsed
 	endpoints map[string]*endpoints                          // by lower-case service name; guarded by mu
 	chains    map[string]*shared[*chain.Chain]               // by lower-case service name; guarded by mu
 	entries   map[string]*shared[configentry.Entry]          // by kind/lower-case name; guarded by mu
@@ -82,10 +102,13 @@ func New(cfg Config) *Cache {
 	if cfg.MaxLeaves <= 0 {
 		cfg.MaxLeaves = 1000
 	}
+	if cfg.LeafIdleTimeout <= 0 {
+		cfg.LeafIdleTimeout = time.Hour
+	}
 	if cfg.QueryWait <= 0 {
 		cfg.QueryWait = 5 * time.Minute
 	}
-	c := &Cache{cfg: cfg, logger: cfg.Logger.Named("mesh"), leaves: map[string]*leaf{}, endpoints: map[string]*endpoints{},
+	c := &Cache{cfg: cfg, logger: cfg.Logger.Named("mesh"), leaves: map[string]*leaf{}, local: map[string]bool{}, epoch: time.Now(), endpoints: map[string]*endpoints{},
 		chains: map[string]*shared[*chain.Chain]{}, entries: map[string]*shared[configentry.Entry]{}, nodes: map[string]*shared[[]structs.CheckServiceNode]{}}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.roots = startWatch("roots", c.logger, func(ctx context.Context, minIndex uint64) (*structs.IndexedCARoots, uint64, error) {
