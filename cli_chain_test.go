@@ -66,13 +66,20 @@ func TestCLI_ConnectChain(t *testing.T) {
 	}
 
 	r = run(t, addr, "connect", "chain", "-format", "json", "db")
-	var ch struct {
-		ServiceName, StartNode string
-		Nodes                  map[string]struct{ Resolver struct{ Target string } }
+	// The same shape as GET /v1/discovery-chain/db: {"Chain": {...}}.
+	var resp struct {
+		Chain struct {
+			ServiceName, StartNode string
+			Nodes                  map[string]struct{ Resolver struct{ Target string } }
+		}
 	}
-	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &ch) != nil || ch.ServiceName != "db" ||
+	ch := &resp.Chain
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &resp) != nil || ch.ServiceName != "db" ||
 		ch.Nodes[ch.StartNode].Resolver.Target != "db-v2.default.default.dc1" {
 		t.Errorf("-format json: %+v", r)
+	}
+	if !strings.HasPrefix(strings.TrimSpace(r.stdout), "{\n    \"Chain\": {") {
+		t.Errorf("-format json is not the API's {\"Chain\": ...}: %s", r.stdout)
 	}
 
 	for _, tc := range []struct {

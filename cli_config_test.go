@@ -79,6 +79,16 @@ routes {
 	expect(run(t, addr, "config", "write", web), 0, "Config entry written: "+web, "")
 	expect(run(t, addr, "config", "write", router), 0, "Config entry written", "")
 	expect(runStdin(t, addr, `{"Kind": "service-defaults", "Name": "api", "Protocol": "grpc"}`, "config", "write", "-"), 0, "Config entry written: stdin", "")
+	// A byte order mark, as some editors write, is dropped.
+	bom := write("bom.json", "\ufeff{\"Kind\": \"service-defaults\", \"Name\": \"bom\"}\n")
+	expect(run(t, addr, "config", "write", bom), 0, "Config entry written: "+bom, "")
+	expect(run(t, addr, "config", "delete", "-kind", "service-defaults", "-name", "bom"), 0, "Config entry deleted", "")
+	// Server-set fields are refused without a suggestion of themselves.
+	ci := write("ci.hcl", "Kind = \"service-resolver\"\nName = \"zz\"\nCreateIndex = 5\n")
+	expect(run(t, addr, "config", "write", ci), 1, "", "ci.hcl:3:1: CreateIndex: set by the servers, not written in a file")
+	// A weight is printed as written.
+	thirds := write("thirds.json", `{"Kind": "service-splitter", "Name": "web", "Splits": [{"Weight": 33.333}, {"Weight": 66.667}]}`)
+	expect(run(t, addr, "config", "write", thirds), 1, "", "Splits[0].Weight: 33.333: at most two decimals")
 
 	r := run(t, addr, "config", "read", "-kind", "service-router", "-name", "web")
 	expect(r, 0, `"PathPrefix": "/admin"`, "")

@@ -39,7 +39,9 @@ func TestCLI_Intentions(t *testing.T) {
 	expect(run(t, addr, "intention", "list"), 0, "", "No intentions")
 	expect(run(t, addr, "intention", "create", "web", "db"), 0, "Created: web => db (allow)", "")
 	expect(run(t, addr, "intention", "create", "-deny", "web", "db"), 1, "", "exists already; give -replace")
-	expect(run(t, addr, "intention", "create", "-replace", "-deny", "-description", "no writes", "-meta", "team=core", "web", "db"), 0, "Created: web => db (deny)", "")
+	expect(run(t, addr, "intention", "create", "-replace", "-deny", "-description", "no writes", "-meta", "team=core", "web", "db"), 0, "Replaced: web => db (deny)", "")
+	expect(run(t, addr, "intention", "create", "-replace", "-deny", "api", "db"), 0, "Created: api => db (deny)", "")
+	expect(run(t, addr, "intention", "delete", "api", "db"), 0, "Deleted", "")
 	expect(run(t, addr, "intention", "create", "-deny", "*", "db"), 0, "Created: * => db (deny)", "")
 	expect(run(t, addr, "intention", "create", "-allow", "api", "*"), 0, "Created: api => * (allow)", "")
 	expect(run(t, addr, "intention", "create", "-allow", "-deny", "x", "y"), 1, "", "-allow or -deny")
@@ -58,6 +60,9 @@ func TestCLI_Intentions(t *testing.T) {
 		expect(run(t, addr, "intention", "get", id[1]), 0, "Destination:  db", "")
 	}
 	expect(run(t, addr, "intention", "get", "web", "nope"), 1, "", "no intention web => nope")
+	// A name in the default namespace, as Consul's clients write it.
+	expect(run(t, addr, "intention", "get", "default/web", "default/db"), 0, "Destination:  db", "")
+	expect(run(t, addr, "intention", "check", "default/web", "db"), 1, "Denied", "")
 
 	// The list is in precedence order, in aligned columns.
 	r = run(t, addr, "intention", "list")

@@ -151,6 +151,16 @@ func TestCLI_Offline(t *testing.T) {
 	os.WriteFile(good, []byte("server = true\nports { http = 8501 }\nservice { name = \"web\" }\n"), 0o600)
 	bad := filepath.Join(dir, "bad.json")
 	os.WriteFile(bad, []byte(`{"ports": {"htp": 1}}`), 0o600)
+	// Config entry files that cannot be sent, refused before any agent is
+	// asked; a config entry given to validate.
+	entries := t.TempDir()
+	empty := filepath.Join(entries, "empty.hcl")
+	os.WriteFile(empty, []byte("\n  \n"), 0o600)
+	arr := filepath.Join(entries, "arr.json")
+	os.WriteFile(arr, []byte(`[{"Kind": "service-defaults", "Name": "web"}]`), 0o600)
+	split := filepath.Join(entries, "split90.hcl")
+	os.WriteFile(split, []byte("Kind = \"service-splitter\"\nName = \"web\"\nSplits = [{ Weight = 100 }]\n"), 0o600)
+	missing := filepath.Join(entries, "nonexist.hcl")
 
 	cases := []struct {
 		args     []string
@@ -160,6 +170,32 @@ func TestCLI_Offline(t *testing.T) {
 		{[]string{"validate", good}, 0, "Configuration is valid", ""},
 		{[]string{"validate", dir}, 1, "", `bad.json:1:12: ports: unknown key "htp"`},
 		{[]string{"validate"}, 1, "", "at least one"},
+		{[]string{"validate", split}, 1, "", "looks like a config entry (it has a top-level Kind), not agent configuration: write it with trellis config write " + split},
+		{[]string{"config", "write", empty}, 1, "", empty + " is empty: it should hold one config entry"},
+		{[]string{"config", "write", dir}, 1, "", "Error: " + dir + " is a directory, not a config entry file\n"},
+		{[]string{"config", "write", arr}, 1, "", arr + " holds a JSON array: config write takes one entry per file"},
+		{[]string{"config", "write", missing}, 1, "", "Error: " + missing + ": no such file\n"},
+		// A flag after the arguments, said the same way by every command.
+		{[]string{"config", "write", split, "-cas"}, 1, "", "flag -cas comes after FILE: give the flags first"},
+		{[]string{"services", "register", split, "-name", "x"}, 1, "", "flag -name comes after the files: give the flags first"},
+		{[]string{"join", "10.0.0.1", "-http-addr", "x"}, 1, "", "flag -http-addr comes after the addresses"},
+		{[]string{"validate", split, "-quiet"}, 1, "", "flag -quiet comes after the paths"},
+		// Unknown commands, exit 1.
+		{[]string{"bogus"}, 1, "", `Error: unknown command "trellis bogus"`},
+		{[]string{"memebrs"}, 1, "", `did you mean "trellis members"?`},
+		{[]string{"intention", "bogus"}, 1, "", `unknown command "trellis intention bogus" (the subcommands of trellis intention are`},
+		{[]string{"connect", "bogus"}, 1, "", `unknown command "trellis connect bogus"`},
+		{[]string{"version", "-zzz"}, 1, "", "Error: flag provided but not defined: -zzz\n\nUsage: trellis version"},
+		// Values in words, not Go's.
+		{[]string{"agent", "-dev", "-http-port=abc"}, 1, "", `Error: -http-port: "abc" is not a port number`},
+		{[]string{"agent", "-dev", "-config-file", missing}, 1, "", "-config-file " + missing + ": no such file\n"},
+		{[]string{"connect", "ca", "set-config", "-config-file", missing}, 1, "", "Error: -config-file " + missing + ": no such file\n"},
+		{[]string{"catalog", "services", "-http-addr=127.0.0.1"}, 1, "", `-http-addr "127.0.0.1" has no port: give host:port`},
+		{[]string{"intention", "get", "web"}, 1, "", `intention get takes SRC and DST, or an intention ID: "web" is not an ID`},
+		{[]string{"intention", "get", "prod/web", "db"}, 1, "", `namespace "prod" is not supported`},
+		{[]string{"intention", "get", strings.Repeat("a", 256), "db"}, 1, "", "SRC is 256 characters long: a service name has at most 255"},
+		{[]string{"intention", "create", "-meta", "a=1", "-meta", "a=2", "web", "db"}, 1, "", `-meta: key "a" is given twice`},
+		{[]string{"services", "deregister", "-id=good1", "-id=web"}, 1, "", `-id: given twice ("good1", then "web"): give it once`},
 		{[]string{"version"}, 0, "Trellis v", ""},
 		{[]string{"-v"}, 0, "Trellis v", ""},
 		{[]string{"members", "-h"}, 0, "Usage: trellis members", ""},

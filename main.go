@@ -4,7 +4,9 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 
 	"github.com/hashicorp/cli"
 
@@ -28,11 +30,16 @@ func realMain(args []string) int {
 			break
 		}
 	}
+	commands := command.Registry(ui)
+	if err := command.UnknownCommand(slices.Collect(maps.Keys(commands)), args); err != nil {
+		fmt.Fprintf(os.Stderr, "Error: %v\n", err)
+		return 1
+	}
 	c := &cli.CLI{
 		Name:         "trellis",
 		Version:      version.String(),
 		Args:         args,
-		Commands:     command.Registry(ui),
+		Commands:     commands,
 		Autocomplete: false,
 		HelpWriter:   os.Stdout,
 		ErrorWriter:  os.Stderr,
@@ -40,6 +47,11 @@ func realMain(args []string) int {
 	code, err := c.Run()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "Error: %v\n", err)
+		return 1
+	}
+	if code == 127 {
+		// The library's code for "no command given" (it printed the list
+		// of commands); every failure of the CLI exits 1 (cli.md).
 		return 1
 	}
 	return code

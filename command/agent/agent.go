@@ -4,8 +4,10 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/signal"
 	"strings"
@@ -68,6 +70,10 @@ func (c *cmd) Run(args []string) int {
 	}
 	if c.fs.NArg() > 0 {
 		c.ui.Error(fmt.Sprintf("Error: unexpected arguments %q: the agent takes only flags", c.fs.Args()))
+		return 1
+	}
+	if err := checkPaths(c.f.ConfigFiles, c.f.ConfigDirs); err != nil {
+		c.ui.Error("Error in configuration:\n" + err.Error())
 		return 1
 	}
 	rc, warnings, err := config.Load(config.LoadOpts{Flags: c.f})
@@ -149,6 +155,38 @@ func (c *cmd) Run(args []string) int {
 			return 1
 		}
 	}
+}
+
+// checkPaths refuses a -config-file or -config-dir that is missing or of
+// the other kind, in words, before the configuration is loaded.
+func checkPaths(files, dirs []string) error {
+	check := func(flagName, p string, wantDir bool) error {
+		fi, err := os.Stat(p)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return fmt.Errorf("%s %s: no such file", flagName, p)
+		case errors.Is(err, fs.ErrPermission):
+			return fmt.Errorf("%s %s: permission denied", flagName, p)
+		case err != nil:
+			return nil // left to the loader, which says why
+		case wantDir && !fi.IsDir():
+			return fmt.Errorf("%s %s is not a directory: give a file with -config-file", flagName, p)
+		case !wantDir && fi.IsDir():
+			return fmt.Errorf("%s %s is a directory: give it with -config-dir", flagName, p)
+		}
+		return nil
+	}
+	for _, f := range files {
+		if err := check("-config-file", f, false); err != nil {
+			return err
+		}
+	}
+	for _, d := range dirs {
+		if err := check("-config-dir", d, true); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (c *cmd) banner(rc config.RuntimeConfig, a *agent.Agent) {

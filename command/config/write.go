@@ -1,8 +1,11 @@
 package config
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 
 	"github.com/hashicorp/cli"
@@ -44,18 +47,19 @@ func NewWrite(ui cli.Ui) cli.Command {
 }
 
 func (c *writeCmd) Run(args []string) int {
-	if ok, code := flags.Parse(c.ui, c.fs, args, c.help); !ok {
+	rest, ok, code := flags.ParseArgs(c.ui, c.fs, args, c.help, "FILE")
+	if !ok {
 		return code
 	}
-	if c.fs.NArg() != 1 {
-		c.argsError(usagef("config write takes one argument, FILE or - (got %d)", c.fs.NArg()))
+	if len(rest) != 1 {
+		c.argsError(usagef("config write takes one argument, FILE or - (got %d)", len(rest)))
 		return 1
 	}
 	if !c.cas && c.modifyIndex != 0 {
 		c.argsError(usagef("-modify-index goes with -cas"))
 		return 1
 	}
-	file := c.fs.Arg(0)
+	file := rest[0]
 	src, name, err := readSource(file)
 	if err != nil {
 		c.ui.Error("Error: " + err.Error())
@@ -78,7 +82,9 @@ func (c *writeCmd) Run(args []string) int {
 	return 0
 }
 
-// readSource reads FILE, or stdin for "-"; name is what errors call it.
+// readSource reads FILE, or stdin for "-"; name is what errors call it. It
+// refuses locally what cannot be an entry (a directory, an empty file, a
+// JSON array of entries) and drops a leading UTF-8 byte order mark.
 func readSource(file string) (src []byte, name string, err error) {
 	var r io.Reader
 	name = file
@@ -86,20 +92,43 @@ func readSource(file string) (src []byte, name string, err error) {
 		r, name = os.Stdin, "stdin"
 	} else {
 		f, err := os.Open(file)
-		if err != nil {
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return nil, "", fmt.Errorf("%s: no such file", file)
+		case errors.Is(err, fs.ErrPermission):
+			return nil, "", fmt.Errorf("%s: permission denied", file)
+		case err != nil:
 			return nil, "", fmt.Errorf("read the config entry: %w", err)
 		}
 		defer f.Close()
+		if fi, err := f.Stat(); err == nil && fi.IsDir() {
+			return nil, "", fmt.Errorf("%s is a directory, not a config entry file", file)
+		}
 		r = f
 	}
 	src, err = io.ReadAll(io.LimitReader(r, maxFile+1))
 	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the path is in name already
+		}
 		return nil, "", fmt.Errorf("read %s: %w", name, err)
 	}
 	if len(src) > maxFile {
 		return nil, "", fmt.Errorf("%s is larger than %d bytes", name, maxFile)
 	}
+	src = bytes.TrimPrefix(src, utf8BOM)
+	t := bytes.TrimSpace(src)
+	switch {
+	case len(t) == 0:
+		return nil, "", fmt.Errorf("%s is empty: it should hold one config entry", name)
+	case t[0] == '[':
+		return nil, "", fmt.Errorf("%s holds a JSON array: config write takes one entry per file, a JSON object with its Kind and Name (write each entry on its own)", name)
+	}
 	return src, name, nil
 }
+
+// utf8BOM is the byte order mark some editors put at the start of a file.
+var utf8BOM = []byte("\ufeff")
 
 func (c *writeCmd) Synopsis() string { return "Creates or replaces a config entry" }

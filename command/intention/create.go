@@ -3,7 +3,6 @@ package intention
 import (
 	"fmt"
 	"net/http"
-	"strings"
 
 	"github.com/hashicorp/cli"
 
@@ -64,37 +63,33 @@ func (c *createCmd) Run(args []string) int {
 	if c.deny {
 		action = api.IntentionActionDeny
 	}
-	var meta map[string]string
-	for _, kv := range c.meta {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			c.ui.Error(fmt.Sprintf("Error: -meta %q: want key=value", kv))
-			return 1
-		}
-		if meta == nil {
-			meta = map[string]string{}
-		}
-		meta[k] = v
+	meta, err := flags.KeyValues("-meta", c.meta)
+	if err != nil {
+		c.ui.Error("Error: " + err.Error())
+		return 1
 	}
 	client, ok := c.client()
 	if !ok {
 		return 1
 	}
 	ixn := &api.Intention{SourceName: src, DestinationName: dst, Action: action, Description: c.description, Meta: meta}
-	if c.replace {
+	// Create first; with -replace, an intention that exists (409) is then
+	// replaced, so the output says which of the two happened.
+	done, doing := "Created", "creating"
+	_, _, err = client.Connect().IntentionCreate(ixn, nil)
+	if c.replace && isStatus(err, http.StatusConflict) {
+		done, doing = "Replaced", "replacing"
 		_, err = client.Connect().IntentionUpsert(ixn, nil)
-	} else {
-		_, _, err = client.Connect().IntentionCreate(ixn, nil)
 	}
 	switch {
 	case isStatus(err, http.StatusConflict):
 		c.ui.Error(fmt.Sprintf("Error: an intention %s => %s exists already; give -replace to replace it", src, dst))
 		return 1
 	case err != nil:
-		c.ui.Error(flags.ErrorMessage(fmt.Sprintf("creating the intention %s => %s", src, dst), err))
+		c.ui.Error(flags.ErrorMessage(fmt.Sprintf("%s the intention %s => %s", doing, src, dst), err))
 		return 1
 	}
-	c.ui.Output(fmt.Sprintf("Created: %s", ixn))
+	c.ui.Output(fmt.Sprintf("%s: %s", done, ixn))
 	return 0
 }
 

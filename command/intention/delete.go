@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 
 	"github.com/hashicorp/cli"
 
@@ -65,6 +66,9 @@ func (c *deleteCmd) Run(args []string) int {
 
 func (c *deleteCmd) Synopsis() string { return "Deletes an intention" }
 
+// uuidRE is the shape of an intention ID.
+var uuidRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+
 // idOrPair reads either one ID argument or SRC and DST.
 func idOrPair(args []string, command string) (id, src, dst string, err error) {
 	if err := flagsAfterArgs(args); err != nil {
@@ -75,15 +79,18 @@ func idOrPair(args []string, command string) (id, src, dst string, err error) {
 		if args[0] == "" {
 			return "", "", "", errors.New("ID is empty")
 		}
+		if !uuidRE.MatchString(args[0]) {
+			return "", "", "", usageErr{fmt.Errorf("%s takes SRC and DST, or an intention ID: %q is not an ID (IDs are UUIDs, as intention get SRC DST shows them)", command, args[0])}
+		}
 		return args[0], "", "", nil
 	case 2:
-		if err := checkName("SRC", args[0]); err != nil {
+		if src, err = checkName("SRC", args[0]); err != nil {
 			return "", "", "", err
 		}
-		if err := checkName("DST", args[1]); err != nil {
+		if dst, err = checkName("DST", args[1]); err != nil {
 			return "", "", "", err
 		}
-		return "", args[0], args[1], nil
+		return "", src, dst, nil
 	}
 	return "", "", "", usageErr{fmt.Errorf("%s takes SRC and DST, or an intention ID (got %d arguments)", command, len(args))}
 }

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"regexp"
+	"strings"
 
 	"github.com/hashicorp/cli"
 
@@ -17,21 +18,36 @@ import (
 
 // serviceNameRE is the rule of connect.ValidateServiceName, which commands
 // cannot import: letters, digits, '.', '_' and '-', starting and ending
-// with a letter or digit, at most 255 characters.
-var serviceNameRE = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9._-]{0,253}[a-zA-Z0-9])?$`)
+// with a letter or digit, at most maxNameLength characters.
+var serviceNameRE = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9._-]*[a-zA-Z0-9])?$`)
 
-// checkName refuses a source or destination that is not a service name or
-// *, naming the argument.
-func checkName(arg, name string) error {
+// maxNameLength is the longest service name.
+const maxNameLength = 255
+
+// defaultNamespace is the one namespace: "default/web", as Consul's
+// clients may write a name, means web.
+const defaultNamespace = "default"
+
+// checkName returns the service name (or *) that the argument arg gives,
+// without a "default/" namespace, or an error naming arg.
+func checkName(arg, name string) (string, error) {
+	if ns, rest, ok := strings.Cut(name, "/"); ok {
+		if ns != defaultNamespace {
+			return "", fmt.Errorf("%s %q: namespace %q is not supported: there is one namespace, default (write %s or default/%s)", arg, name, ns, rest, rest)
+		}
+		name = rest
+	}
 	switch {
 	case name == api.IntentionWildcard:
-		return nil
+		return name, nil
 	case name == "":
-		return fmt.Errorf("%s is empty: give a service name or *", arg)
+		return "", fmt.Errorf("%s is empty: give a service name or *", arg)
+	case len(name) > maxNameLength:
+		return "", fmt.Errorf("%s is %d characters long: a service name has at most %d", arg, len(name), maxNameLength)
 	case !serviceNameRE.MatchString(name):
-		return fmt.Errorf("%s %q is not a service name (letters, digits, '.', '_' and '-', or * for any)", arg, name)
+		return "", fmt.Errorf("%s %q is not a service name (letters, digits, '.', '_' and '-', starting and ending with a letter or digit; or * for any)", arg, name)
 	}
-	return nil
+	return name, nil
 }
 
 // usageErr is an error in the shape of the arguments: it is printed with
@@ -47,13 +63,13 @@ func pair(fs *flag.FlagSet, command string) (src, dst string, err error) {
 	if len(args) != 2 {
 		return "", "", usageErr{fmt.Errorf("%s takes two arguments, SRC and DST (got %d)", command, len(args))}
 	}
-	if err := checkName("SRC", args[0]); err != nil {
+	if src, err = checkName("SRC", args[0]); err != nil {
 		return "", "", err
 	}
-	if err := checkName("DST", args[1]); err != nil {
+	if dst, err = checkName("DST", args[1]); err != nil {
 		return "", "", err
 	}
-	return args[0], args[1], nil
+	return src, dst, nil
 }
 
 // flagsAfterArgs refuses a flag given after the arguments, which Go's flag

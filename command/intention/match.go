@@ -61,7 +61,8 @@ func (c *matchCmd) Run(args []string) int {
 		argsError(c.ui, c.help, usageErr{errors.New("give -source NAME or -destination NAME")})
 		return 1
 	}
-	if err := checkName("-"+by, name); err != nil {
+	name, err := checkName("-"+by, name)
+	if err != nil {
 		c.ui.Error("Error: " + err.Error())
 		return 1
 	}

@@ -42,10 +42,10 @@ func New(ui cli.Ui) cli.Command {
 }
 
 func (c *cmd) Run(args []string) int {
-	if ok, code := flags.Parse(c.ui, c.fs, args, c.help); !ok {
+	addrs, ok, code := flags.ParseArgs(c.ui, c.fs, args, c.help, "the addresses")
+	if !ok {
 		return code
 	}
-	addrs := c.fs.Args()
 	if len(addrs) == 0 {
 		c.ui.Error("Error: give at least one address to join")
 		c.ui.Error("")

@@ -5,10 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"runtime"
-	"strings"
 
 	"github.com/hashicorp/cli"
 
+	"github.com/trellismesh/trellis/command/flags"
 	"github.com/trellismesh/trellis/version"
 )
 
@@ -22,28 +22,26 @@ Usage: trellis version
 `
 
 type cmd struct {
-	ui    cli.Ui
-	flags *flag.FlagSet
+	ui   cli.Ui
+	fs   *flag.FlagSet
+	help string
 }
 
 // New returns the version command writing to ui.
 func New(ui cli.Ui) cli.Command {
-	c := &cmd{ui: ui, flags: flag.NewFlagSet("version", flag.ContinueOnError)}
-	c.flags.SetOutput(discard{})
+	c := &cmd{ui: ui, fs: flags.NewFlagSet("version")}
+	c.help = flags.Usage(help)
 	return c
 }
 
 func (c *cmd) Run(args []string) int {
-	if err := c.flags.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			c.ui.Output(c.Help())
-			return 0
-		}
-		c.ui.Error(err.Error())
-		return 1
+	if ok, code := flags.Parse(c.ui, c.fs, args, c.help); !ok {
+		return code
 	}
-	if c.flags.NArg() > 0 {
-		c.ui.Error("version takes no arguments")
+	if c.fs.NArg() > 0 {
+		c.ui.Error(fmt.Sprintf("Error: version takes no arguments (got %q)", c.fs.Args()))
+		c.ui.Error("")
+		c.ui.Error(c.help)
 		return 1
 	}
 	c.ui.Output("Trellis " + version.String())
@@ -52,8 +50,4 @@ func (c *cmd) Run(args []string) int {
 }
 
 func (c *cmd) Synopsis() string { return synopsis }
-func (c *cmd) Help() string     { return strings.TrimSpace(help) }
-
-type discard struct{}
-
-func (discard) Write(p []byte) (int, error) { return len(p), nil }
+func (c *cmd) Help() string     { return c.help }

@@ -151,12 +151,23 @@ func DecodeJSON(b []byte) (Entry, error) {
 }
 
 // Decode reads one entry from src: JSON when its first non-space byte is
-// '{', HCL otherwise. Errors name filename:line:col.
+// '{' (or '[', to refuse an array of entries clearly), HCL otherwise. A
+// leading UTF-8 byte order mark is ignored. Errors name filename:line:col.
 func Decode(src []byte, filename string) (Entry, error) {
-	if t := bytes.TrimLeftFunc(src, unicode.IsSpace); len(t) > 0 && t[0] == '{' {
+	if looksJSON(src) {
 		return decodeJSON(src, filename)
 	}
 	return DecodeHCL(src, filename)
+}
+
+// utf8BOM is the byte order mark some editors write at the start of a file.
+var utf8BOM = []byte("\ufeff")
+
+// looksJSON reports whether src, past a byte order mark and spaces, starts
+// as a JSON object or array. An HCL body starts with neither.
+func looksJSON(src []byte) bool {
+	t := bytes.TrimLeftFunc(bytes.TrimPrefix(src, utf8BOM), unicode.IsSpace)
+	return len(t) > 0 && (t[0] == '{' || t[0] == '[')
 }
 
 func decodeJSON(b []byte, filename string) (Entry, error) {
@@ -164,6 +175,7 @@ func decodeJSON(b []byte, filename string) (Entry, error) {
 }
 
 func decodeJSONWith(b []byte, d *decoder) (Entry, error) {
+	b = bytes.TrimPrefix(b, utf8BOM)
 	p := &jsonParser{src: b, dec: json.NewDecoder(bytes.NewReader(b)), filename: d.filename}
 	p.dec.UseNumber()
 	n, err := p.value()
@@ -318,6 +330,9 @@ func (d *decoder) errAt(at pos, field, format string, args ...any) error {
 // decodeNode picks the entry's type by its Kind member and decodes n into
 // it.
 func decodeNode(n *node, d *decoder) (Entry, error) {
+	if n.kind == nList {
+		return nil, d.errAt(n.pos, "", "a config entry must be an object, not a list: write one entry per file (an array of entries is not accepted)")
+	}
 	if n.kind != nObject {
 		return nil, d.errAt(n.pos, "", "a config entry must be an object, not %v", n.kind)
 	}
@@ -580,8 +595,13 @@ func (d *decoder) object(n *node, v reflect.Value, path string) error {
 				break
 			}
 		}
-		if f == nil || (d.hcl && f.noHCL) {
-			return d.errAt(n.keyPos[i], fieldPath(path, k), "unknown field%s", suggest(k, fields))
+		if f != nil && d.hcl && f.noHCL {
+			// CreateIndex, ModifyIndex: the servers set them; a file
+			// that names them was probably copied from `config read`.
+			return d.errAt(n.keyPos[i], fieldPath(path, k), "set by the servers, not written in a file; remove it")
+		}
+		if f == nil {
+			return d.errAt(n.keyPos[i], fieldPath(path, k), "unknown field%s", suggest(k, fields, d.hcl))
 		}
 		p := fieldPath(path, f.name)
 		d.note(p, n.keyPos[i])
@@ -596,20 +616,22 @@ func (d *decoder) object(n *node, v reflect.Value, path string) error {
 	return nil
 }
 
-// suggest names the field k was probably meant to be.
-func suggest(k string, fields []fieldInfo) string {
+// suggest names the field k was probably meant to be, among the fields
+// a source may set (in HCL, not those tagged hcl:"-").
+func suggest(k string, fields []fieldInfo, hcl bool) string {
 	lk := strings.ToLower(strings.ReplaceAll(k, "_", ""))
 	best, bestD := "", 3
+	var names []string
 	for _, f := range fields {
+		if hcl && f.noHCL {
+			continue
+		}
+		names = append(names, f.name)
 		if dd := editDistance(lk, strings.ToLower(f.name)); dd < bestD {
 			best, bestD = f.name, dd
 		}
 	}
 	if best == "" {
-		names := make([]string, 0, len(fields))
-		for _, f := range fields {
-			names = append(names, f.name)
-		}
 		slices.Sort(names)
 		return " (known: " + strings.Join(names, ", ") + ")"
 	}

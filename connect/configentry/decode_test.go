@@ -371,7 +371,9 @@ func TestDecode_Errors(t *testing.T) {
 		{"hcl syntax", "db.hcl", "kind = \n", "db.hcl:1:"},
 		{"hcl type", "web.hcl", "kind = \"service-splitter\"\nname = \"web\"\nsplits = [{ weight = \"half\" }]\n",
 			`web.hcl:3:22: Splits[0].Weight: must be a number, not a string`},
-		{"hcl raft index", "x.hcl", "kind = \"service-defaults\"\nname = \"web\"\nmodify_index = 3\n", "x.hcl:3:1: modify_index: unknown field"},
+		{"hcl raft index", "x.hcl", "kind = \"service-defaults\"\nname = \"web\"\nmodify_index = 3\n", "x.hcl:3:1: modify_index: set by the servers, not written in a file"},
+		{"hcl create index", "ci.hcl", "Kind = \"service-resolver\"\nName = \"zz\"\nCreateIndex = 5\n", "ci.hcl:3:1: CreateIndex: set by the servers, not written in a file; remove it"},
+		{"hcl near raft index", "ci.hcl", "Kind = \"service-resolver\"\nName = \"zz\"\nCreateIndx = 5\n", "ci.hcl:3:1: CreateIndx: unknown field (known: "},
 		{"hcl attr and block", "x.hcl", "kind = \"service-resolver\"\nname = \"db\"\nredirect = {}\nredirect {}\n", "x.hcl:4:1: redirect is set both"},
 		{"hcl repeated single", "x.hcl", "kind = \"service-resolver\"\nname = \"db\"\nredirect {}\nredirect {}\n", "x.hcl:4:1: Redirect: given as 2 blocks: only one is allowed"},
 		{"hcl duplicate label", "x.hcl", "kind = \"service-resolver\"\nname = \"db\"\nsubsets \"a\" {}\nsubsets \"a\" {}\n", `x.hcl:4:9: subsets "a" is defined twice`},
@@ -385,6 +387,8 @@ func TestDecode_Errors(t *testing.T) {
 		{"json syntax", "a.json", "{\"Kind\": \"service-router\",\n \"Name\": }", "a.json:2:"},
 		{"json trailing", "", `{"Kind":"service-router","Name":"w"} {}`, "unexpected data after the entry"},
 		{"json not object", "", `[1]`, "must be an object"},
+		{"json array of entries", "arr.json", `[{"Kind":"service-defaults","Name":"web"}]`, "arr.json:1:1: a config entry must be an object, not a list: write one entry per file"},
+		{"json array after spaces", "arr.json", "\ufeff\n  [{\"Kind\":\"service-defaults\"}]", "arr.json:2:3: a config entry must be an object, not a list"},
 		{"map duplicate key", "", `{"Kind":"service-resolver","Name":"db","Subsets":{"v1":{},"v1":{}}}`, `Subsets["v1"]: duplicate key`},
 	}
 	for _, c := range cases {
@@ -416,6 +420,25 @@ func TestSnakeCase(t *testing.T) {
 	} {
 		if got := snakeCase(in); got != want {
 			t.Errorf("snakeCase(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestDecode_ByteOrderMark: a leading UTF-8 BOM, as some editors write,
+// is ignored in JSON and HCL.
+func TestDecode_ByteOrderMark(t *testing.T) {
+	want := &ServiceConfigEntry{Kind: ServiceDefaults, Name: "web", Protocol: "http"}
+	for name, src := range map[string]string{
+		"web.json": "\ufeff{\"Kind\": \"service-defaults\", \"Name\": \"web\", \"Protocol\": \"http\"}\n",
+		"web.hcl":  "\ufeffKind = \"service-defaults\"\nName = \"web\"\nProtocol = \"http\"\n",
+	} {
+		got, err := Decode([]byte(src), name)
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("Decode(%s) = %#v, %v; want %#v", name, got, err, want)
+		}
+		got, _, err = DecodeWithPositions([]byte(src), name, false)
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("DecodeWithPositions(%s) = %#v, %v; want %#v", name, got, err, want)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package configentry
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
 	"unicode/utf8"
@@ -23,6 +24,7 @@ func DecodeHCL(src []byte, filename string) (Entry, error) {
 
 func decodeHCLWith(src []byte, d *decoder) (Entry, error) {
 	filename := d.filename
+	src = bytes.TrimPrefix(src, utf8BOM)
 	f, diags := hclsyntax.ParseConfig(src, filename, hcl.InitialPos)
 	if diags.HasErrors() {
 		return nil, diagErr(filename, diags)

@@ -1,10 +1,8 @@
 package configentry
 
 import (
-	"bytes"
 	"strconv"
 	"strings"
-	"unicode"
 )
 
 // Positions says where each field of a decoded entry was written, so that
@@ -15,14 +13,14 @@ type Positions struct {
 	at       map[string]pos
 }
 
-// DecodeWithPositions is Decode (JSON when src starts with '{', HCL
-// otherwise; hcl forces HCL) that also returns where each field was
+// DecodeWithPositions is Decode (JSON when src starts with '{' or '[',
+// HCL otherwise; hcl forces HCL) that also returns where each field was
 // written.
 func DecodeWithPositions(src []byte, filename string, hcl bool) (Entry, *Positions, error) {
 	d := &decoder{filename: filename, at: make(map[string]pos)}
 	var e Entry
 	var err error
-	if t := bytes.TrimLeftFunc(src, unicode.IsSpace); !hcl && len(t) > 0 && t[0] == '{' {
+	if !hcl && looksJSON(src) {
 		e, err = decodeJSONWith(src, d)
 	} else {
 		d.hcl = true

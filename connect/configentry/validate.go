@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/trellismesh/trellis/connect"
@@ -465,10 +466,10 @@ func (e *ServiceSplitterConfigEntry) Validate() error {
 		f := fmt.Sprintf("Splits[%d]", i)
 		w := float64(s.Weight)
 		if math.IsNaN(w) || w < 0 || w > 100 {
-			return fieldErr(f+".Weight", "%g: a weight is from 0 to 100", w)
+			return fieldErr(f+".Weight", "%s: a weight is from 0 to 100", formatFloat32(s.Weight))
 		}
 		if c := w * 100; math.Abs(c-math.Round(c)) > 1e-3 {
-			return fieldErr(f+".Weight", "%g: at most two decimals", w)
+			return fieldErr(f+".Weight", "%s: at most two decimals", formatFloat32(s.Weight))
 		}
 		sum += math.Round(w*100) / 100
 		if s.Service != "" {
@@ -492,6 +493,12 @@ func (e *ServiceSplitterConfigEntry) Validate() error {
 		return fieldErr("Splits", "weights sum to %s, must sum to 100", trimFloat(sum))
 	}
 	return validMeta(e.Meta)
+}
+
+// formatFloat32 prints f as it was written: the shortest decimal that
+// reads back as the same float32 (33.333, not 33.33300018310547).
+func formatFloat32(f float32) string {
+	return strconv.FormatFloat(float64(f), 'f', -1, 32)
 }
 
 func trimFloat(f float64) string {

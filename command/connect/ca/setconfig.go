@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"reflect"
+	"strings"
 
 	"github.com/hashicorp/cli"
 
@@ -78,7 +81,19 @@ func (c *setConfigCmd) Run(args []string) int {
 // (and line:column for malformed JSON).
 func readConfig(path string) (*api.CAConfig, error) {
 	b, err := os.ReadFile(path)
-	if err != nil {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("%s: no such file", path)
+	case errors.Is(err, fs.ErrPermission):
+		return nil, fmt.Errorf("%s: permission denied", path)
+	case err != nil:
+		var pe *fs.PathError
+		if errors.As(err, &pe) && pe.Err != nil {
+			if fi, serr := os.Stat(path); serr == nil && fi.IsDir() {
+				return nil, fmt.Errorf("%s is a directory, not a JSON file", path)
+			}
+			return nil, fmt.Errorf("%s: %v", path, pe.Err)
+		}
 		return nil, err
 	}
 	if len(bytes.TrimSpace(b)) == 0 {
@@ -96,7 +111,10 @@ func readConfig(path string) (*api.CAConfig, error) {
 			return nil, fmt.Errorf("%s:%d:%d: %v", path, line, col, err)
 		case errors.As(err, &te):
 			line, col := position(b, te.Offset)
-			return nil, fmt.Errorf("%s:%d:%d: %s: want a JSON %s, not %s", path, line, col, te.Field, te.Type, te.Value)
+			if te.Field == "" {
+				return nil, fmt.Errorf("%s:%d:%d: want a CA configuration object, not %s", path, line, col, jsonKind(te.Value))
+			}
+			return nil, fmt.Errorf("%s:%d:%d: %s: want %s, not %s", path, line, col, te.Field, goKind(te.Type), jsonKind(te.Value))
 		case errors.Is(err, io.ErrUnexpectedEOF):
 			return nil, fmt.Errorf("%s: the JSON ends early", path)
 		}
@@ -106,6 +124,45 @@ func readConfig(path string) (*api.CAConfig, error) {
 		return nil, fmt.Errorf("%s: more than one JSON value; the file should hold one object", path)
 	}
 	return &conf, nil
+}
+
+// jsonKind names a JSON value kind as encoding/json reports it ("array",
+// "number", "string", "bool", "object") with its article.
+func jsonKind(v string) string {
+	switch {
+	case v == "array" || v == "object":
+		return "an " + v
+	case v == "bool":
+		return "true or false"
+	case strings.HasPrefix(v, "number"):
+		return "a number"
+	case v == "":
+		return "this value"
+	}
+	return "a " + v
+}
+
+// goKind says in JSON words what a Go type decodes from.
+func goKind(t reflect.Type) string {
+	if t == nil {
+		return "another value"
+	}
+	switch t.Kind() {
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	case reflect.Slice, reflect.Array:
+		return "a list"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "a whole number"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	}
+	return "another value"
 }
 
 // position returns the 1-based line and column of a byte offset.

@@ -40,7 +40,7 @@ type cmd struct {
 func New(ui cli.Ui) cli.Command {
 	c := &cmd{ui: ui}
 	own := flags.NewFlagSet("connect chain")
-	own.StringVar(&c.format, "format", "text", "The output `format`: text, or json (the chain as /v1/discovery-chain answers it).")
+	own.StringVar(&c.format, "format", "text", "The output `format`: text, or json (the answer of GET /v1/discovery-chain/SERVICE: {\"Chain\": {...}}).")
 	c.fs, c.help = flags.CommandFlagSet(&c.http, "connect chain", help, own, true)
 	return c
 }
@@ -78,7 +78,8 @@ func (c *cmd) Run(args []string) int {
 		return 1
 	}
 	if c.format == "json" {
-		b, err := json.MarshalIndent(resp.Chain, "", "    ")
+		// The whole answer, {"Chain": {...}}, as GET /v1/discovery-chain/SERVICE gives it.
+		b, err := json.MarshalIndent(resp, "", "    ")
 		if err != nil {
 			c.ui.Error("Error: encoding the chain: " + err.Error())
 			return 1

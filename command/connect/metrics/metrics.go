@@ -90,6 +90,10 @@ func (c *cmd) Run(args []string) int {
 		c.usageError(fmt.Sprintf("-format %q: want table or json", c.format))
 		return 1
 	}
+	if err := checkFilter(c.filter); err != nil {
+		c.ui.Error("Error: " + err.Error())
+		return 1
+	}
 	client, err := c.http.APIClient()
 	if err != nil {
 		c.ui.Error("Error: " + err.Error())

@@ -127,3 +127,28 @@ func TestHelp(t *testing.T) {
 		t.Errorf("-h: exit %d, %q", code, out)
 	}
 }
+
+// TestRun_FilterUnknownField: a selector that names no field of an edge is
+// refused before the agent is asked, naming the fields, instead of
+// go-bexpr's "error finding value in datum".
+func TestRun_FilterUnknownField(t *testing.T) {
+	addr, asked := fakeAgent(t, http.StatusOK, `{"Window": "30s", "Edges": []}`)
+	for _, tc := range []struct{ filter, err string }{
+		{"Bogus == 1", `-filter "Bogus == 1": Bogus is not a field of an edge (the fields are Source, Destination, Protocol, Unit, Outbound.Requests,`},
+		{"Protocol == http and Outbound.Latency == 5", "Outbound.Latency is not a field of an edge"},
+		{"not (Source.Name == web)", "Source.Name is not a field of an edge"},
+	} {
+		code, out, errOut := runCmd("-http-addr", addr, "-filter", tc.filter)
+		if code != 1 || out != "" || !strings.Contains(errOut, tc.err) {
+			t.Errorf("-filter %q: exit %d, stdout %q, stderr %q; want exit 1 and %q", tc.filter, code, out, errOut, tc.err)
+		}
+	}
+	if n := len(asked()); n != 0 {
+		t.Errorf("unknown fields asked the agent %d times", n)
+	}
+	for _, ok := range []string{"Protocol == http", "Outbound.P99Ms == 5 or Inbound.Failures != 0", "web in Source"} {
+		if code, _, errOut := runCmd("-http-addr", addr, "-filter", ok); code != 0 {
+			t.Errorf("-filter %q: exit %d, %s", ok, code, errOut)
+		}
+	}
+}

@@ -28,14 +28,14 @@ type cmd struct {
 	fs   *flag.FlagSet
 	http flags.HTTPFlags
 	help string
-	id   string
+	id   flags.OnceString
 }
 
 // New returns the command.
 func New(ui cli.Ui) cli.Command {
 	c := &cmd{ui: ui}
 	own := flags.NewFlagSet("services deregister")
-	own.StringVar(&c.id, "id", "", "The `ID` of the service to deregister.")
+	own.Var(&c.id, "id", "The `ID` of the service to deregister; give it once (for several services, give their files, or run a command each).")
 	hf := c.http.ClientFlags()
 	c.help = flags.Usage(help, flags.Group{Title: "HTTP API Options", Flags: hf}, flags.Group{Title: "Command Options", Flags: own})
 	flags.Merge(own, hf)
@@ -44,17 +44,17 @@ func New(ui cli.Ui) cli.Command {
 }
 
 func (c *cmd) Run(args []string) int {
-	if ok, code := flags.Parse(c.ui, c.fs, args, c.help); !ok {
+	files, ok, code := flags.ParseArgs(c.ui, c.fs, args, c.help, "the files")
+	if !ok {
 		return code
 	}
-	files := c.fs.Args()
 	var ids []string
 	switch {
-	case c.id != "" && len(files) > 0:
+	case c.id.Value != "" && len(files) > 0:
 		c.ui.Error("Error: give -id or service definition files, not both")
 		return 1
-	case c.id != "":
-		ids = []string{c.id}
+	case c.id.Value != "":
+		ids = []string{c.id.Value}
 	case len(files) == 0:
 		c.ui.Error("Error: give -id or at least one service definition file")
 		c.ui.Error("")

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"maps"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/cli"
@@ -60,24 +59,23 @@ func New(ui cli.Ui) cli.Command {
 }
 
 func (c *cmd) Run(args []string) int {
-	if ok, code := flags.Parse(c.ui, c.fs, args, c.help); !ok {
+	files, ok, code := flags.ParseArgs(c.ui, c.fs, args, c.help, "the files")
+	if !ok {
 		return code
 	}
-	files := c.fs.Args()
 	var defs []config.ServiceDefinition
 	switch {
 	case c.name != "" && len(files) > 0:
 		c.ui.Error("Error: give service definition files or -name, not both")
 		return 1
 	case c.name != "":
-		meta := map[string]string{}
-		for _, kv := range c.meta {
-			k, v, ok := strings.Cut(kv, "=")
-			if !ok || k == "" {
-				c.ui.Error(fmt.Sprintf("Error: -meta %q: want key=value", kv))
-				return 1
-			}
-			meta[k] = v
+		meta, err := flags.KeyValues("-meta", c.meta)
+		if err != nil {
+			c.ui.Error("Error: " + err.Error())
+			return 1
+		}
+		if meta == nil {
+			meta = map[string]string{}
 		}
 		id := c.id
 		if id == "" {
