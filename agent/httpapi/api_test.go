@@ -329,7 +329,7 @@ func TestAPI_BadRequests(t *testing.T) {
 		{"stale and consistent", "GET", "/v1/catalog/nodes?stale&consistent", ``, nil, 400, "stale"},
 		{"catalog register no node", "PUT", "/v1/catalog/register", `{"Address": "1.2.3.4"}`, nil, 400, "Node"},
 		{"check update bad status", "PUT", "/v1/agent/check/update/x", `{"Status": "great"}`, nil, 400, "Status"},
-		{"unknown dc", "GET", "/v1/catalog/nodes?dc=mars", ``, nil, 500, "datacenter"},
+		{"unknown dc", "GET", "/v1/catalog/nodes?dc=mars", ``, nil, 400, "datacenter"},
 		{"no such endpoint", "GET", "/v1/nope", ``, nil, 404, "no such endpoint"},
 		{"check register no name", "PUT", "/v1/agent/check/register", `{"TTL": "10s"}`, nil, 400, "Name"},
 	}

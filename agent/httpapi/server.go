@@ -357,6 +357,9 @@ func (s *Server) errorStatus(err error) (int, string) {
 		return http.StatusBadRequest, err.Error()
 	case errors.As(err, &synt), errors.As(err, &typ):
 		return http.StatusBadRequest, "request decode failed: " + err.Error()
+	case errors.Is(err, structs.ErrUnknownDatacenter):
+		// The caller named it (?dc=, -datacenter): its mistake, not ours.
+		return http.StatusBadRequest, err.Error()
 	case errors.Is(err, structs.ErrNotFound):
 		return http.StatusNotFound, err.Error()
 	case errors.Is(err, structs.ErrConflict):
