@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 	"unicode"
+
+	"github.com/trellismesh/trellis/internal/suggest"
 )
 
 // DecodeError is an error in an entry's source text: where it is (Filename,
@@ -601,7 +603,7 @@ func (d *decoder) object(n *node, v reflect.Value, path string) error {
 			return d.errAt(n.keyPos[i], fieldPath(path, k), "set by the servers, not written in a file; remove it")
 		}
 		if f == nil {
-			return d.errAt(n.keyPos[i], fieldPath(path, k), "unknown field%s", suggest(k, fields, d.hcl))
+			return d.errAt(n.keyPos[i], fieldPath(path, k), "unknown field%s", suggestField(k, fields, d.hcl))
 		}
 		p := fieldPath(path, f.name)
 		d.note(p, n.keyPos[i])
@@ -616,9 +618,9 @@ func (d *decoder) object(n *node, v reflect.Value, path string) error {
 	return nil
 }
 
-// suggest names the field k was probably meant to be, among the fields
+// suggestField names the field k was probably meant to be, among the fields
 // a source may set (in HCL, not those tagged hcl:"-").
-func suggest(k string, fields []fieldInfo, hcl bool) string {
+func suggestField(k string, fields []fieldInfo, hcl bool) string {
 	lk := strings.ToLower(strings.ReplaceAll(k, "_", ""))
 	best, bestD := "", 3
 	var names []string
@@ -627,7 +629,7 @@ func suggest(k string, fields []fieldInfo, hcl bool) string {
 			continue
 		}
 		names = append(names, f.name)
-		if dd := editDistance(lk, strings.ToLower(f.name)); dd < bestD {
+		if dd := suggest.Distance(lk, strings.ToLower(f.name)); dd < bestD {
 			best, bestD = f.name, dd
 		}
 	}
@@ -636,25 +638,4 @@ func suggest(k string, fields []fieldInfo, hcl bool) string {
 		return " (known: " + strings.Join(names, ", ") + ")"
 	}
 	return " (did you mean " + best + "?)"
-}
-
-// editDistance is the Levenshtein distance between a and b.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			c := 1
-			if a[i-1] == b[j-1] {
-				c = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+c)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
