@@ -35,22 +35,17 @@ func (a *Agent) startMesh() {
 	})
 }
 
-// runProxies keeps the running proxies, and the leaves the mesh cache
-// keeps for local services, in step with the local services until ctx
-// ends; a proxy that failed to start is tried again every few seconds.
+// runProxies keeps the leaves the mesh cache holds for local services in
+// step with the local services until ctx ends. (The proxies follow the
+// registrations themselves: see registerService.)
 func (a *Agent) runProxies(ctx context.Context) {
-	retry := time.NewTicker(5 * time.Second)
-	defer retry.Stop()
 	for {
 		changed := a.state.WatchCh()
-		svcs := a.LocalServices()
-		a.mesh.SetLocalServices(svcs)
-		a.proxies.Sync(svcs)
+		a.mesh.SetLocalServices(a.LocalServices())
 		select {
 		case <-ctx.Done():
 			return
 		case <-changed:
-		case <-retry.C:
 		}
 	}
 }

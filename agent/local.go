@@ -10,6 +10,7 @@ import (
 
 	"github.com/trellismesh/trellis/agent/checks"
 	"github.com/trellismesh/trellis/agent/httpapi"
+	"github.com/trellismesh/trellis/agent/proxymgr"
 	"github.com/trellismesh/trellis/agent/telemetry"
 	"github.com/trellismesh/trellis/raftstore/structs"
 	"github.com/trellismesh/trellis/version"
@@ -58,41 +59,126 @@ func (a *Agent) LocalChecks() []*structs.HealthCheck {
 
 // AddService registers a service and its checks and starts the checks. It
 // is kept in the data directory, so it survives a restart of the agent.
-func (a *Agent) AddService(ctx context.Context, svc *structs.NodeService, defs []*structs.CheckType, replaceExistingChecks bool) error {
-	return a.addService(ctx, svc, defs, replaceExistingChecks, true)
+// The proxy of a sidecar (of the service's sidecar_service, or the service
+// itself when it is a connect-proxy the agent runs) starts as part of the
+// registration: when one of its listeners cannot be bound the registration
+// is refused with a *proxymgr.ListenerError (409 when the address is in
+// use, 400 when it is not one this host has) and nothing changes; a
+// running proxy of the same sidecar keeps serving with its previous
+// configuration.
+func (a *Agent) AddService(_ context.Context, svc *structs.NodeService, defs []*structs.CheckType, replaceExistingChecks bool) error {
+	return a.registerService(svc, defs, replaceExistingChecks, true, false)
 }
 
-// addService registers a service; persist says whether it is kept across
-// restarts (services from config files are not: the files are read again).
+// addService registers a service at start-up: persist is true for the
+// services restored from the data directory and false for those of config
+// files (which are not kept: the files are read again). A config file's
+// sidecar whose listeners cannot be bound fails the start, as a config
+// file's other mistakes do. A restored one is registered all the same,
+// since nobody is there to refuse: its proxy does not run, the error is
+// logged, and its proxy check (proxyCheckID) is critical until the sidecar
+// is registered again.
 func (a *Agent) addService(_ context.Context, svc *structs.NodeService, defs []*structs.CheckType, replaceExistingChecks, persist bool) error {
+	return a.registerService(svc, defs, replaceExistingChecks, persist, persist)
+}
+
+// proxyCheckID is the ID of the check the agent adds to a sidecar whose
+// proxy it could not start when it restored the sidecar's registration.
+func proxyCheckID(sidecarID string) string { return "proxy:" + sidecarID }
+
+// registerService registers a service, with its sidecar and checks, all or
+// nothing: everything that can be refused (the services, the checks, the
+// proxies' listeners) is checked or bound first. keepUnstarted registers a
+// sidecar whose proxy cannot start, its proxy check critical, instead of
+// refusing it.
+func (a *Agent) registerService(svc *structs.NodeService, defs []*structs.CheckType, replaceExistingChecks, persist, keepUnstarted bool) error {
 	a.runMu.Lock()
 	defer a.runMu.Unlock()
+	if svc == nil {
+		return structs.Invalid("Service", "missing")
+	}
+	if svc.ID == "" {
+		svc = svc.Clone()
+		svc.ID = svc.Service
+	}
+	id := svc.ID
 	svc, sidecar, err := a.expandSidecar(svc)
 	if err != nil {
+		var le *proxymgr.ListenerError
+		if errors.As(err, &le) || errors.Is(err, structs.ErrConflict) {
+			return fmt.Errorf("service %q: %w", id, err)
+		}
 		return err
 	}
-	if a.persist != nil {
-		a.persist.setPersisted(svc.ID, persist)
+	regs := []*structs.NodeService{svc}
+	if sidecar != nil {
+		regs = append(regs, sidecar)
 	}
-	if err := a.state.AddService(svc); err != nil {
+	var changes []*proxymgr.Change
+	fail := func(err error) error {
+		for _, c := range changes {
+			c.Abort()
+		}
 		if sidecar != nil {
 			a.proxies.ReleasePort(sidecar.ID)
 		}
 		return err
 	}
-	if sidecar != nil {
-		if a.persist != nil {
-			a.persist.setPersisted(sidecar.ID, persist)
-		}
-		if err := a.state.AddService(sidecar); err != nil {
-			a.proxies.ReleasePort(sidecar.ID)
-			return fmt.Errorf("register the sidecar of %q: %w", svc.ID, err)
+
+	// What can be refused, before anything changes.
+	for _, s := range regs {
+		if err := s.Validate(); err != nil {
+			return fail(fmt.Errorf("add service %q: %w", s.ID, err))
 		}
 	}
+	runners := make([]checks.Check, len(defs))
+	for i, def := range defs {
+		if runners[i], err = a.newRunner(checkFromDef(def, svc.ID), def); err != nil {
+			return fail(fmt.Errorf("service %q: %w", svc.ID, err))
+		}
+	}
+	unstarted := map[string]error{}
+	if a.proxies != nil {
+		// The sidecar's first: its change is the one that can fail at
+		// Commit, before anything else is applied.
+		for _, s := range slices.Backward(regs) {
+			c, err := a.proxies.Prepare(s)
+			if err != nil {
+				if !keepUnstarted || !proxymgr.Managed(s) {
+					return fail(fmt.Errorf("service %q: %w", svc.ID, err))
+				}
+				unstarted[s.ID] = err
+				continue
+			}
+			changes = append(changes, c)
+		}
+		for _, c := range changes {
+			if err := c.Commit(); err != nil {
+				return fail(fmt.Errorf("service %q: %w", svc.ID, err)) // Abort skips those applied
+			}
+		}
+	}
+
+	for _, s := range regs {
+		if a.persist != nil {
+			a.persist.setPersisted(s.ID, persist)
+		}
+		if err := a.state.AddService(s); err != nil {
+			// Validated above: not expected.
+			if s != svc {
+				err = fmt.Errorf("register the sidecar of %q: %w", svc.ID, err)
+			}
+			if a.proxies != nil {
+				a.proxies.Stop(s.ID)
+			}
+			return err
+		}
+		a.setProxyCheckLocked(s, unstarted[s.ID])
+	}
 	keep := map[string]bool{}
-	for _, def := range defs {
+	for i, def := range defs {
 		keep[def.CheckID] = true
-		if err := a.addCheckLocked(checkFromDef(def, svc.ID), def); err != nil {
+		if err := a.installCheckLocked(checkFromDef(def, svc.ID), def, runners[i]); err != nil {
 			return fmt.Errorf("service %q: %w", svc.ID, err)
 		}
 	}
@@ -107,6 +193,28 @@ func (a *Agent) addService(_ context.Context, svc *structs.NodeService, defs []*
 		}
 	}
 	return nil
+}
+
+// setProxyCheckLocked makes the proxy check of s critical with why its
+// proxy did not start, or removes it when startErr is nil. runMu must be
+// held.
+func (a *Agent) setProxyCheckLocked(s *structs.NodeService, startErr error) {
+	id := proxyCheckID(s.ID)
+	if startErr == nil {
+		if c := a.state.Check(id); c != nil && c.ServiceID == s.ID && c.Type == "" && s.Kind == structs.ServiceKindConnectProxy {
+			_ = a.state.RemoveCheck(id)
+		}
+		return
+	}
+	a.logger.Error("the proxy of a restored sidecar cannot start; the sidecar is critical until it is registered again", "proxy", s.ID, "error", startErr)
+	chk := &structs.HealthCheck{
+		CheckID: id, Name: "Sidecar proxy", ServiceID: s.ID, Status: structs.HealthCritical,
+		Notes:  "The agent runs this sidecar's proxy. Critical: the proxy could not start when the agent restored the registration; register the sidecar again once its ports are free.",
+		Output: startErr.Error(),
+	}
+	if err := a.state.AddCheck(chk, nil); err != nil {
+		a.logger.Error("mark the sidecar critical", "proxy", s.ID, "error", err)
+	}
 }
 
 // checkFromDef is the catalog form of a new check.
@@ -141,6 +249,9 @@ func (a *Agent) removeServiceLocked(id string) error {
 	for cid := range a.state.ChecksForService(id) {
 		a.stopRunnerLocked(cid)
 	}
+	if a.proxies != nil {
+		a.proxies.Stop(id)
+	}
 	if a.persist != nil {
 		a.persist.setPersisted(id, false)
 	}
@@ -166,14 +277,29 @@ func (a *Agent) AddCheck(_ context.Context, chk *structs.HealthCheck, def *struc
 }
 
 func (a *Agent) addCheckLocked(chk *structs.HealthCheck, def *structs.CheckType) error {
-	var runner checks.Check
-	if def != nil {
-		var err error
-		runner, err = checks.New(checks.Config{CheckID: chk.CheckID, Def: def, Notifier: a.state, Logger: a.logger})
-		if err != nil {
-			return fmt.Errorf("check %q: %w", chk.CheckID, err)
-		}
+	runner, err := a.newRunner(chk, def)
+	if err != nil {
+		return err
 	}
+	return a.installCheckLocked(chk, def, runner)
+}
+
+// newRunner returns what runs check chk as def says, not started; nil for
+// a check without a definition.
+func (a *Agent) newRunner(chk *structs.HealthCheck, def *structs.CheckType) (checks.Check, error) {
+	if def == nil {
+		return nil, nil
+	}
+	runner, err := checks.New(checks.Config{CheckID: chk.CheckID, Def: def, Notifier: a.state, Logger: a.logger})
+	if err != nil {
+		return nil, fmt.Errorf("check %q: %w", chk.CheckID, err)
+	}
+	return runner, nil
+}
+
+// installCheckLocked registers a check and starts its runner (nil for
+// none). runMu must be held.
+func (a *Agent) installCheckLocked(chk *structs.HealthCheck, def *structs.CheckType, runner checks.Check) error {
 	if err := a.state.AddCheck(chk, def); err != nil {
 		return err
 	}

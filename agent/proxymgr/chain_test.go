@@ -141,9 +141,8 @@ func TestManager_UpstreamFollowsTheDiscoveryChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	up := testutil.FreePorts(t, 1)[0]
-	m.Sync([]*structs.NodeService{sidecar("web-sidecar-proxy", port, structs.Upstream{DestinationName: "db", LocalBindPort: up})})
-	if _, ok := m.Proxies()["web-sidecar-proxy"]; !ok {
-		t.Fatalf("the sidecar did not start: %v", m.Failed())
+	if err := apply(m, sidecar("web-sidecar-proxy", port, structs.Upstream{DestinationName: "db", LocalBindPort: up})); err != nil {
+		t.Fatalf("the sidecar did not start: %v", err)
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(up))
 
@@ -210,7 +209,7 @@ func TestManager_UpstreamFollowsTheDiscoveryChain(t *testing.T) {
 
 	// The sidecar goes: every watch is released with it (goleak checks
 	// the goroutines at the end).
-	m.Sync(nil)
+	m.Stop("web-sidecar-proxy")
 	if len(m.Proxies()) != 0 {
 		t.Fatalf("proxies after removal: %v", m.Proxies())
 	}

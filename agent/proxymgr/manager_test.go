@@ -2,8 +2,10 @@ package proxymgr
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -63,6 +65,29 @@ func sidecar(id string, port int, upstreams ...structs.Upstream) *structs.NodeSe
 	}
 }
 
+// apply registers svc with m: Prepare, then Commit.
+func apply(m *Manager, svc *structs.NodeService) error {
+	c, err := m.Prepare(svc)
+	if err != nil {
+		return err
+	}
+	return c.Commit()
+}
+
+// busyPort holds a free loopback port until the test ends (or the returned
+// function is called).
+func busyPort(t *testing.T) (int, func()) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln.Addr().(*net.TCPAddr).Port, func() { ln.Close() }
+}
+
+func addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
+
 func listening(addr string) bool {
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
@@ -109,7 +134,7 @@ func TestManager_ReservePort(t *testing.T) {
 	}
 }
 
-func TestManager_Sync(t *testing.T) {
+func TestManager_Apply(t *testing.T) {
 	t.Parallel()
 	m, _ := newManager(t, 4)
 	p, err := m.ReservePort("web-sidecar-proxy", "", 0, false)
@@ -118,23 +143,31 @@ func TestManager_Sync(t *testing.T) {
 	}
 	up := testutil.FreePorts(t, 2)
 	svc := sidecar("web-sidecar-proxy", p, structs.Upstream{DestinationName: "api", LocalBindPort: up[0]})
-	m.Sync([]*structs.NodeService{svc, {ID: "web", Service: "web", Port: 1}})
+	if err := apply(m, svc); err != nil {
+		t.Fatal(err)
+	}
 	info, ok := m.Proxies()["web-sidecar-proxy"]
 	if !ok || info.Service != "web" || info.PublicAddr.(*net.TCPAddr).Port != p || info.Upstreams["api"].(*net.TCPAddr).Port != up[0] {
-		t.Fatalf("proxies after sync: %+v (failed: %v)", m.Proxies(), m.Failed())
+		t.Fatalf("proxies after the registration: %+v", m.Proxies())
 	}
-	if !listening("127.0.0.1:" + strconv.Itoa(up[0])) {
+	if !listening(addr(up[0])) {
 		t.Error("the upstream listener is not up")
+	}
+	// The same registration again keeps the proxy as it is.
+	if err := apply(m, svc.Clone()); err != nil {
+		t.Fatal(err)
 	}
 
 	// A changed registration restarts the proxy with the new upstreams.
 	changed := sidecar("web-sidecar-proxy", p, structs.Upstream{DestinationName: "db", LocalBindPort: up[1]})
-	m.Sync([]*structs.NodeService{changed})
+	if err := apply(m, changed); err != nil {
+		t.Fatal(err)
+	}
 	info = m.Proxies()["web-sidecar-proxy"]
-	if info.Upstreams["db"] == nil || info.Upstreams["api"] != nil {
+	if info.Upstreams["db"] == nil || info.Upstreams["api"] != nil || !listening(addr(p)) || !listening(addr(up[1])) {
 		t.Fatalf("after the change: %+v", info)
 	}
-	if listening("127.0.0.1:" + strconv.Itoa(up[0])) {
+	if listening(addr(up[0])) {
 		t.Error("the old upstream listener is still up")
 	}
 
@@ -145,40 +178,172 @@ func TestManager_Sync(t *testing.T) {
 	}
 	ext := sidecar("ext-sidecar-proxy", pe)
 	ext.Proxy.Config = map[string]string{ExternalKey: "true"}
-	m.Sync([]*structs.NodeService{changed, ext})
+	if _, err := m.ReservePort(ext.ID, "", pe, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply(m, ext); err != nil {
+		t.Fatal(err)
+	}
 	if _, ok := m.Proxies()["ext-sidecar-proxy"]; ok {
 		t.Error("the agent runs an external sidecar")
 	}
-	if listening("127.0.0.1:" + strconv.Itoa(pe)) {
+	if listening(addr(pe)) {
 		t.Error("the external sidecar's port is still held")
 	}
 	if next, err := m.ReservePort("other", "", 0, false); err == nil && next == pe {
 		t.Error("the external sidecar's port was handed to another sidecar")
 	}
 
-	// Gone from the services: stopped, listeners closed.
-	m.Sync(nil)
-	if len(m.Proxies()) != 0 || listening("127.0.0.1:"+strconv.Itoa(p)) || listening("127.0.0.1:"+strconv.Itoa(up[1])) {
+	// Deregistered: stopped, listeners closed.
+	m.Stop("web-sidecar-proxy")
+	if len(m.Proxies()) != 0 || listening(addr(p)) || listening(addr(up[1])) {
 		t.Errorf("after removal: %+v", m.Proxies())
 	}
 }
 
-func TestManager_StartFailureIsRetried(t *testing.T) {
+// A sidecar whose upstream port is taken is refused, with an error that
+// names the listener and the address; its reserved public port is let go,
+// and nothing binds the upstream's port once it is free.
+func TestManager_BusyUpstreamIsRefused(t *testing.T) {
 	t.Parallel()
 	m, _ := newManager(t, 2)
-	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	busy, free := busyPort(t)
+	p, err := m.ReservePort("inuse-sidecar-proxy", "", 0, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := busy.Addr().(*net.TCPAddr).Port
-	svc := sidecar("web-sidecar-proxy", port)
-	m.Sync([]*structs.NodeService{svc})
-	if _, failed := m.Failed()["web-sidecar-proxy"]; !failed || len(m.Proxies()) != 0 {
-		t.Fatalf("a proxy whose port is taken: running %v, failed %v", m.Proxies(), m.Failed())
+	_, err = m.Prepare(sidecar("inuse-sidecar-proxy", p, structs.Upstream{DestinationName: "api", LocalBindPort: busy}))
+	var le *ListenerError
+	if !errors.As(err, &le) || le.Listener != "upstream api" || le.Addr != addr(busy) || !errors.Is(err, structs.ErrConflict) {
+		t.Fatalf("Prepare with a busy upstream port: %v", err)
 	}
-	busy.Close()
-	m.Sync([]*structs.NodeService{svc})
-	if _, ok := m.Proxies()["web-sidecar-proxy"]; !ok || len(m.Failed()) != 0 {
-		t.Fatalf("after the port was freed: running %v, failed %v", m.Proxies(), m.Failed())
+	if msg := err.Error(); !strings.Contains(msg, `"inuse-sidecar-proxy"`) || !strings.Contains(msg, `upstream "api"`) || !strings.Contains(msg, addr(busy)) {
+		t.Errorf("the error does not name the sidecar, the listener and the address: %s", msg)
+	}
+	if len(m.Proxies()) != 0 || listening(addr(p)) {
+		t.Fatalf("after the refusal: proxies %v, public port bound %v", m.Proxies(), listening(addr(p)))
+	}
+	free()
+	// Nothing retries: the port stays free for whoever wants it.
+	ln, err := net.Listen("tcp", addr(busy))
+	if err != nil {
+		t.Fatalf("the freed port: %v", err)
+	}
+	ln.Close()
+}
+
+// Two sidecars on one explicit port: the second is refused as a conflict
+// naming the first.
+func TestManager_PortOfAnotherSidecar(t *testing.T) {
+	t.Parallel()
+	m, ports := newManager(t, 1)
+	if _, err := m.ReservePort("dupa-sidecar-proxy", "", ports[0], false); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply(m, sidecar("dupa-sidecar-proxy", ports[0])); err != nil {
+		t.Fatal(err)
+	}
+	_, err := m.ReservePort("dupb-sidecar-proxy", "", ports[0], false)
+	var le *ListenerError
+	if !errors.As(err, &le) || le.Listener != "public" || !errors.Is(err, structs.ErrConflict) || !strings.Contains(err.Error(), `sidecar "dupa-sidecar-proxy" of this agent`) {
+		t.Fatalf("the second sidecar on the port: %v", err)
+	}
+	// The range (one port) is full.
+	_, err = m.ReservePort("dupc-sidecar-proxy", "", 0, false)
+	if !errors.Is(err, structs.ErrConflict) || !strings.Contains(err.Error(), "no free port") {
+		t.Fatalf("no port left in the range: %v", err)
+	}
+}
+
+// A change that cannot bind leaves the running proxy serving as it was; a
+// change onto the same ports hands them over.
+func TestManager_RefusedChangeKeepsTheProxy(t *testing.T) {
+	t.Parallel()
+	m, _ := newManager(t, 2)
+	p, err := m.ReservePort("web-sidecar-proxy", "", 0, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := testutil.FreePorts(t, 2)
+	svc := sidecar("web-sidecar-proxy", p, structs.Upstream{DestinationName: "api", LocalBindPort: up[0]})
+	if err := apply(m, svc); err != nil {
+		t.Fatal(err)
+	}
+	busy, _ := busyPort(t)
+	for name, change := range map[string]func(*structs.NodeService){
+		"unassigned address": func(s *structs.NodeService) { s.Address = "192.0.2.1" },
+		"busy upstream port": func(s *structs.NodeService) {
+			s.Proxy.Upstreams = append(s.Proxy.Upstreams, structs.Upstream{DestinationName: "db", LocalBindPort: busy})
+		},
+	} {
+		next := svc.Clone()
+		change(next)
+		if _, err := m.Prepare(next); err == nil {
+			t.Fatalf("%s: the change was accepted", name)
+		}
+		info := m.Proxies()["web-sidecar-proxy"]
+		if info.PublicAddr == nil || info.Upstreams["db"] != nil || !listening(addr(p)) || !listening(addr(up[0])) {
+			t.Fatalf("%s: the running proxy after the refused change: %+v", name, info)
+		}
+	}
+	if _, err := m.Prepare(func() *structs.NodeService { s := svc.Clone(); s.Address = "192.0.2.1"; return s }()); !errors.As(err, new(*structs.ValidationError)) {
+		t.Errorf("an address this host does not have: %v (want a validation error)", err)
+	}
+
+	// Same public port, same upstream port, one more upstream and the
+	// upstream on the wildcard address (overlapping the old one): the
+	// sockets are handed over or bound once the old proxy let go.
+	next := svc.Clone()
+	next.Proxy.Upstreams = []structs.Upstream{
+		{DestinationName: "api", LocalBindAddress: "0.0.0.0", LocalBindPort: up[0]},
+		{DestinationName: "db", LocalBindPort: up[1]},
+	}
+	if err := apply(m, next); err != nil {
+		t.Fatal(err)
+	}
+	info := m.Proxies()["web-sidecar-proxy"]
+	if info.PublicAddr.(*net.TCPAddr).Port != p || info.Upstreams["api"].(*net.TCPAddr).Port != up[0] || info.Upstreams["db"] == nil {
+		t.Fatalf("after the change: %+v", info)
+	}
+	for _, port := range []int{p, up[0], up[1]} {
+		if !listening(addr(port)) {
+			t.Errorf("port %d is not served after the change", port)
+		}
+	}
+}
+
+// A socket outlives its leases: closing one ends its Accept without
+// unbinding, and a connection made meanwhile waits for the next lease.
+func TestSocket_LeasesHandOver(t *testing.T) {
+	t.Parallel()
+	s, err := listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.close()
+	first := s.lease()
+	accepted := make(chan error, 1)
+	go func() {
+		_, err := first.Accept()
+		accepted <- err
+	}()
+	first.Close()
+	if err := <-accepted; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Accept of a closed lease: %v", err)
+	}
+	conn, err := net.DialTimeout("tcp", s.bound(), time.Second)
+	if err != nil {
+		t.Fatalf("between two leases: %v", err)
+	}
+	defer conn.Close()
+	second := s.lease()
+	defer second.Close()
+	in, err := second.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.Close()
+	if in.RemoteAddr().String() != conn.LocalAddr().String() {
+		t.Errorf("the next lease accepted %s, want %s", in.RemoteAddr(), conn.LocalAddr())
 	}
 }
