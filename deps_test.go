@@ -21,7 +21,7 @@ func TestDeps(t *testing.T) {
 		{From: "raftstore/...", Deny: []string{"agent/...", "gossip/...", "api/...", "command/...", "connect/proxy/..."}, Reason: "raftstore never imports gossip or the agent; membership reaches it through an interface"},
 		{From: "raftstore/structs", Deny: []string{"..."}, Allow: []string{"connect", "connect/configentry", "connect/chain", "connect/golden"}, Reason: "structs is a leaf type package"},
 		{From: "connect/golden", Deny: []string{"..."}, Reason: "golden signals are shared by the data plane and the servers"},
-		{From: "connect/configentry", Deny: []string{"..."}, Allow: []string{"connect"}, Reason: "config entries are types and their validation"},
+		{From: "connect/configentry", Deny: []string{"..."}, Allow: []string{"connect", "internal/suggest"}, Reason: "config entries are types and their validation (and its did-you-mean)"},
 		{From: "connect/chain", Deny: []string{"..."}, Allow: []string{"connect", "connect/configentry"}, Reason: "the chain compiler is a pure function of the entries"},
 		{From: "raftstore/state", Deny: []string{"..."}, Allow: []string{"raftstore/structs", "connect/..."}, Reason: "the state store knows only its records"},
 		{From: "raftstore/rpc", Deny: []string{"..."}, Allow: []string{"raftstore/structs"}, Reason: "the RPC wire knows only the request and error types"},
