@@ -145,7 +145,7 @@ func writeRequest(bw *bufio.Writer, req *http.Request, body []byte) error {
 	if host == "" {
 		host = req.URL.Host
 	}
-	if !validToken(req.Method) {
+	if !httpguts.ValidHeaderFieldName(req.Method) { // a token, as a field name is
 		return fmt.Errorf("invalid method %q", req.Method)
 	}
 	if !httpguts.ValidHostHeader(host) {
@@ -184,19 +184,6 @@ func writeRequest(bw *bufio.Writer, req *http.Request, body []byte) error {
 	bw.WriteString("\r\n")
 	bw.Write(body)
 	return nil
-}
-
-// validToken reports whether s is a token (RFC 9110, 5.6.2).
-func validToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !httpguts.IsTokenRune(rune(s[i])) {
-			return false
-		}
-	}
-	return true
 }
 
 // roundTrip sends req (which takes accepts) and returns the answer; its

@@ -151,17 +151,3 @@ func trailerKeys(h http.Header) []string {
 }
 
 func textTrim(s string) string { return strings.Trim(s, " \t") }
-
-// validMethod reports whether m is a token (RFC 9110, 5.6.2), as a
-// request's method must be.
-func validMethod(m string) bool {
-	if m == "" {
-		return false
-	}
-	for i := 0; i < len(m); i++ {
-		if !httpguts.IsTokenRune(rune(m[i])) {
-			return false
-		}
-	}
-	return true
-}

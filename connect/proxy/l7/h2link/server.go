@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -180,9 +181,10 @@ func (sc *ServerConn) headers(f *http2.MetaHeadersFrame) error {
 	case method == http.MethodConnect:
 		s.reset(http2.ErrCodeRefusedStream, errors.New("h2link: CONNECT is not served"))
 		return nil
-	case !validMethod(method):
-		// A method is a token (RFC 9110, 9.1): one with a space or a
-		// delimiter would make another request line of an HTTP/1.1 hop.
+	case !httpguts.ValidHeaderFieldName(method):
+		// A method is a token (RFC 9110, 9.1), as a field name is: one
+		// with a space or a delimiter would make another request line of
+		// an HTTP/1.1 hop.
 		s.reset(http2.ErrCodeProtocol, fmt.Errorf("h2link: the :method %q is not a token", method))
 		return nil
 	}
