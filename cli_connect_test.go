@@ -213,3 +213,64 @@ func TestCLI_ConnectCA(t *testing.T) {
 		t.Errorf("roots with an argument: %+v", r)
 	}
 }
+
+// TestCLI_IntentionsL7 shows how the intention commands show an intention
+// of HTTP permissions (from a service-intentions entry), which has no
+// Action: list and match count its permissions, get lists them and no
+// creation time it lacks, check judges it a connection, so denied.
+func TestCLI_IntentionsL7(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	t.Parallel()
+	a := testcluster.StartAgent(t, testcluster.Options{Name: "cli-intentions-l7"})
+	addr := a.HTTPAddr()
+	dir := t.TempDir()
+	write := func(name, hcl string) {
+		t.Helper()
+		f := filepath.Join(dir, name)
+		if err := os.WriteFile(f, []byte(hcl), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if r := run(t, addr, "config", "write", f); r.code != 0 {
+			t.Fatalf("config write %s: %+v", name, r)
+		}
+	}
+	write("defaults.hcl", `Kind = "service-defaults"
+Name = "users"
+Protocol = "http"
+`)
+	write("intentions.hcl", `Kind = "service-intentions"
+Name = "users"
+Sources = [{
+  Name = "web"
+  Permissions = [
+    { Action = "deny", HTTP = { PathPrefix = "/users", Methods = ["DELETE"] } },
+    { Action = "allow", HTTP = { PathPrefix = "/", Header = [{ Name = "x-team", Exact = "core" }] } },
+  ]
+}]
+`)
+	r := run(t, addr, "intention", "list")
+	if r.code != 0 || !regexp.MustCompile(`(?m)^web\s+2 HTTP permissions\s+users\s+9`).MatchString(r.stdout) {
+		t.Errorf("intention list: %+v", r)
+	}
+	r = run(t, addr, "intention", "match", "-destination", "users")
+	if r.code != 0 || r.stdout != "web => users (2 HTTP permissions)\n" {
+		t.Errorf("intention match: %+v", r)
+	}
+	r = run(t, addr, "intention", "get", "web", "users")
+	for _, want := range []string{`(?m)^Permission\[0\]:\s+deny DELETE path_prefix="/users"$`,
+		`(?m)^Permission\[1\]:\s+allow path_prefix="/" header\[x-team\] exact="core"$`} {
+		if !regexp.MustCompile(want).MatchString(r.stdout) {
+			t.Errorf("intention get lacks %s: %+v", want, r)
+		}
+	}
+	if r.code != 0 || strings.Contains(r.stdout, "Action:") || strings.Contains(r.stdout, "0001") {
+		t.Errorf("intention get shows an empty action or a year-1 time: %+v", r)
+	}
+	// HTTP permissions cannot judge a connection: check says Denied, as
+	// Consul's does, even in -dev where the default is allow.
+	if r := run(t, addr, "intention", "check", "web", "users"); r.code != 1 || !strings.Contains(r.stdout, "Denied") {
+		t.Errorf("intention check: %+v", r)
+	}
+}

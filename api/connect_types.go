@@ -1,6 +1,9 @@
 package api
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // CA providers. "consul" names the built-in provider too, so that
 // configurations written for Consul's built-in CA are accepted.
@@ -166,9 +169,23 @@ type Intention struct {
 	ModifyIndex          uint64
 }
 
-// String returns "source => destination (action)".
+// String returns "source => destination (action)", the action as
+// ActionSummary gives it.
 func (i *Intention) String() string {
-	return i.SourceName + " => " + i.DestinationName + " (" + i.Action + ")"
+	return i.SourceName + " => " + i.DestinationName + " (" + i.ActionSummary() + ")"
+}
+
+// ActionSummary returns the intention's Action or, for an intention of
+// HTTP permissions (which has no Action), "N HTTP permission(s)".
+func (i *Intention) ActionSummary() string {
+	switch n := len(i.Permissions); {
+	case i.Action != "" || n == 0:
+		return i.Action
+	case n == 1:
+		return "1 HTTP permission"
+	default:
+		return fmt.Sprintf("%d HTTP permissions", n)
+	}
 }
 
 // Intention match kinds.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -67,7 +68,12 @@ func (c *getCmd) Run(args []string) int {
 	fmt.Fprintf(w, "ID:\t%s\n", ixn.ID)
 	fmt.Fprintf(w, "Source:\t%s\n", ixn.SourceName)
 	fmt.Fprintf(w, "Destination:\t%s\n", ixn.DestinationName)
-	fmt.Fprintf(w, "Action:\t%s\n", ixn.Action)
+	if ixn.Action != "" || len(ixn.Permissions) == 0 {
+		fmt.Fprintf(w, "Action:\t%s\n", ixn.Action)
+	}
+	for i, p := range ixn.Permissions {
+		fmt.Fprintf(w, "Permission[%d]:\t%s\n", i, permissionText(p))
+	}
 	fmt.Fprintf(w, "Precedence:\t%d\n", ixn.Precedence)
 	if ixn.Description != "" {
 		fmt.Fprintf(w, "Description:\t%s\n", ixn.Description)
@@ -75,11 +81,62 @@ func (c *getCmd) Run(args []string) int {
 	for _, k := range slices.Sorted(maps.Keys(ixn.Meta)) {
 		fmt.Fprintf(w, "Meta[%s]:\t%s\n", k, ixn.Meta[k])
 	}
-	fmt.Fprintf(w, "Created At:\t%s\n", ixn.CreatedAt.Local().Format(time.RFC1123))
-	fmt.Fprintf(w, "Updated At:\t%s\n", ixn.UpdatedAt.Local().Format(time.RFC1123))
+	// An intention of a service-intentions config entry has no times of
+	// its own: the entry has its indexes only.
+	if !ixn.CreatedAt.IsZero() {
+		fmt.Fprintf(w, "Created At:\t%s\n", ixn.CreatedAt.Local().Format(time.RFC1123))
+	}
+	if !ixn.UpdatedAt.IsZero() {
+		fmt.Fprintf(w, "Updated At:\t%s\n", ixn.UpdatedAt.Local().Format(time.RFC1123))
+	}
 	w.Flush()
 	c.ui.Output(strings.TrimRight(b.String(), "\n"))
 	return 0
 }
 
 func (c *getCmd) Synopsis() string { return "Shows an intention" }
+
+// permissionText is one HTTP permission on one line: its action, then
+// what a request must match ("deny DELETE path_prefix=/users").
+func permissionText(p *api.IntentionPermission) string {
+	if p == nil {
+		return "(none)"
+	}
+	parts := []string{p.Action}
+	if h := p.HTTP; h != nil {
+		if len(h.Methods) > 0 {
+			parts = append(parts, strings.Join(h.Methods, ","))
+		}
+		for _, f := range []struct{ name, v string }{{"path_exact", h.PathExact}, {"path_prefix", h.PathPrefix}, {"path_regex", h.PathRegex}} {
+			if f.v != "" {
+				parts = append(parts, f.name+"="+strconv.Quote(f.v))
+			}
+		}
+		for _, hd := range h.Header {
+			parts = append(parts, headerText(hd))
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// headerText is one header condition: header[name]=exact, prefix=…, present.
+func headerText(h api.IntentionHTTPHeaderPermission) string {
+	var cond string
+	switch {
+	case h.Present:
+		cond = " present"
+	case h.Exact != "":
+		cond = " exact=" + strconv.Quote(h.Exact)
+	case h.Prefix != "":
+		cond = " prefix=" + strconv.Quote(h.Prefix)
+	case h.Suffix != "":
+		cond = " suffix=" + strconv.Quote(h.Suffix)
+	case h.Regex != "":
+		cond = " regex=" + strconv.Quote(h.Regex)
+	}
+	not := ""
+	if h.Invert {
+		not = "not "
+	}
+	return "header[" + h.Name + "]" + " " + not + strings.TrimSpace(cond)
+}

@@ -68,7 +68,7 @@ func table(list []*api.Intention) string {
 	w := tabwriter.NewWriter(&b, 0, 8, 2, ' ', 0)
 	fmt.Fprintln(w, "Source\tAction\tDestination\tPrecedence\tDescription")
 	for _, i := range list {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\n", i.SourceName, i.Action, i.DestinationName, i.Precedence, i.Description)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\n", i.SourceName, i.ActionSummary(), i.DestinationName, i.Precedence, i.Description)
 	}
 	w.Flush()
 	lines := strings.Split(strings.TrimRight(b.String(), "\n"), "\n")
