@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/trellismesh/trellis/connect"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -169,6 +171,14 @@ func TestLoad_NodeIDPersisted(t *testing.T) {
 }
 
 func TestLoad_Errors(t *testing.T) {
+	key, err := connect.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM, err := connect.EncodeKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Parallel()
 	cases := []struct {
 		name, file, content string
@@ -205,9 +215,12 @@ func TestLoad_Errors(t *testing.T) {
 		{"bad intention policy", "a.hcl", "connect {\n  default_intention_policy = \"maybe\"\n}\n", []string{"connect.default_intention_policy", "allow or deny"}},
 		{"unknown connect key", "a.hcl", "connect {\n  enable = true\n}\n", []string{"a.hcl:2:3", `unknown key "enable"`, `did you mean "enabled"`}},
 		{"vault provider", "a.hcl", "connect {\n  ca_provider = \"vault\"\n}\n", []string{"connect.ca_provider", "vault"}},
-		{"leaf ttl too short", "a.hcl", "connect {\n  ca_config {\n    leaf_cert_ttl = \"10s\"\n  }\n}\n", []string{"leaf_cert_ttl", "between"}},
+		{"leaf ttl too short", "a.hcl", "connect {\n  ca_config {\n    leaf_cert_ttl = \"10s\"\n  }\n}\n", []string{"a.hcl:3:5", "connect.ca_config.leaf_cert_ttl", "between"}},
+		{"ca key type", "a.hcl", "connect {\n  ca_config {\n    private_key_type = \"rsa\"\n  }\n}\n", []string{"a.hcl:3:5", "connect.ca_config.private_key_type", "ec"}},
+		{"ca key bits", "a.hcl", "connect {\n  ca_config {\n    private_key_bits = 384\n  }\n}\n", []string{"a.hcl:3:5", "private_key_bits 384"}},
 		{"ca key without cert", "a.hcl", "connect {\n  ca_config {\n    private_key = \"x\"\n  }\n}\n", []string{"private_key and root_cert go together"}},
-		{"ca bad key", "a.hcl", "connect {\n  ca_config {\n    private_key = \"x\"\n    root_cert = \"y\"\n  }\n}\n", []string{"connect.ca_config", "PrivateKey"}},
+		{"ca bad key", "a.hcl", "connect {\n  ca_config {\n    private_key = \"x\"\n    root_cert = \"y\"\n  }\n}\n", []string{"a.hcl:3:5", "connect.ca_config.private_key"}},
+		{"ca bad cert", "a.hcl", "connect {\n  ca_config {\n    root_cert = \"y\"\n    private_key = <<EOT\n" + keyPEM + "EOT\n  }\n}\n", []string{"a.hcl:3:5", "connect.ca_config.root_cert"}},
 		{"ca rotation period", "a.hcl", "connect {\n  ca_config {\n    rotation_period = \"1h\"\n  }\n}\n", []string{"a.hcl:3:5", "not supported"}},
 		{"sidecar range", "a.hcl", "ports {\n  sidecar_min_port = 30000\n  sidecar_max_port = 20000\n}\n", []string{"sidecar_min_port", "min <= max"}},
 		{"upstream without port", "a.hcl", "service {\n  name = \"web\"\n  port = 80\n  connect {\n    sidecar_service {\n      proxy {\n        upstreams = [{ destination_name = \"api\" }]\n      }\n    }\n  }\n}\n", []string{"a.hcl:4:", `service "web"`, "local_bind_port"}},
@@ -232,6 +245,11 @@ func TestLoad_Errors(t *testing.T) {
 				if !strings.Contains(msg, w) {
 					t.Errorf("error %q does not contain %q", msg, w)
 				}
+			}
+			// The CA's errors name the HTTP API's fields; the agent's must
+			// name its configuration keys.
+			if strings.Contains(msg, "PrivateKey") || strings.Contains(msg, "RootCert") {
+				t.Errorf("error %q names an API field, not a configuration key", msg)
 			}
 		})
 	}

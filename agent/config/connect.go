@@ -145,7 +145,9 @@ func decodeCAConfig(e *errs, f field, what string, c *fileConfig) {
 	if !ok {
 		return
 	}
+	at := map[string]field{} // the keys of this block, for positioned checks
 	for _, sf := range n.fields(e) {
+		at[sf.key] = sf
 		switch sf.key {
 		case "leaf_cert_ttl":
 			setDuration(e, sf, what, &c.CALeafCertTTL)
@@ -163,6 +165,75 @@ func decodeCAConfig(e *errs, f field, what string, c *fileConfig) {
 			e.unknown(sf, what, caConfigKeys)
 		}
 	}
+	// The checks buildConnect makes again on the merged configuration, made
+	// here too so that the error names this file and line.
+	if sf, ok := at["leaf_cert_ttl"]; ok && c.CALeafCertTTL != nil {
+		if err := checkLeafTTL(*c.CALeafCertTTL); err != nil {
+			e.add(sf.rng, "%s.%s", what, err)
+		}
+	}
+	if sf, ok := at["private_key_type"]; ok && c.CAPrivateKeyType != nil {
+		if err := checkKeyType(*c.CAPrivateKeyType); err != nil {
+			e.add(sf.rng, "%s.%s", what, err)
+		}
+	}
+	if sf, ok := at["private_key_bits"]; ok && c.CAPrivateKeyBits != nil {
+		if err := checkKeyBits(*c.CAPrivateKeyBits); err != nil {
+			e.add(sf.rng, "%s.%s", what, err)
+		}
+	}
+	kf, hasKey := at["private_key"]
+	cf, hasCert := at["root_cert"]
+	if hasKey && hasCert && c.CAPrivateKey != nil && c.CARootCert != nil {
+		if key, err := checkRoot(*c.CARootCert, *c.CAPrivateKey); err != nil {
+			rng := cf.rng
+			if key == "private_key" {
+				rng = kf.rng
+			}
+			e.add(rng, "%s.%s", what, err)
+		}
+	}
+}
+
+// checkLeafTTL, checkKeyType and checkKeyBits check one ca_config key;
+// their errors begin with the key's name.
+func checkLeafTTL(t time.Duration) error {
+	if t != 0 && (t < ca.MinLeafCertTTL || t > ca.MaxLeafCertTTL) {
+		return fmt.Errorf("leaf_cert_ttl %s: must be between %s and %s", t, ca.MinLeafCertTTL, ca.MaxLeafCertTTL)
+	}
+	return nil
+}
+
+func checkKeyType(k string) error {
+	if k != "" && k != "ec" {
+		return fmt.Errorf("private_key_type %q: only \"ec\" (ECDSA P-256) is supported", k)
+	}
+	return nil
+}
+
+func checkKeyBits(b int) error {
+	if b != 0 && b != 256 {
+		return fmt.Errorf("private_key_bits %d: only 256 (ECDSA P-256) is supported", b)
+	}
+	return nil
+}
+
+// checkRoot loads a configured root and its key as the CA will. Its error
+// begins with the key at fault (private_key or root_cert), which it also
+// returns: the CA's own errors name the HTTP API's fields (PrivateKey,
+// RootCert), not the agent configuration's.
+func checkRoot(cert, key string) (string, error) {
+	_, err := ca.LoadRoot(cert, key, time.Now())
+	if err == nil {
+		return "", nil
+	}
+	msg := err.Error()
+	for api, cfg := range map[string]string{"PrivateKey": "private_key", "RootCert": "root_cert"} {
+		if rest, ok := strings.CutPrefix(msg, api+": "); ok {
+			return cfg, fmt.Errorf("%s: %s", cfg, strings.ReplaceAll(strings.ReplaceAll(rest, "RootCert", "root_cert"), "PrivateKey", "private_key"))
+		}
+	}
+	return "root_cert", fmt.Errorf("root_cert and private_key: %s", msg)
 }
 
 // buildConnect checks the mesh settings and puts them in rc.
@@ -182,21 +253,21 @@ func buildConnect(c *fileConfig, rc *RuntimeConfig) error {
 		LeafCertTTL: *c.CALeafCertTTL, PrivateKey: *c.CAPrivateKey, RootCert: *c.CARootCert,
 		PrivateKeyType: *c.CAPrivateKeyType, PrivateKeyBits: *c.CAPrivateKeyBits,
 	}
-	if t := rc.ConnectCA.LeafCertTTL; t != 0 && (t < ca.MinLeafCertTTL || t > ca.MaxLeafCertTTL) {
-		return fmt.Errorf("connect.ca_config.leaf_cert_ttl %s: must be between %s and %s", t, ca.MinLeafCertTTL, ca.MaxLeafCertTTL)
+	if err := checkLeafTTL(rc.ConnectCA.LeafCertTTL); err != nil {
+		return fmt.Errorf("connect.ca_config.%w", err)
 	}
-	if k := rc.ConnectCA.PrivateKeyType; k != "" && k != "ec" {
-		return fmt.Errorf("connect.ca_config.private_key_type %q: only \"ec\" (ECDSA P-256) is supported", k)
+	if err := checkKeyType(rc.ConnectCA.PrivateKeyType); err != nil {
+		return fmt.Errorf("connect.ca_config.%w", err)
 	}
-	if b := rc.ConnectCA.PrivateKeyBits; b != 0 && b != 256 {
-		return fmt.Errorf("connect.ca_config.private_key_bits %d: only 256 (ECDSA P-256) is supported", b)
+	if err := checkKeyBits(rc.ConnectCA.PrivateKeyBits); err != nil {
+		return fmt.Errorf("connect.ca_config.%w", err)
 	}
 	if (rc.ConnectCA.PrivateKey == "") != (rc.ConnectCA.RootCert == "") {
 		return errors.New("connect.ca_config: private_key and root_cert go together: give both or neither")
 	}
 	if rc.ConnectCA.RootCert != "" {
-		if _, err := ca.LoadRoot(rc.ConnectCA.RootCert, rc.ConnectCA.PrivateKey, time.Now()); err != nil {
-			return fmt.Errorf("connect.ca_config: %w", err)
+		if _, err := checkRoot(rc.ConnectCA.RootCert, rc.ConnectCA.PrivateKey); err != nil {
+			return fmt.Errorf("connect.ca_config.%w", err)
 		}
 	}
 	rc.SidecarMinPort, rc.SidecarMaxPort = *c.SidecarMinPort, *c.SidecarMaxPort
