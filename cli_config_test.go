@@ -119,6 +119,10 @@ routes {
 	smtp := write("smtp.hcl", "kind = \"service-defaults\"\nname = \"mail\"\n\nprotocol = \"smtp\"\n")
 	expect(run(t, addr, "config", "write", smtp), 1, "", "smtp.hcl:4:1: invalid Protocol")
 	expect(run(t, addr, "config", "delete", "-kind", "service-defaults", "-name", "web"), 1, "", "has a service-router")
+	// A conflict with the other entries is located at the field it is about
+	// (here the entry's name: the router's service speaks tcp).
+	plain := write("plain.hcl", "# a router for a tcp service\nKind = \"service-router\"\nName = \"plain\"\n")
+	expect(run(t, addr, "config", "write", plain), 1, "", `plain.hcl:3:1: invalid Name: service "plain" has a service-router`)
 
 	// CAS.
 	var cur struct{ ModifyIndex uint64 }

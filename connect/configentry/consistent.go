@@ -71,7 +71,12 @@ func Consistent(set Set, changed Key) error {
 		if p.holder == changed {
 			return &FieldError{Field: p.field, Msg: p.msg}
 		}
-		return &FieldError{Field: p.altField, Msg: p.msg}
+		f := p.altField
+		if f == "Protocol" && changed.Kind == ProxyDefaults {
+			// proxy-defaults has its protocol in Config.
+			f = `Config["protocol"]`
+		}
+		return &FieldError{Field: f, Msg: p.msg}
 	}
 	return nil
 }
@@ -108,7 +113,7 @@ func problems(set Set) []problem {
 			return
 		}
 		out = append(out, problem{
-			holder: k, field: "Protocol", altField: "Protocol",
+			holder: k, field: "Name", altField: "Protocol",
 			msg:      fmt.Sprintf("service %q has a %s, which needs protocol http, http2 or grpc; its protocol is %s (%s)", k.Name, k.Kind, proto, src),
 			involves: append(protoKeys(k.Name), k),
 		})
