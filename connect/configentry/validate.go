@@ -15,7 +15,7 @@ import (
 
 // Limits that Validate enforces.
 const (
-	MaxNameLength        = 256
+	MaxNameLength        = 255
 	MaxMetaPairs         = 64
 	MaxMetaKeyLength     = 128
 	MaxMetaValueLength   = 512

@@ -24,7 +24,7 @@ func TestValidate_Refused(t *testing.T) {
 		// names
 		{"name missing", `{"Kind":"service-defaults"}`, "Name", "required"},
 		{"name bad", `{"Kind":"service-defaults","Name":"web app"}`, "Name", "not a service name"},
-		{"name long", `{"Kind":"service-defaults","Name":"` + strings.Repeat("a", 257) + `"}`, "Name", "longer than 256"},
+		{"name long", `{"Kind":"service-defaults","Name":"` + strings.Repeat("a", 256) + `"}`, "Name", "longer than 255"},
 		{"proxy-defaults name", `{"Kind":"proxy-defaults","Name":"web"}`, "Name", `"global"`},
 		{"proxy-defaults protocol", `{"Kind":"proxy-defaults","Name":"global","Config":{"protocol":"udp"}}`, `Config["protocol"]`, "not a protocol"},
 		{"proxy-defaults protocol type", `{"Kind":"proxy-defaults","Name":"global","Config":{"protocol":1}}`, `Config["protocol"]`, "must be a string"},
