@@ -82,7 +82,8 @@
 // connection's client certificate. Each request is authorized (Authorizer;
 // IntentionsAuthorizer decides with intentions.Set.DecideHTTP, so L7
 // permissions apply per request); a denied one is answered 403 "trellis
-// mesh: request denied by ... (source X → destination Y)", counted and
+// mesh: request denied by intention X => Y" (or "by the default intention
+// policy (source X → destination Y)"), counted and
 // logged with source, destination, method, path and what decided. An
 // allowed one is forwarded to the application with the caller's identity
 // in X-Forwarded-Client-Cert: over pooled HTTP/1.1 keep-alive connections

@@ -464,7 +464,7 @@ func TestInbound_L7IntentionDeniesDelete(t *testing.T) {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	want := "trellis mesh: request denied by intention web => api (source web → destination api)\n"
+	want := "trellis mesh: request denied by intention web => api\n"
 	if resp.StatusCode != 403 || string(b) != want {
 		t.Errorf("DELETE /users/7: %d %q, want 403 %q", resp.StatusCode, b, want)
 	}

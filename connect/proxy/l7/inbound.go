@@ -444,14 +444,17 @@ func (h *inboundHandler) serve(w http.ResponseWriter, r *http.Request) (int, boo
 	if !dec.Allowed {
 		h.stats.denied.inc()
 		by := "the default intention policy"
+		// An intention names the pair; the default policy needs it said.
+		body := fmt.Sprintf("request denied by %s (source %s → destination %s)", by, h.source.Service, in.cfg.Service)
 		if dec.Matched != nil {
 			by = fmt.Sprintf("intention %s => %s", dec.Matched.SourceName, dec.Matched.DestinationName)
+			body = "request denied by " + by
 		}
 		if in.denyLog.allow() {
 			in.logger.Info("request denied by intention", "source", h.source.Service, "destination", in.cfg.Service,
 				"method", r.Method, "path", r.URL.Path, "decided_by", by, "reason", dec.Reason)
 		}
-		meshError(w, http.StatusForbidden, fmt.Sprintf("request denied by %s (source %s → destination %s)", by, h.source.Service, in.cfg.Service))
+		meshError(w, http.StatusForbidden, body)
 		return http.StatusForbidden, false
 	}
 	if n := in.active.Add(1); in.cfg.MaxConcurrentRequests > 0 && n > int64(in.cfg.MaxConcurrentRequests) {
