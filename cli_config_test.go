@@ -40,13 +40,7 @@ func TestCLI_Config(t *testing.T) {
 	a := testcluster.StartAgent(t, testcluster.Options{Name: "cli-config"})
 	addr := a.HTTPAddr()
 	dir := t.TempDir()
-	write := func(name, body string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, body string) string { return writeTestFile(t, dir, name, body) }
 	expect := func(r result, code int, stdout, stderr string) {
 		t.Helper()
 		if r.code != code || !strings.Contains(r.stdout, stdout) || !strings.Contains(r.stderr, stderr) {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -150,13 +149,7 @@ func TestCLI_ConnectCA(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	write := func(name, body string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, body string) string { return writeTestFile(t, dir, name, body) }
 	good := write("ca.json", `{"Provider": "consul", "Config": {"LeafCertTTL": "24h"}}`)
 	if r := run(t, addr, "connect", "ca", "set-config", "-config-file", good); r.code != 0 || !strings.Contains(r.stdout, "Configuration updated") {
 		t.Fatalf("set-config: %+v", r)
@@ -228,11 +221,7 @@ func TestCLI_IntentionsL7(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name, hcl string) {
 		t.Helper()
-		f := filepath.Join(dir, name)
-		if err := os.WriteFile(f, []byte(hcl), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if r := run(t, addr, "config", "write", f); r.code != 0 {
+		if r := run(t, addr, "config", "write", writeTestFile(t, dir, name, hcl)); r.code != 0 {
 			t.Fatalf("config write %s: %+v", name, r)
 		}
 	}

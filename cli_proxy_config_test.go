@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -36,13 +34,7 @@ func TestCLI_ConnectProxyConfig(t *testing.T) {
 		return ln.Addr().(*net.TCPAddr).Port
 	}
 	dir := t.TempDir()
-	write := func(name, body string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := func(name, body string) string { return writeTestFile(t, dir, name, body) }
 	apiFile := write("api.hcl", fmt.Sprintf("service {\n  name = \"api\"\n  port = %d\n  connect {\n    sidecar_service {}\n  }\n}\n", app()))
 	webFile := write("web.hcl", fmt.Sprintf(`service {
   name = "web"

@@ -333,3 +333,13 @@ func TestCLI_TLSCreate(t *testing.T) {
 		t.Errorf("validate TLS config: %+v", r)
 	}
 }
+
+// writeTestFile writes body to dir/name (0600) and returns its path.
+func writeTestFile(t *testing.T, dir, name, body string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
