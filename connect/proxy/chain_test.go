@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -443,7 +444,8 @@ func TestProxy_Chain_connectionsFromBeforeTheChain(t *testing.T) {
 }
 
 // A resolver's connect timeout longer than the proxy's DialTimeout is the
-// bound of the dial: an instance slower than DialTimeout is reached.
+// bound of the dial, and of the wait for the destination's answer: an
+// instance slower than DialTimeout (and than twice it) is reached.
 func TestProxy_Chain_connectTimeoutAboveDialTimeout(t *testing.T) {
 	t.Parallel()
 	c := newTestCA(t, "root-1")
@@ -451,8 +453,9 @@ func TestProxy_Chain_connectTimeoutAboveDialTimeout(t *testing.T) {
 		Upstreams: []UpstreamConfig{{DestinationName: "db"}}, DialTimeout: 150 * time.Millisecond})
 	m := &meshOf{ca: c, client: client}
 	db := m.backend(t, "db")
-	// A relay that holds each connection 600ms before passing it on: a
-	// slow network, as the client proxy sees it.
+	// A relay that holds what the destination sends 400ms, each chunk: a
+	// slow network, as the client proxy sees it. The handshake takes more
+	// than DialTimeout, and the answer to the CONNECT more than twice it.
 	relay, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -491,11 +494,6 @@ func TestProxy_Chain_connectTimeoutAboveDialTimeout(t *testing.T) {
 			track(in)
 			wg.Go(func() {
 				defer in.Close()
-				select {
-				case <-time.After(600 * time.Millisecond):
-				case <-t.Context().Done():
-					return
-				}
 				out, err := net.Dial("tcp", db)
 				if err != nil {
 					return
@@ -503,7 +501,8 @@ func TestProxy_Chain_connectTimeoutAboveDialTimeout(t *testing.T) {
 				track(out)
 				defer out.Close()
 				wg.Go(func() { io.Copy(out, in); out.(*net.TCPConn).CloseWrite() })
-				io.Copy(in, out)
+				delayedCopy(t.Context(), &wg, in, out, 400*time.Millisecond)
+				in.(*net.TCPConn).CloseWrite()
 			})
 		}
 	})
@@ -511,4 +510,43 @@ func TestProxy_Chain_connectTimeoutAboveDialTimeout(t *testing.T) {
 	client.SetChain("db", ch)
 	client.SetTargetInstances("db", targetID("", "db"), []Instance{{Addr: relay.Addr().String()}})
 	m.landsOn(t, "db").Close()
+}
+
+// delayedCopy copies src to dst, each chunk delay after it was read (a
+// one-way latency), until src ends or ctx does. Its reader is one of wg's.
+func delayedCopy(ctx context.Context, wg *sync.WaitGroup, dst io.Writer, src io.Reader, delay time.Duration) {
+	type chunk struct {
+		at   time.Time
+		data []byte
+	}
+	chunks := make(chan chunk, 256)
+	wg.Go(func() {
+		defer close(chunks)
+		for {
+			buf := make([]byte, 32<<10)
+			n, err := src.Read(buf)
+			if n > 0 {
+				select {
+				case chunks <- chunk{time.Now(), buf[:n]}:
+				case <-ctx.Done():
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	})
+	for c := range chunks {
+		t := time.NewTimer(time.Until(c.at.Add(delay)))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return
+		}
+		if _, err := dst.Write(c.data); err != nil {
+			return
+		}
+	}
 }

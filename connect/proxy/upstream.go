@@ -373,8 +373,12 @@ func (u *upstream) connect(ctx context.Context, ep *endpoint, out *outbound, tim
 		}
 	}()
 	// The destination dials its application within its dial timeout, then
-	// answers; a silent one is given up on after twice that.
+	// answers; a silent one is given up on after twice the bound of this
+	// connection's dial (a resolver's connect_timeout, when it sets one).
 	answerTimeout := 2 * p.dialTimeout
+	if timeout > 0 {
+		answerTimeout = 2 * timeout
+	}
 	timer := time.NewTimer(answerTimeout)
 	defer timer.Stop()
 	var a answer
