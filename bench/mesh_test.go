@@ -213,9 +213,9 @@ func comparePaths(b *testing.B, m *mesh, fortio, meshURL string, qps int, newCon
 //
 // with one pooled HTTP/2 connection between the proxies. Sub-benchmarks:
 // qps=1000, qps=5000 and qps=max (16 connections), and qps=max/features,
-// the maximum rate with a service-router (three routes ahead of the default),
-// a splitter and retries enabled, to price them (rps-ratio against the
-// same run's direct figure; compare with qps=max).
+// the maximum rate with a service-router (three routes), a splitter and
+// retries enabled, to price them: apifeat (with them) against apihttp (the
+// same server without), in alternating pairs (features-cost-pct).
 func BenchmarkMeshL7(b *testing.B) {
 	fortio := fortioBinary(b)
 	m := startMesh(b, fortio)
@@ -232,11 +232,11 @@ func BenchmarkMeshL7(b *testing.B) {
 	b.Run("qps=max/features", func(b *testing.B) {
 		c := m.agents[0].client(b)
 		for _, e := range []consulapi.ConfigEntry{
-			&consulapi.ServiceResolverConfigEntry{Kind: consulapi.ServiceResolver, Name: "apihttp",
-				Subsets: map[string]consulapi.ServiceResolverSubset{"all": {Filter: `Service.Service == "apihttp"`}}},
-			&consulapi.ServiceSplitterConfigEntry{Kind: consulapi.ServiceSplitter, Name: "apihttp",
+			&consulapi.ServiceResolverConfigEntry{Kind: consulapi.ServiceResolver, Name: "apifeat",
+				Subsets: map[string]consulapi.ServiceResolverSubset{"all": {Filter: `Service.Service == "apifeat"`}}},
+			&consulapi.ServiceSplitterConfigEntry{Kind: consulapi.ServiceSplitter, Name: "apifeat",
 				Splits: []consulapi.ServiceSplit{{Weight: 50, ServiceSubset: "all"}, {Weight: 50}}},
-			&consulapi.ServiceRouterConfigEntry{Kind: consulapi.ServiceRouter, Name: "apihttp", Routes: []consulapi.ServiceRoute{
+			&consulapi.ServiceRouterConfigEntry{Kind: consulapi.ServiceRouter, Name: "apifeat", Routes: []consulapi.ServiceRoute{
 				{Match: &consulapi.ServiceRouteMatch{HTTP: &consulapi.ServiceRouteHTTPMatch{PathPrefix: "/admin"}}},
 				{Match: &consulapi.ServiceRouteMatch{HTTP: &consulapi.ServiceRouteHTTPMatch{Header: []consulapi.ServiceRouteHTTPMatchHeader{{Name: "x-debug", Present: true}}}}},
 				{Match: &consulapi.ServiceRouteMatch{HTTP: &consulapi.ServiceRouteHTTPMatch{PathPrefix: "/"}},
@@ -249,14 +249,88 @@ func BenchmarkMeshL7(b *testing.B) {
 		}
 		defer func() {
 			for _, k := range []string{consulapi.ServiceRouter, consulapi.ServiceSplitter, consulapi.ServiceResolver} {
-				if _, err := c.ConfigEntries().Delete(k, "apihttp", nil); err != nil {
+				if _, err := c.ConfigEntries().Delete(k, "apifeat", nil); err != nil {
 					b.Errorf("delete %s: %v", k, err)
 				}
 			}
 		}()
-		waitL7(b, m.l7URL, time.Minute)
-		comparePaths(b, m, fortio, m.l7URL, 0, false, repeats, dur)
+		waitRouted(b, m.agents[1], "apifeat", time.Minute)
+		compareFeatures(b, m, fortio, repeats, dur)
 	})
+}
+
+// waitRouted waits until the agent's proxy for upstream service follows a
+// discovery chain with a router and a splitter.
+func waitRouted(tb testing.TB, a *proc, service string, timeout time.Duration) {
+	tb.Helper()
+	url := "http://" + a.http + "/v1/agent/connect/proxy-config/load-sidecar-proxy"
+	retry.RunWith(&retry.Timer{Timeout: timeout, Wait: 50 * time.Millisecond}, tb, func(r *retry.R) {
+		resp, err := http.Get(url)
+		if err != nil {
+			r.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var cfg struct {
+			Proxy struct {
+				Upstreams []struct {
+					DestinationName string
+					Chain           *struct{ StartNode string }
+					Targets         []json.RawMessage
+				}
+			}
+		}
+		if err := json.Unmarshal(body, &cfg); err != nil {
+			r.Fatalf("proxy-config: %v: %s", err, body)
+		}
+		for _, u := range cfg.Proxy.Upstreams {
+			// The router starts the chain; the split leads to two targets.
+			if u.DestinationName == service && u.Chain != nil && strings.HasPrefix(u.Chain.StartNode, "router:") && len(u.Targets) >= 2 {
+				return
+			}
+		}
+		r.Fatalf("upstream %s does not follow its router yet: %s", service, body)
+	})
+}
+
+// compareFeatures runs the maximum rate through apihttp (no router,
+// splitter or retries) and apifeat (all three) in alternating pairs, so
+// that the machine's drift weighs on both alike, and reports the features'
+// cost: features-rps-ratio is the median of each pair's ratio, and
+// features-cost-pct 100 × (1 − that).
+func compareFeatures(b *testing.B, m *mesh, fortio string, repeats int, dur time.Duration) {
+	var plain, feat, ratios, cpuPlain, cpuFeat []float64
+	for i := range b.N * repeats {
+		order := []string{"plain", "features"}
+		if i%2 == 1 {
+			order = []string{"features", "plain"}
+		}
+		var pair [2]float64
+		for _, path := range order {
+			url := m.l7URL
+			if path == "features" {
+				url = m.featURL
+			}
+			mark := m.markCPU(b)
+			res := runFortio(b, fortio, url, 0, false, dur)
+			cpu := m.cpuSince(b, mark, res.cpu)
+			b.Logf("%s %-8s run %d: %s; %s", b.Name(), path, i+1, res, cpu)
+			perReq := 1e6 * cpu.agents.Seconds() / float64(res.DurationHistogram.Count)
+			if path == "features" {
+				feat, cpuFeat, pair[1] = append(feat, res.ActualQPS), append(cpuFeat, perReq), res.ActualQPS
+			} else {
+				plain, cpuPlain, pair[0] = append(plain, res.ActualQPS), append(cpuPlain, perReq), res.ActualQPS
+			}
+		}
+		ratios = append(ratios, pair[1]/pair[0])
+	}
+	r := median(ratios)
+	b.ReportMetric(median(plain), "rps-plain")
+	b.ReportMetric(median(feat), "rps-features")
+	b.ReportMetric(r, "features-rps-ratio")
+	b.ReportMetric(100*(1-r), "features-cost-pct")
+	b.ReportMetric(median(cpuPlain), "agents-cpu-us/req-plain")
+	b.ReportMetric(median(cpuFeat), "agents-cpu-us/req-features")
 }
 
 // waitL7 waits until a request through url takes the L7 path: the outbound
@@ -352,6 +426,7 @@ func BenchmarkMeshSidecarRSS(b *testing.B) {
 type mesh struct {
 	directURL, meshURL     string // fortio server, directly and through the upstream
 	l7URL                  string // the same server as service apihttp, protocol http
+	featURL                string // the same again as service apifeat, protocol http, for qps=max/features
 	sinkAddr, sinkUpstream string // the TCP sink, likewise
 	agents                 []*proc
 	others                 []int // pids of the benchmark's other processes: the app, the sink, this one
@@ -366,8 +441,9 @@ func startMesh(tb testing.TB, fortio string) *mesh {
 	sink := startSink(tb)
 	// s1: http, serf, server, api's and sink's sidecars; c1: http, serf,
 	// server, load's sidecar, load's app (never dialled), two upstreams.
-	// p[12] is apihttp's sidecar, p[13] load's upstream to it.
-	p := testutil.FreePorts(tb, 14)
+	// p[12] is apihttp's sidecar, p[13] load's upstream to it; p[14] and
+	// p[15] the same for apifeat.
+	p := testutil.FreePorts(tb, 16)
 	dir := tb.TempDir()
 	sHCL := fmt.Sprintf(`
 enable_debug = true
@@ -398,7 +474,16 @@ service {
     }
   }
 }
-`, app.port, p[3], sink.port, p[4], app.port, p[12])
+service {
+  name = "apifeat"
+  port = %d
+  connect {
+    sidecar_service {
+      port = %d
+    }
+  }
+}
+`, app.port, p[3], sink.port, p[4], app.port, p[12], app.port, p[14])
 	cHCL := fmt.Sprintf(`
 enable_debug = true
 service {
@@ -412,12 +497,13 @@ service {
           { destination_name = "api", local_bind_port = %d },
           { destination_name = "sink", local_bind_port = %d },
           { destination_name = "apihttp", local_bind_port = %d },
+          { destination_name = "apifeat", local_bind_port = %d },
         ]
       }
     }
   }
 }
-`, p[9], p[8], p[10], p[11], p[13])
+`, p[9], p[8], p[10], p[11], p[13], p[15])
 	agent := func(name string, hcl string, ports []int, extra ...string) *proc {
 		cfg := filepath.Join(dir, name+".hcl")
 		if err := os.WriteFile(cfg, []byte(hcl), 0o644); err != nil {
@@ -444,6 +530,7 @@ service {
 		directURL:    fmt.Sprintf("http://127.0.0.1:%d/", app.port),
 		meshURL:      fmt.Sprintf("http://127.0.0.1:%d/", p[10]),
 		l7URL:        fmt.Sprintf("http://127.0.0.1:%d/", p[13]),
+		featURL:      fmt.Sprintf("http://127.0.0.1:%d/", p[15]),
 		sinkAddr:     fmt.Sprintf("127.0.0.1:%d", sink.port),
 		sinkUpstream: fmt.Sprintf("127.0.0.1:%d", p[11]),
 		agents:       []*proc{s1, c1},
@@ -453,7 +540,7 @@ service {
 	for _, w := range []struct {
 		a  *proc
 		id string
-	}{{s1, "api-sidecar-proxy"}, {s1, "sink-sidecar-proxy"}, {s1, "apihttp-sidecar-proxy"}, {c1, "load-sidecar-proxy"}} {
+	}{{s1, "api-sidecar-proxy"}, {s1, "sink-sidecar-proxy"}, {s1, "apihttp-sidecar-proxy"}, {s1, "apifeat-sidecar-proxy"}, {c1, "load-sidecar-proxy"}} {
 		c := w.a.client(tb)
 		retry.RunWith(&retry.Timer{Timeout: time.Minute, Wait: 50 * time.Millisecond}, tb, func(r *retry.R) {
 			select {
@@ -482,15 +569,18 @@ service {
 			tb.Logf("goroutines of %s: %s", a.name, file)
 		}
 	})
-	// apihttp speaks http: its traffic takes the proxies' L7 path.
-	if _, _, err := s1.client(tb).ConfigEntries().Set(&consulapi.ServiceConfigEntry{
-		Kind: consulapi.ServiceDefaults, Name: "apihttp", Protocol: "http",
-	}, nil); err != nil {
-		tb.Fatalf("service-defaults for apihttp: %v", err)
+	// apihttp and apifeat speak http: their traffic takes the proxies' L7 path.
+	for _, name := range []string{"apihttp", "apifeat"} {
+		if _, _, err := s1.client(tb).ConfigEntries().Set(&consulapi.ServiceConfigEntry{
+			Kind: consulapi.ServiceDefaults, Name: name, Protocol: "http",
+		}, nil); err != nil {
+			tb.Fatalf("service-defaults for %s: %v", name, err)
+		}
 	}
 	waitHTTP200(tb, m.directURL, 30*time.Second)
 	waitHTTP200(tb, m.meshURL, time.Minute)
 	waitL7(tb, m.l7URL, time.Minute)
+	waitL7(tb, m.featURL, time.Minute)
 	retry.RunWith(&retry.Timer{Timeout: time.Minute, Wait: 50 * time.Millisecond}, tb, func(r *retry.R) {
 		if err := pushBytes(m.sinkUpstream, 1); err != nil {
 			r.Fatalf("through the sink's upstream: %v", err)
