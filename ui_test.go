@@ -369,6 +369,22 @@ func TestUI(t *testing.T) {
 	if r := run(t, addr, "intention", "check", "admin", "api"); r.code != 0 || !strings.Contains(r.stdout, "Allowed") {
 		t.Errorf("trellis intention check admin api after the form deleted the deny: %+v", r)
 	}
+	// An intention of a service-intentions entry is listed with where it
+	// comes from, and no Edit or Delete (the API refuses them).
+	entryFile := filepath.Join(t.TempDir(), "ixn.hcl")
+	if err := os.WriteFile(entryFile, []byte("Kind = \"service-intentions\"\nName = \"api\"\nSources = [{ Name = \"ops\", Action = \"deny\" }]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := run(t, addr, "config", "write", entryFile); r.code != 0 {
+		t.Fatalf("trellis config write service-intentions: %+v", r)
+	}
+	b.waitFor(t, "entry intention row", `(() => { const tr = document.querySelector('#intentions-table tr[data-source="ops"][data-action="deny"]');
+		return tr && !tr.querySelector('button') && tr.querySelector('.managed')?.textContent.includes('service-intentions/api'); })()`)
+	b.screenshot(t, shots, "intentions-entry")
+	if r := run(t, addr, "config", "delete", "-kind", "service-intentions", "-name", "api"); r.code != 0 {
+		t.Fatalf("trellis config delete service-intentions: %+v", r)
+	}
+	b.waitFor(t, "entry intention row gone", `!document.querySelector('tr[data-source="ops"]')`)
 
 	// The other pages.
 	for _, p := range []struct{ path, name, ready string }{

@@ -177,7 +177,15 @@ export default function intentionsPage(main, _params, signal) {
       replace(actions, `Delete ${i.SourceName} → ${i.DestinationName}? `, yes, ' ', h('button', { type: 'button', class: 'secondary', onclick: normal }, 'Cancel'));
       yes.focus();
     }
-    normal();
+    // An intention of a service-intentions entry is written with its
+    // entry: the API refuses edits and deletes of it one by one.
+    const entry = i.ID?.startsWith('ce:') ? i.ID.split(':')[1] : null;
+    if (entry) {
+      replace(actions, h('span', { class: 'muted managed' }, 'from the config entry ',
+        h('a', { href: '/ui/config' }, `service-intentions/${entry}`), ': change it with trellis config write'));
+    } else {
+      normal();
+    }
     return h('tr', { dataset: { source: i.SourceName, destination: i.DestinationName, action: i.Action || 'l7' } },
       h('td', { 'data-label': 'Source' }, i.SourceName),
       h('td', { 'data-label': 'Destination' }, i.DestinationName),
