@@ -105,7 +105,7 @@ func TestCLI_ConnectProxyConfig(t *testing.T) {
 		args []string
 		err  string
 	}{
-		{[]string{"connect", "proxy-config", "nope"}, `no proxy "nope" on this agent`},
+		{[]string{"connect", "proxy-config", "nope"}, `no proxy "nope" on this agent; its proxies are api-sidecar-proxy, web-sidecar-proxy`},
 		{[]string{"connect", "proxy-config"}, "takes one argument"},
 		{[]string{"connect", "proxy-config", "web-sidecar-proxy", "-format", "json"}, "comes after"},
 		{[]string{"connect", "proxy-config", "-format", "yaml", "web-sidecar-proxy"}, `-format "yaml"`},

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -78,7 +79,7 @@ func (c *cmd) Run(args []string) int {
 	if err != nil {
 		var se *api.StatusError
 		if errors.As(err, &se) && se.Code == http.StatusNotFound {
-			c.ui.Error(fmt.Sprintf("Error: no proxy %q on this agent (the agent answered: %s)", id, strings.TrimSpace(se.Body)))
+			c.ui.Error(fmt.Sprintf("Error: no proxy %q on this agent; %s", id, proxiesHere(client)))
 			return 1
 		}
 		c.ui.Error(flags.ErrorMessage("reading the proxy "+id, err))
@@ -106,3 +107,24 @@ func (c *cmd) usageError(msg string) {
 func (c *cmd) Synopsis() string { return "Shows what a sidecar proxy does" }
 
 func (c *cmd) Help() string { return c.help }
+
+// proxiesHere says which proxies the agent runs, for an error about an ID
+// it does not know: "its proxies are a, b", "it runs no proxy", or nothing
+// more when it cannot be asked.
+func proxiesHere(client *api.Client) string {
+	svcs, err := client.Agent().Services()
+	if err != nil {
+		return "give the service ID of a proxy it runs"
+	}
+	var ids []string
+	for id, svc := range svcs {
+		if svc.Kind == "connect-proxy" {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
+		return "it runs no proxy"
+	}
+	slices.Sort(ids)
+	return "its proxies are " + strings.Join(ids, ", ")
+}
