@@ -6,48 +6,76 @@ import (
 	"syscall"
 )
 
-// tryWrite writes p to c without waiting: as much as the socket takes now.
-// blocked reports that the socket was full (the rest of p was not written).
-// Connections without a file descriptor are written normally (waiting).
-//
-// The tunnel's reader writes to applications this way, so that an
-// application that reads slowly holds up no other stream, without arming a
-// write deadline (a timer that would wake the runtime) on every write.
-func tryWrite(c net.Conn, p []byte) (n int, blocked bool, err error) {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		n, err = c.Write(p)
+// rawWriter writes to one connection without waiting: as much as the
+// socket takes now. The tunnel's reader writes to applications this way, so
+// that an application that reads slowly holds up no other stream, without
+// arming a write deadline (a timer that would wake the runtime) on every
+// write. It holds the connection's syscall.RawConn and its callback, made
+// once, so that a write allocates nothing. Connections without a file
+// descriptor are written normally (waiting). Not for concurrent use.
+type rawWriter struct {
+	c     net.Conn
+	rc    syscall.RawConn // nil: c has no file descriptor, or setupErr
+	setup error           // SyscallConn's error, returned by every write
+	fn    func(fd uintptr) bool
+
+	// The current write's buffer and outcome, for fn.
+	p       []byte
+	n       int
+	blocked bool
+	err     error
+}
+
+func newRawWriter(c net.Conn) *rawWriter {
+	w := &rawWriter{c: c}
+	if sc, ok := c.(syscall.Conn); ok {
+		w.rc, w.setup = sc.SyscallConn()
+	}
+	w.fn = w.writeFD
+	return w
+}
+
+// write writes p; blocked reports that the socket was full (the rest of p
+// was not written).
+func (w *rawWriter) write(p []byte) (n int, blocked bool, err error) {
+	if w.setup != nil {
+		return 0, false, w.setup
+	}
+	if w.rc == nil {
+		n, err = w.c.Write(p)
 		return n, false, err
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return 0, false, err
+	w.p, w.n, w.blocked, w.err = p, 0, false, nil
+	err = w.rc.Write(w.fn)
+	n, blocked = w.n, w.blocked
+	if err == nil {
+		err = w.err
 	}
-	var werr error
-	err = rc.Write(func(fd uintptr) bool {
-		for n < len(p) {
-			m, e := syscall.Write(int(fd), p[n:])
-			if m > 0 {
-				n += m
-			}
-			switch {
-			case e == nil && m > 0:
-				continue
-			case errors.Is(e, syscall.EINTR):
-				continue
-			case errors.Is(e, syscall.EAGAIN):
-				blocked = true
-			case e != nil:
-				werr = e
-			default: // a write of 0 bytes without an error: treat as full
-				blocked = true
-			}
-			return true
+	w.p = nil
+	return n, blocked, err
+}
+
+// writeFD is the RawConn callback: it writes until p is done or the socket
+// is full, and never asks to wait.
+func (w *rawWriter) writeFD(fd uintptr) bool {
+	for w.n < len(w.p) {
+		m, e := syscall.Write(int(fd), w.p[w.n:])
+		if m > 0 {
+			w.n += m
+		}
+		switch {
+		case e == nil && m > 0:
+			continue
+		case errors.Is(e, syscall.EINTR):
+			continue
+		case errors.Is(e, syscall.EAGAIN):
+			w.blocked = true
+		case e != nil:
+			w.err = e
+		default: // a write of 0 bytes without an error: treat as full
+			w.blocked = true
 		}
 		return true
-	})
-	if err == nil {
-		err = werr
 	}
-	return n, blocked, err
+	return true
 }

@@ -30,7 +30,7 @@ import (
 //     lock. A request and its answer cross each proxy with one wake-up
 //     per direction, as a plain TCP relay would.
 //   - A stream whose application reads slowly does not stall the others:
-//     the reader writes to applications without waiting (tryWrite); what a
+//     the reader writes to applications without waiting (rawWriter); what a
 //     full socket does not take goes to a queue drained by a goroutine of
 //     its own, and flow control (a window per stream) bounds the queue.
 //   - Writes gather under the TLS connection (see batchConn), so a large DATA
@@ -592,15 +592,16 @@ type stream struct {
 	answered atomic.Bool
 
 	mu          sync.Mutex
-	app         net.Conn // guarded by mu; nil on the server until the app is dialled
-	queue       []byte   // guarded by mu; data waiting for a slow (or not yet dialled) application
-	draining    bool     // guarded by mu; a drainer goroutine owns writes to app
-	remoteEnded bool     // guarded by mu; the peer sent END_STREAM
-	closedWrite bool     // guarded by mu; the application's write side was closed
-	localEnded  bool     // guarded by mu; we sent END_STREAM
-	finished    bool     // guarded by mu
-	err         error    // guarded by mu; why the stream was aborted
-	unacked     int64    // guarded by mu; delivered, not yet credited back
+	app         net.Conn   // guarded by mu; nil on the server until the app is dialled
+	appW        *rawWriter // guarded by mu; app's, for the reader's writes (only it uses it)
+	queue       []byte     // guarded by mu; data waiting for a slow (or not yet dialled) application
+	draining    bool       // guarded by mu; a drainer goroutine owns writes to app
+	remoteEnded bool       // guarded by mu; the peer sent END_STREAM
+	closedWrite bool       // guarded by mu; the application's write side was closed
+	localEnded  bool       // guarded by mu; we sent END_STREAM
+	finished    bool       // guarded by mu
+	err         error      // guarded by mu; why the stream was aborted
+	unacked     int64      // guarded by mu; delivered, not yet credited back
 	// message collects a refusal's body (client side): non-nil once a
 	// refusal with status refusal arrived.
 	message []byte // guarded by mu
@@ -612,7 +613,11 @@ type stream struct {
 }
 
 func newStream(t *tunnel, id uint32, app net.Conn) *stream {
-	return &stream{t: t, id: id, app: app, answerCh: make(chan answer, 1), done: make(chan struct{})}
+	s := &stream{t: t, id: id, app: app, answerCh: make(chan answer, 1), done: make(chan struct{})}
+	if app != nil {
+		s.appW = newRawWriter(app)
+	}
+	return s
 }
 
 // response handles the HEADERS answering our CONNECT (client side).
@@ -681,7 +686,7 @@ func (s *stream) failed(status int, msg string) {
 // before it.
 func (s *stream) setApp(app net.Conn) {
 	s.mu.Lock()
-	s.app = app
+	s.app, s.appW = app, newRawWriter(app)
 	start := len(s.queue) > 0 || s.remoteEnded
 	if start {
 		s.draining = true
@@ -713,10 +718,10 @@ func (s *stream) deliver(p []byte) {
 		s.mu.Unlock()
 		return
 	}
-	app := s.app
+	w := s.appW
 	s.mu.Unlock()
 
-	n, blocked, err := tryWrite(app, p)
+	n, blocked, err := w.write(p)
 	if err == nil && !blocked {
 		s.delivered(n)
 		return
