@@ -341,6 +341,14 @@ func (c *conn) readLoop() {
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
+				if se.Cause == nil && c.idle(se.StreamID) {
+					// A frame the framer refused for its content (a zero
+					// WINDOW_UPDATE, HEADERS padding past the payload) on a
+					// stream that was never opened: a connection error
+					// (RFC 9113, 5.1 and 6.2), not a stream to reset.
+					err = fmt.Errorf("h2link: the peer broke the protocol: %v on stream %d, which is idle: %w", se.Code, se.StreamID, http2.ConnectionError(http2.ErrCodeProtocol))
+					break
+				}
 				if c.server && se.StreamID%2 == 1 {
 					// A request refused as it opened its stream: the
 					// stream was opened, and is closed, so what the peer

@@ -662,6 +662,12 @@ var idleFrames = map[string]func(fr *http2.Framer, id uint32) error{
 	"RST_STREAM":    func(fr *http2.Framer, id uint32) error { return fr.WriteRSTStream(id, http2.ErrCodeCancel) },
 	"WINDOW_UPDATE": func(fr *http2.Framer, id uint32) error { return fr.WriteWindowUpdate(id, 1) },
 	"DATA":          func(fr *http2.Framer, id uint32) error { return fr.WriteData(id, false, []byte("x")) },
+	// A zero increment is one the framer itself refuses, as a stream error.
+	"WINDOW_UPDATE-0": func(fr *http2.Framer, id uint32) error {
+		fr.AllowIllegalWrites = true
+		defer func() { fr.AllowIllegalWrites = false }()
+		return fr.WriteWindowUpdate(id, 0)
+	},
 }
 
 // pingThrough sends a PING on fr and reads up to its ACK, failing on a
