@@ -259,7 +259,8 @@ Sources = [{
 	}
 	// HTTP permissions cannot judge a connection: check says Denied, as
 	// Consul's does, even in -dev where the default is allow.
-	if r := run(t, addr, "intention", "check", "web", "users"); r.code != 1 || !strings.Contains(r.stdout, "Denied") {
+	if r := run(t, addr, "intention", "check", "web", "users"); r.code != 1 || r.stdout != "Denied\n" ||
+		!strings.Contains(r.stderr, "the intention web => users decides by HTTP permissions") {
 		t.Errorf("intention check: %+v", r)
 	}
 }

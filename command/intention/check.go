@@ -2,6 +2,7 @@ package intention
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/hashicorp/cli"
 
@@ -20,6 +21,10 @@ Usage: trellis intention check [options] SRC DST
   arguments, the agent cannot be reached), so scripts can test it:
 
       $ trellis intention check web db && echo "web may call db"
+
+  An intention with HTTP permissions (from a service-intentions config
+  entry) decides per request, so a connection check counts it as Denied;
+  when one decides, a note on stderr says so.
 `
 
 type checkCmd struct{ base }
@@ -64,7 +69,28 @@ func (c *checkCmd) Run(args []string) int {
 		return checkAllowed
 	}
 	c.ui.Output("Denied")
+	if ixn := c.deciding(client, src, dst); ixn != nil && len(ixn.Permissions) > 0 {
+		// On stderr, so that scripts reading stdout see Denied alone.
+		c.ui.Error(fmt.Sprintf("Note: the intention %s => %s decides by HTTP permissions, which apply per request: a connection check counts it as Denied. See trellis intention get %s %s.",
+			ixn.SourceName, ixn.DestinationName, ixn.SourceName, ixn.DestinationName))
+	}
 	return checkDenied
+}
+
+// deciding returns the intention that decides src => dst: the first, in
+// precedence order, of those for dst whose source is src or *; nil when
+// none does or the agent cannot say.
+func (c *checkCmd) deciding(client *api.Client, src, dst string) *api.Intention {
+	m, _, err := client.Connect().IntentionMatch(&api.IntentionMatch{By: api.IntentionMatchDestination, Names: []string{dst}}, c.http.QueryOptions())
+	if err != nil {
+		return nil
+	}
+	for _, i := range m[dst] {
+		if i.SourceName == "*" || strings.EqualFold(i.SourceName, src) {
+			return i
+		}
+	}
+	return nil
 }
 
 func (c *checkCmd) Synopsis() string { return "Checks whether a connection would be allowed" }
