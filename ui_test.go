@@ -372,14 +372,20 @@ func TestUI(t *testing.T) {
 	// An intention of a service-intentions entry is listed with where it
 	// comes from, and no Edit or Delete (the API refuses them).
 	entryFile := filepath.Join(t.TempDir(), "ixn.hcl")
-	if err := os.WriteFile(entryFile, []byte("Kind = \"service-intentions\"\nName = \"api\"\nSources = [{ Name = \"ops\", Action = \"deny\" }]\n"), 0o600); err != nil {
+	entry := "Kind = \"service-intentions\"\nName = \"api\"\nSources = [{ Name = \"ops\", Permissions = [{ Action = \"deny\", HTTP = { PathPrefix = \"/admin\" } }] }]\n"
+	if err := os.WriteFile(entryFile, []byte(entry), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if r := run(t, addr, "config", "write", entryFile); r.code != 0 {
 		t.Fatalf("trellis config write service-intentions: %+v", r)
 	}
-	b.waitFor(t, "entry intention row", `(() => { const tr = document.querySelector('#intentions-table tr[data-source="ops"][data-action="deny"]');
+	b.waitFor(t, "entry intention row", `(() => { const tr = document.querySelector('#intentions-table tr[data-source="ops"][data-action="l7"]');
 		return tr && !tr.querySelector('button') && tr.querySelector('.managed')?.textContent.includes('service-intentions/api'); })()`)
+	// "Can ops call api?" says that its HTTP permissions decide per request.
+	b.do(t, "check form, L7", chromedp.SetValue(chromedp.ID("check-src"), "ops"), chromedp.SetValue(chromedp.ID("check-dst"), "api"),
+		chromedp.Click(chromedp.CSS(`#check-form button[type=submit]`)))
+	b.waitFor(t, "check result, L7", `(() => { const t = document.querySelector('#check-result [data-allowed="false"]')?.textContent || '';
+		return t.includes('ops → api') && t.includes('L7 permissions') && t.includes('decide each request'); })()`)
 	b.screenshot(t, shots, "intentions-entry")
 	if r := run(t, addr, "config", "delete", "-kind", "service-intentions", "-name", "api"); r.code != 0 {
 		t.Fatalf("trellis config delete service-intentions: %+v", r)

@@ -156,7 +156,8 @@ export default function intentionsPage(main, _params, signal) {
       const decided = (matches?.[dst] || []).find((i) => i.SourceName === src || i.SourceName === '*');
       const why = decided
         ? [`decided by the intention ${decided.SourceName} → ${decided.DestinationName} (${decided.Permissions?.length ? 'L7 permissions' : decided.Action}, precedence ${decided.Precedence})`,
-          decided.Description ? ` — “${decided.Description}”` : '', '.']
+          decided.Description ? ` — “${decided.Description}”` : '', '.',
+          decided.Permissions?.length ? ' Its HTTP permissions decide each request by its method, path and headers; a check of the connection counts them as denied.' : '']
         : `no intention matches, so the default policy (${self?.Config?.DefaultIntentionPolicy || 'unknown'}) decides.`;
       replace(cResult, h('p', { class: 'result ' + (res?.Allowed ? 'allow' : 'deny'), dataset: { allowed: String(!!res?.Allowed) } },
         h('strong', {}, res?.Allowed ? `Allowed: ${src} may call ${dst}` : `Denied: ${src} may not call ${dst}`), ' — ', why));
