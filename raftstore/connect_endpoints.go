@@ -115,11 +115,12 @@ func validateCAConfig(c *structs.CAConfig, now time.Time) (*ca.Root, error) {
 	}
 	root, err := ca.LoadRoot(c.RootCert, c.PrivateKey, now)
 	if err != nil {
-		field, reason, ok := strings.Cut(err.Error(), ": ")
-		if !ok {
-			field, reason = "RootCert", err.Error()
+		field, reason := ca.FieldRootCert, err
+		var re *ca.RootError
+		if errors.As(err, &re) {
+			field, reason = re.Field, re.Err
 		}
-		return nil, structs.Invalid("Config."+field, "%s", reason)
+		return nil, structs.Invalid("Config."+field, "%v", reason)
 	}
 	return root, nil
 }

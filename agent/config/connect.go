@@ -220,20 +220,21 @@ func checkKeyBits(b int) error {
 
 // checkRoot loads a configured root and its key as the CA will. Its error
 // begins with the key at fault (private_key or root_cert), which it also
-// returns: the CA's own errors name the HTTP API's fields (PrivateKey,
-// RootCert), not the agent configuration's.
+// returns, named as this configuration names it.
 func checkRoot(cert, key string) (string, error) {
 	_, err := ca.LoadRoot(cert, key, time.Now())
 	if err == nil {
 		return "", nil
 	}
-	msg := err.Error()
-	for api, cfg := range map[string]string{"PrivateKey": "private_key", "RootCert": "root_cert"} {
-		if rest, ok := strings.CutPrefix(msg, api+": "); ok {
-			return cfg, fmt.Errorf("%s: %s", cfg, strings.ReplaceAll(strings.ReplaceAll(rest, "RootCert", "root_cert"), "PrivateKey", "private_key"))
-		}
+	var re *ca.RootError
+	if !errors.As(err, &re) {
+		return "root_cert", fmt.Errorf("root_cert and private_key: %w", err)
 	}
-	return "root_cert", fmt.Errorf("root_cert and private_key: %s", msg)
+	field := "root_cert"
+	if re.Field == ca.FieldPrivateKey {
+		field = "private_key"
+	}
+	return field, fmt.Errorf("%s: %w", field, re.Err)
 }
 
 // buildConnect checks the mesh settings and puts them in rc.

@@ -112,37 +112,59 @@ func trustDomainURI(trustDomain string) ([]*url.URL, error) {
 	return []*url.URL{td.ID().URL()}, nil
 }
 
+// Fields of a CA configuration that a RootError names, as the HTTP API's
+// configuration calls them.
+const (
+	FieldRootCert   = "RootCert"
+	FieldPrivateKey = "PrivateKey"
+)
+
+// A RootError is why LoadRoot refused a root: Field (FieldRootCert or
+// FieldPrivateKey) is the part at fault, so that each caller can name it as
+// its users write it.
+type RootError struct {
+	Field string
+	Err   error
+}
+
+func (e *RootError) Error() string { return e.Field + ": " + e.Err.Error() }
+
+// Unwrap returns the reason.
+func (e *RootError) Unwrap() error { return e.Err }
+
+func rootErr(field string, err error) error { return &RootError{Field: field, Err: err} }
+
 // LoadRoot reads a root given by an operator (a CA configuration with
 // RootCert and PrivateKey) and checks it: a CA certificate, valid at now,
-// whose public key is the ECDSA P-256 key given.
+// whose public key is the ECDSA P-256 key given. A refusal is a *RootError.
 func LoadRoot(certPEM, keyPEM string, now time.Time) (*Root, error) {
 	key, err := connect.ParseSigner(keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("PrivateKey: %w", err)
+		return nil, rootErr(FieldPrivateKey, err)
 	}
 	if err := connect.ValidateSigningKey(key); err != nil {
-		return nil, fmt.Errorf("PrivateKey: %w", err)
+		return nil, rootErr(FieldPrivateKey, err)
 	}
 	cert, err := connect.ParseCert(certPEM)
 	if err != nil {
-		return nil, fmt.Errorf("RootCert: %w", err)
+		return nil, rootErr(FieldRootCert, err)
 	}
 	if !cert.IsCA || !cert.BasicConstraintsValid {
-		return nil, errors.New("RootCert: not a CA certificate (basic constraints CA:TRUE missing)")
+		return nil, rootErr(FieldRootCert, errors.New("not a CA certificate (basic constraints CA:TRUE missing)"))
 	}
 	if cert.KeyUsage != 0 && cert.KeyUsage&x509.KeyUsageCertSign == 0 {
 		// Go's verifier ignores key usage on CAs, but other TLS stacks refuse
 		// chains through a CA that may not sign certificates.
-		return nil, errors.New("RootCert: key usage does not allow certificate signing (keyCertSign)")
+		return nil, rootErr(FieldRootCert, errors.New("key usage does not allow certificate signing (keyCertSign)"))
 	}
 	if now.After(cert.NotAfter) || now.Before(cert.NotBefore) {
-		return nil, fmt.Errorf("RootCert: valid from %s to %s, not now", cert.NotBefore.Format(time.RFC3339), cert.NotAfter.Format(time.RFC3339))
+		return nil, rootErr(FieldRootCert, fmt.Errorf("valid from %s to %s, not now", cert.NotBefore.Format(time.RFC3339), cert.NotAfter.Format(time.RFC3339)))
 	}
 	if !publicKeysEqual(cert.PublicKey, key.Public()) {
-		return nil, errors.New("PrivateKey: does not belong to RootCert")
+		return nil, rootErr(FieldPrivateKey, errors.New("does not belong to the root certificate"))
 	}
 	if len(cert.SubjectKeyId) == 0 {
-		return nil, errors.New("RootCert: no subject key ID")
+		return nil, rootErr(FieldRootCert, errors.New("no subject key ID"))
 	}
 	keyOut, err := connect.EncodeKey(key)
 	if err != nil {

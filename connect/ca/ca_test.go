@@ -12,6 +12,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net"
 	"net/url"
@@ -223,6 +224,11 @@ func TestLoadRoot(t *testing.T) {
 				}
 				if !strings.Contains(err.Error(), test.wantErrHas) {
 					t.Errorf("LoadRoot error %q, want it to mention %q", err, test.wantErrHas)
+				}
+				// Callers name the field as their users write it.
+				var re *RootError
+				if !errors.As(err, &re) || (re.Field != FieldRootCert && re.Field != FieldPrivateKey) {
+					t.Errorf("LoadRoot error %q is not a *RootError naming RootCert or PrivateKey", err)
 				}
 				return
 			}
