@@ -119,24 +119,24 @@ func permissionText(p *api.IntentionPermission) string {
 	return strings.Join(parts, " ")
 }
 
-// headerText is one header condition: header[name]=exact, prefix=…, present.
+// headerText is one header condition: `header[x-team] exact="core"`,
+// `header[x-debug] not present`.
 func headerText(h api.IntentionHTTPHeaderPermission) string {
 	var cond string
 	switch {
 	case h.Present:
-		cond = " present"
+		cond = "present"
 	case h.Exact != "":
-		cond = " exact=" + strconv.Quote(h.Exact)
+		cond = "exact=" + strconv.Quote(h.Exact)
 	case h.Prefix != "":
-		cond = " prefix=" + strconv.Quote(h.Prefix)
+		cond = "prefix=" + strconv.Quote(h.Prefix)
 	case h.Suffix != "":
-		cond = " suffix=" + strconv.Quote(h.Suffix)
+		cond = "suffix=" + strconv.Quote(h.Suffix)
 	case h.Regex != "":
-		cond = " regex=" + strconv.Quote(h.Regex)
+		cond = "regex=" + strconv.Quote(h.Regex)
 	}
-	not := ""
 	if h.Invert {
-		not = "not "
+		cond = "not " + cond
 	}
-	return "header[" + h.Name + "]" + " " + not + strings.TrimSpace(cond)
+	return "header[" + h.Name + "] " + cond
 }

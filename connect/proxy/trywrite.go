@@ -15,7 +15,7 @@ import (
 // descriptor are written normally (waiting). Not for concurrent use.
 type rawWriter struct {
 	c     net.Conn
-	rc    syscall.RawConn // nil: c has no file descriptor, or setupErr
+	rc    syscall.RawConn // nil: c has no file descriptor (or setup is set)
 	setup error           // SyscallConn's error, returned by every write
 	fn    func(fd uintptr) bool
 

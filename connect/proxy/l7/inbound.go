@@ -443,8 +443,8 @@ func (h *inboundHandler) serve(w http.ResponseWriter, r *http.Request) (int, boo
 	dec := in.cfg.Authorizer.AuthorizeHTTP(h.source, r)
 	if !dec.Allowed {
 		h.stats.denied.inc()
-		by := "the default intention policy"
 		// An intention names the pair; the default policy needs it said.
+		by := "the default intention policy"
 		body := fmt.Sprintf("request denied by %s (source %s → destination %s)", by, h.source.Service, in.cfg.Service)
 		if dec.Matched != nil {
 			by = fmt.Sprintf("intention %s => %s", dec.Matched.SourceName, dec.Matched.DestinationName)
