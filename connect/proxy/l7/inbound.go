@@ -445,10 +445,12 @@ func (h *inboundHandler) serve(w http.ResponseWriter, r *http.Request) (int, boo
 		h.stats.denied.inc()
 		// An intention names the pair; the default policy needs it said.
 		by := "the default intention policy"
-		body := fmt.Sprintf("request denied by %s (source %s → destination %s)", by, h.source.Service, in.cfg.Service)
+		body := "request denied by "
 		if dec.Matched != nil {
 			by = fmt.Sprintf("intention %s => %s", dec.Matched.SourceName, dec.Matched.DestinationName)
-			body = "request denied by " + by
+			body += by
+		} else {
+			body += fmt.Sprintf("%s (source %s → destination %s)", by, h.source.Service, in.cfg.Service)
 		}
 		if in.denyLog.allow() {
 			in.logger.Info("request denied by intention", "source", h.source.Service, "destination", in.cfg.Service,
