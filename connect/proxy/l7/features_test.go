@@ -468,7 +468,7 @@ func TestInbound_L7IntentionDeniesDelete(t *testing.T) {
 	if resp.StatusCode != 403 || string(b) != want {
 		t.Errorf("DELETE /users/7: %d %q, want 403 %q", resp.StatusCode, b, want)
 	}
-	if status, body, _ := get(t, c, s.url+"/other"); status != 403 || !strings.Contains(body, "default intention policy") {
+	if status, body, _ := get(t, c, s.url+"/other"); status != 403 || body != "trellis mesh: request denied by the default intention policy (source web → destination api)\n" {
 		t.Errorf("GET /other: %d %q, want 403 by the default policy", status, body)
 	}
 	if n := a.hits.Load(); n != 1 {
