@@ -305,7 +305,6 @@ func compareFeatures(b *testing.B, m *mesh, fortio string, repeats int, dur time
 		if i%2 == 1 {
 			order = []string{"features", "plain"}
 		}
-		var pair [2]float64
 		for _, path := range order {
 			url := m.l7URL
 			if path == "features" {
@@ -317,12 +316,12 @@ func compareFeatures(b *testing.B, m *mesh, fortio string, repeats int, dur time
 			b.Logf("%s %-8s run %d: %s; %s", b.Name(), path, i+1, res, cpu)
 			perReq := 1e6 * cpu.agents.Seconds() / float64(res.DurationHistogram.Count)
 			if path == "features" {
-				feat, cpuFeat, pair[1] = append(feat, res.ActualQPS), append(cpuFeat, perReq), res.ActualQPS
+				feat, cpuFeat = append(feat, res.ActualQPS), append(cpuFeat, perReq)
 			} else {
-				plain, cpuPlain, pair[0] = append(plain, res.ActualQPS), append(cpuPlain, perReq), res.ActualQPS
+				plain, cpuPlain = append(plain, res.ActualQPS), append(cpuPlain, perReq)
 			}
 		}
-		ratios = append(ratios, pair[1]/pair[0])
+		ratios = append(ratios, feat[i]/plain[i])
 	}
 	r := median(ratios)
 	b.ReportMetric(median(plain), "rps-plain")
