@@ -3,6 +3,8 @@ package proxy
 import (
 	"net"
 	"sync"
+
+	"github.com/trellismesh/trellis/connect/proxy/rawsock"
 )
 
 // batchConn is the TCP connection under a tunnel's tls.Conn. crypto/tls
@@ -20,7 +22,9 @@ type batchConn struct {
 	err     error  // guarded by mu; sticky write error
 }
 
-func newBatchConn(c net.Conn) *batchConn { return &batchConn{Conn: c} }
+// newBatchConn wraps c, reading and writing its socket with raw system
+// calls (rawsock).
+func newBatchConn(c net.Conn) *batchConn { return &batchConn{Conn: rawsock.Wrap(c)} }
 
 // gather starts keeping writes.
 func (b *batchConn) gather() {

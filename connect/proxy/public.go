@@ -15,6 +15,7 @@ import (
 	"github.com/trellismesh/trellis/connect/golden"
 	"github.com/trellismesh/trellis/connect/intentions"
 	"github.com/trellismesh/trellis/connect/proxy/l7"
+	"github.com/trellismesh/trellis/connect/proxy/rawsock"
 )
 
 func newServerTLS(certs connect.CertSource) *tls.Config {
@@ -237,6 +238,9 @@ func (p *Proxy) serveStream(ic *inboundConn, s *stream) {
 	start := time.Now()
 	d := net.Dialer{Timeout: p.dialTimeout, KeepAlive: -1}
 	app, err := d.DialContext(p.ctx, "tcp", p.cfg.LocalAppAddr)
+	if err == nil {
+		app = rawsock.Wrap(app)
+	}
 	ic.edge.Observe(err != nil, time.Since(start))
 	if err != nil {
 		if ok, suppressed := p.logApp.allow(); ok {

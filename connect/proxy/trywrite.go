@@ -1,9 +1,10 @@
 package proxy
 
 import (
-	"errors"
 	"net"
 	"syscall"
+
+	"github.com/trellismesh/trellis/connect/proxy/rawsock"
 )
 
 // rawWriter writes to one connection without waiting: as much as the
@@ -59,18 +60,14 @@ func (w *rawWriter) write(p []byte) (n int, blocked bool, err error) {
 // is full, and never asks to wait.
 func (w *rawWriter) writeFD(fd uintptr) bool {
 	for w.n < len(w.p) {
-		m, e := syscall.Write(int(fd), w.p[w.n:])
-		if m > 0 {
-			w.n += m
-		}
+		m, e := rawsock.WriteFD(fd, w.p[w.n:])
+		w.n += m
 		switch {
-		case e == nil && m > 0:
+		case e == 0 && m > 0:
 			continue
-		case errors.Is(e, syscall.EINTR):
-			continue
-		case errors.Is(e, syscall.EAGAIN):
+		case e == syscall.EAGAIN:
 			w.blocked = true
-		case e != nil:
+		case e != 0:
 			w.err = e
 		default: // a write of 0 bytes without an error: treat as full
 			w.blocked = true

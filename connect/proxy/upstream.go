@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/go-metrics"
 
 	"github.com/trellismesh/trellis/connect/golden"
+	"github.com/trellismesh/trellis/connect/proxy/rawsock"
 )
 
 // Backoff of an instance that failed: backoffBase after the first failure,
@@ -227,6 +228,7 @@ var errDenied = errors.New("denied by the destination")
 
 // serve forwards one application connection to an instance.
 func (u *upstream) serve(app net.Conn) {
+	app = rawsock.Wrap(app)
 	if out := u.httpOutbound(); out != nil {
 		// The chain says http: the L7 side serves the connection's requests
 		// (it owns app from here, and closes it).

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/trellismesh/trellis/connect/proxy/rawsock"
 )
 
 // appConns are the destination proxy's HTTP/1.1 connections to its
@@ -286,6 +288,7 @@ func (p *appConns) get(ctx context.Context) (ac *appConn, reused bool, err error
 	if err != nil {
 		return nil, false, err
 	}
+	nc = rawsock.Wrap(nc)
 	return &appConn{nc: nc, br: bufio.NewReaderSize(nc, 16<<10), bw: bufio.NewWriterSize(nc, 16<<10)}, false, nil
 }
 

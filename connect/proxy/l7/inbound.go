@@ -22,6 +22,7 @@ import (
 	"github.com/trellismesh/trellis/connect/golden"
 	"github.com/trellismesh/trellis/connect/intentions"
 	"github.com/trellismesh/trellis/connect/proxy/l7/h2link"
+	"github.com/trellismesh/trellis/connect/proxy/rawsock"
 )
 
 // HeaderClientCert carries the verified identity of the calling service
@@ -191,7 +192,13 @@ func NewInbound(cfg InboundConfig) (*Inbound, error) {
 	in.overload = in.reg.counter(keyInboundOverload, in.labels)
 	dialer := &net.Dialer{Timeout: cfg.LocalConnectTimeout}
 	in.app = &http.Transport{
-		DialContext:         dialer.DialContext,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return rawsock.Wrap(c), nil
+		},
 		MaxIdleConnsPerHost: 256,
 		IdleConnTimeout:     90 * time.Second,
 		DisableCompression:  true,

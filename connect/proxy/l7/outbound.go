@@ -23,6 +23,7 @@ import (
 	"github.com/trellismesh/trellis/connect/configentry"
 	"github.com/trellismesh/trellis/connect/golden"
 	"github.com/trellismesh/trellis/connect/proxy/l7/h2link"
+	"github.com/trellismesh/trellis/connect/proxy/rawsock"
 )
 
 // ALPN is the protocol a source proxy negotiates on a destination proxy's
@@ -392,6 +393,7 @@ func (o *Outbound) Serve(ln net.Listener) error {
 // ServeConn serves one application connection, accepted elsewhere, in the
 // background; Close closes it.
 func (o *Outbound) ServeConn(c net.Conn) {
+	c = rawsock.Wrap(c)
 	if !o.connLn.push(c) {
 		c.Close()
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/trellismesh/trellis/connect"
 	"github.com/trellismesh/trellis/connect/proxy/l7/h2link"
+	"github.com/trellismesh/trellis/connect/proxy/rawsock"
 )
 
 // errOverloaded means a circuit breaker refused the request.
@@ -303,6 +304,7 @@ func (h *hostConns) dialTLS(ctx context.Context) (*tls.Conn, error) {
 	if err != nil {
 		return nil, &connectError{addr: h.addr, err: err}
 	}
+	raw = rawsock.Wrap(raw)
 	tc := tls.Client(raw, h.tls)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
