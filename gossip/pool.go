@@ -433,7 +433,9 @@ func (p *Pool) Leave(timeout time.Duration) error {
 }
 
 // Shutdown stops gossip at once, without leaving: to the others this member
-// fails. It returns once the pool's goroutines are gone. Idempotent.
+// fails. It returns once the pool's goroutines are gone (memberlist's own
+// probe in flight, if any, ends when its timer fires, within a few probe
+// intervals: memberlist does not wait for it). Idempotent.
 func (p *Pool) Shutdown() error {
 	var err error
 	p.shutdownOnce.Do(func() {

@@ -1,8 +1,9 @@
 // Package testutil holds helpers for tests: a logger that writes to the test
 // (shown only when it fails, or under -v), free loopback ports, a buffer
 // safe to read while it is written (LockedBuffer), one accepted connection
-// (AcceptOne), and a go-metrics sink that keeps what it is sent
-// (MetricsSink).
+// (AcceptOne), a go-metrics sink that keeps what it is sent
+// (MetricsSink), and a goroutine-leak check for TestMain that waits out
+// memberlist's in-flight probes (VerifyTestMain).
 //
 // It is imported only by _test.go files and other test-only helpers.
 package testutil
