@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -154,6 +155,9 @@ func (p *proc) start(tb testing.TB) {
 	p.cmd = exec.Command(trellisBinary(tb), p.args...)
 	p.logs = &testutil.LockedBuffer{}
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
+	if extra := os.Getenv(agentEnvEnv); extra != "" {
+		p.cmd.Env = append(os.Environ(), strings.Fields(extra)...)
+	}
 	if err := p.cmd.Start(); err != nil {
 		tb.Fatal(err)
 	}

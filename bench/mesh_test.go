@@ -41,6 +41,13 @@ const (
 	// profile of both agents taken during the first mesh run of each
 	// sub-benchmark (<dir>/<sub-benchmark>-<agent>.pprof).
 	profileEnv = "TRELLIS_BENCH_PROFILE_DIR"
+	// agentEnvEnv adds space-separated VAR=value pairs to the agents'
+	// environment (for example GOMAXPROCS=1 or GODEBUG settings), to try a
+	// runtime setting without rebuilding.
+	agentEnvEnv = "TRELLIS_BENCH_AGENT_ENV"
+	// dumpLogsEnv, when set to a directory, makes the agents' output land
+	// in <dir>/<agent>.log when the benchmark ends.
+	dumpLogsEnv = "TRELLIS_BENCH_DUMP_LOGS"
 	// helperEnv set to "sink" makes the test binary a TCP sink (runSink)
 	// instead of running tests.
 	helperEnv = "TRELLIS_BENCH_HELPER"
@@ -92,15 +99,19 @@ func TestMain(m *testing.M) {
 // the CPU time both agents spent per request of a mesh run (from /proc, so
 // it holds also when other work shares the machine), agents-reads/req and
 // agents-writes/req their read- and write-like system calls per request
-// (from /proc/PID/io). tcp-stream reports
-// mbps-direct and mbps-mesh in MB/s (10^6 bytes), throughput-ratio, and
+// (from /proc/PID/io), and agents-sleeps/req the times their threads went
+// to sleep per request (voluntary context switches, from
+// /proc/PID/task/*/status). tcp-stream reports mbps-direct and mbps-mesh
+// in MB/s (10^6 bytes), throughput-ratio, and
 // agents-cpu-ms/MB. Each run logs its figures and how busy the machine was
 // with work other than the benchmark's.
 //
 // TRELLIS_BENCH_MESH_REPEATS and TRELLIS_BENCH_MESH_DURATION change the
 // number of pairs and the length of a fortio run; with
 // TRELLIS_BENCH_PROFILE_DIR set, each sub-benchmark ends with one more mesh
-// run, outside the figures, during which both agents are CPU-profiled.
+// run, outside the figures, during which both agents are CPU-profiled;
+// TRELLIS_BENCH_AGENT_ENV adds to the agents' environment, and
+// TRELLIS_BENCH_DUMP_LOGS keeps their output.
 func BenchmarkMesh(b *testing.B) {
 	fortio := fortioBinary(b)
 	m := startMesh(b, fortio)
@@ -161,6 +172,7 @@ func comparePaths(b *testing.B, m *mesh, fortio, meshURL string, qps int, newCon
 	var direct, mesh []*fortioResult
 	var cpuPerReq []float64                 // the agents' CPU µs per request, mesh runs
 	var readsPerReq, writesPerReq []float64 // the agents' system calls per request, likewise
+	var sleepsPerReq []float64              // the agents' threads' waits per request, likewise
 	for i := range b.N * repeats {
 		for _, path := range pairOrder(i) {
 			url := m.directURL
@@ -180,6 +192,7 @@ func comparePaths(b *testing.B, m *mesh, fortio, meshURL string, qps int, newCon
 				cpuPerReq = append(cpuPerReq, 1e6*cpu.agents.Seconds()/n)
 				readsPerReq = append(readsPerReq, float64(cpu.reads)/n)
 				writesPerReq = append(writesPerReq, float64(cpu.writes)/n)
+				sleepsPerReq = append(sleepsPerReq, float64(cpu.sleeps)/n)
 			} else {
 				direct = append(direct, res)
 			}
@@ -194,6 +207,9 @@ func comparePaths(b *testing.B, m *mesh, fortio, meshURL string, qps int, newCon
 	// loopback hops make system calls most of a proxy's CPU.
 	b.ReportMetric(median(readsPerReq), "agents-reads/req")
 	b.ReportMetric(median(writesPerReq), "agents-writes/req")
+	// Times the agents' threads went to sleep per request: on a virtual
+	// machine each wake-up that follows is the dearest part of a hop.
+	b.ReportMetric(median(sleepsPerReq), "agents-sleeps/req")
 	if newConn {
 		b.ReportMetric(1000*(median(percentileOf(mesh, "50"))-median(percentileOf(direct, "50"))), "newconn-p50-added-ms")
 	}
@@ -519,6 +535,9 @@ service {
 			if tb.Failed() {
 				tb.Logf("agent %s output:\n%s", name, a.logs.String())
 			}
+			if d := os.Getenv(dumpLogsEnv); d != "" {
+				_ = os.WriteFile(filepath.Join(d, name+".log"), []byte(a.logs.String()), 0o644)
+			}
 		})
 		return a
 	}
@@ -644,6 +663,9 @@ type cpuMark struct {
 	// reads and writes are the agents' read- and write-like system calls
 	// (syscr and syscw of /proc/PID/io).
 	reads, writes int64
+	// sleeps counts the times the agents' threads gave up their CPU to
+	// wait (voluntary context switches): each is a wake-up paid later.
+	sleeps int64
 }
 
 // cpuUse is the CPU time spent between two marks.
@@ -651,8 +673,9 @@ type cpuUse struct {
 	busy, all time.Duration
 	agents    time.Duration // both agents
 	ours      time.Duration // the agents and the benchmark's other processes
-	// reads and writes count both agents' read- and write-like system calls.
-	reads, writes int64
+	// reads and writes count both agents' read- and write-like system calls,
+	// sleeps the times their threads waited.
+	reads, writes, sleeps int64
 }
 
 // String says how much the agents used and how busy the machine was, and
@@ -672,6 +695,7 @@ func (m *mesh) markCPU(tb testing.TB) cpuMark {
 		r, w := processSyscalls(tb, a.cmd.Process.Pid)
 		c.reads += r
 		c.writes += w
+		c.sleeps += processSleeps(tb, a.cmd.Process.Pid)
 	}
 	for _, pid := range m.others {
 		c.others += processCPU(tb, pid)
@@ -686,7 +710,7 @@ func (m *mesh) cpuSince(tb testing.TB, start cpuMark, extra time.Duration) cpuUs
 	end := m.markCPU(tb)
 	agents := end.agents - start.agents
 	return cpuUse{busy: end.busy - start.busy, all: end.all - start.all, agents: agents,
-		ours: agents + end.others - start.others + extra, reads: end.reads - start.reads, writes: end.writes - start.writes}
+		ours: agents + end.others - start.others + extra, reads: end.reads - start.reads, writes: end.writes - start.writes, sleeps: end.sleeps - start.sleeps}
 }
 
 // processSyscalls returns how many read- and write-like system calls a
@@ -713,6 +737,36 @@ func processSyscalls(tb testing.TB, pid int) (reads, writes int64) {
 		}
 	}
 	return reads, writes
+}
+
+// processSleeps returns how many times the threads of a process have
+// waited so far: the sum of voluntary_ctxt_switches over /proc/PID/task
+// (threads that have ended are not counted; the Go runtime rarely ends one).
+func processSleeps(tb testing.TB, pid int) int64 {
+	tb.Helper()
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		tb.Fatalf("threads of process %d: %v", pid, err)
+	}
+	var sum int64
+	for _, t := range tasks {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		if err != nil {
+			continue // the thread ended since the listing
+		}
+		for line := range strings.SplitSeq(string(data), "\n") {
+			value, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:")
+			if !ok {
+				continue
+			}
+			n, err := strconv.ParseInt(strings.TrimSpace(value), 10, 64)
+			if err != nil {
+				tb.Fatalf("/proc/%d/task/%s/status: %q: %v", pid, t.Name(), line, err)
+			}
+			sum += n
+		}
+	}
+	return sum
 }
 
 // clockTick is the unit of /proc's CPU times (USER_HZ, 100 on Linux).
