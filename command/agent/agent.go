@@ -20,6 +20,7 @@ import (
 	"github.com/trellismesh/trellis/agent"
 	"github.com/trellismesh/trellis/agent/config"
 	"github.com/trellismesh/trellis/command/flags"
+	"github.com/trellismesh/trellis/internal/heapfloor"
 	"github.com/trellismesh/trellis/version"
 )
 
@@ -88,6 +89,10 @@ func (c *cmd) Run(args []string) int {
 	for _, w := range warnings {
 		logger.Warn(w)
 	}
+	// Fewer garbage collections while the heap is small: they made the
+	// proxies' tail latency (website/performance.md).
+	gc := heapfloor.Start(heapfloor.DefaultFloor, logger.Named("gc"))
+	defer gc.Stop()
 
 	// A signal during start cancels it; after start, the first signal
 	// shuts down gracefully and a second one exits at once.
