@@ -21,6 +21,7 @@ import (
 	"github.com/trellismesh/trellis/agent/config"
 	"github.com/trellismesh/trellis/command/flags"
 	"github.com/trellismesh/trellis/internal/heapfloor"
+	"github.com/trellismesh/trellis/internal/procs"
 	"github.com/trellismesh/trellis/version"
 )
 
@@ -93,6 +94,10 @@ func (c *cmd) Run(args []string) int {
 	// proxies' tail latency (website/performance.md).
 	gc := heapfloor.Start(heapfloor.DefaultFloor, logger.Named("gc"))
 	defer gc.Stop()
+	// One scheduler processor while the agent is lightly loaded: fewer
+	// wake-ups of idle threads per request (website/performance.md).
+	sched := procs.Start(logger.Named("procs"))
+	defer sched.Stop()
 
 	// A signal during start cancels it; after start, the first signal
 	// shuts down gracefully and a second one exits at once.
