@@ -21,10 +21,11 @@ import (
 	"os"
 	"runtime/debug"
 	"runtime/metrics"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/trellismesh/trellis/internal/periodic"
 )
 
 // DefaultFloor is the agent's growth allowance: a few seconds of proxy
@@ -57,9 +58,7 @@ type Tuner struct {
 	floor   uint64
 	base    int // the percentage at Start, restored by Stop
 	logger  hclog.Logger
-	stop    chan struct{}
-	done    chan struct{}
-	once    sync.Once
+	loop    *periodic.Loop
 	sample  []metrics.Sample
 	percent int    // owned by the goroutine; the percentage last set
 	raised  bool   // owned by the goroutine; collections are frequent
@@ -83,8 +82,6 @@ func Start(floor uint64, logger hclog.Logger) *Tuner {
 		floor:   floor,
 		base:    base,
 		logger:  logger,
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
 		sample:  []metrics.Sample{{Name: liveHeap}, {Name: gcCycles}},
 		percent: base,
 	}
@@ -92,7 +89,7 @@ func Start(floor uint64, logger hclog.Logger) *Tuner {
 	if t.sample[1].Value.Kind() == metrics.KindUint64 {
 		t.cycles = t.sample[1].Value.Uint64()
 	}
-	go t.run()
+	t.loop = periodic.Start(interval, func(time.Time) { t.adjust() })
 	return t
 }
 
@@ -102,24 +99,8 @@ func (t *Tuner) Stop() {
 	if t == nil {
 		return
 	}
-	t.once.Do(func() {
-		close(t.stop)
-		<-t.done
+	if t.loop.Stop() {
 		debug.SetGCPercent(t.base)
-	})
-}
-
-func (t *Tuner) run() {
-	defer close(t.done)
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-t.stop:
-			return
-		case <-tick.C:
-			t.adjust()
-		}
 	}
 }
 

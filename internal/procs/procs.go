@@ -18,11 +18,12 @@ package procs
 import (
 	"os"
 	"runtime"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/trellismesh/trellis/internal/periodic"
 )
 
 // interval is how often the tuner reads the process's CPU time.
@@ -40,9 +41,7 @@ const (
 // Tuner changes GOMAXPROCS while it runs.
 type Tuner struct {
 	logger hclog.Logger
-	stop   chan struct{}
-	done   chan struct{}
-	once   sync.Once
+	loop   *periodic.Loop
 
 	max   int           // owned by the goroutine; the default's processors
 	procs int           // owned by the goroutine; the current setting
@@ -62,10 +61,9 @@ func Start(logger hclog.Logger) *Tuner {
 	if max <= 1 {
 		return nil
 	}
-	t := &Tuner{logger: logger, stop: make(chan struct{}), done: make(chan struct{}),
-		max: max, procs: max, last: cpuTime(), at: time.Now()}
+	t := &Tuner{logger: logger, max: max, procs: max, last: cpuTime(), at: time.Now()}
 	t.set(1)
-	go t.run()
+	t.loop = periodic.Start(interval, t.tick)
 	return t
 }
 
@@ -75,29 +73,19 @@ func (t *Tuner) Stop() {
 	if t == nil {
 		return
 	}
-	t.once.Do(func() {
-		close(t.stop)
-		<-t.done
+	if t.loop.Stop() {
 		runtime.SetDefaultGOMAXPROCS()
-	})
+	}
 }
 
-func (t *Tuner) run() {
-	defer close(t.done)
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-t.stop:
-			return
-		case now := <-tick.C:
-			used := cpuTime()
-			load := (used - t.last).Seconds() / now.Sub(t.at).Seconds()
-			t.last, t.at = used, now
-			if p := t.step(load); p != t.procs {
-				t.set(p)
-			}
-		}
+// tick reads the CPU time the process used since the last tick and sets
+// the processors step says.
+func (t *Tuner) tick(now time.Time) {
+	used := cpuTime()
+	load := (used - t.last).Seconds() / now.Sub(t.at).Seconds()
+	t.last, t.at = used, now
+	if p := t.step(load); p != t.procs {
+		t.set(p)
 	}
 }
 
