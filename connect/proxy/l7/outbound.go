@@ -381,9 +381,10 @@ func (o *Outbound) Handshakes() int64 { return o.pool.handshakes.Load() }
 
 // Serve serves the application's connections accepted on ln (HTTP/1.1, and
 // HTTP/2 with prior knowledge for gRPC) until Close, which closes ln. It
-// returns nil after Close, else the error of ln.Accept.
+// returns nil after Close, else the error of ln.Accept. Like ServeConn's,
+// the connections are read and written with raw system calls (rawsock).
 func (o *Outbound) Serve(ln net.Listener) error {
-	err := o.srv.Serve(ln)
+	err := o.srv.Serve(rawsock.Listener{Listener: ln})
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
