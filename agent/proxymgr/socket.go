@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/trellismesh/trellis/connect/proxy"
 )
 
 // socket is a TCP listener the manager binds and owns. A proxy serves it
@@ -27,9 +29,9 @@ type socket struct {
 	held []net.Conn // accepted for a lease closed meanwhile, for the next one; guarded by mu
 }
 
-// listen binds addr.
+// listen binds addr (as the proxies bind theirs: see proxy.Listen).
 func listen(addr string) (*socket, error) {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := proxy.Listen(addr)
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,8 @@ import (
 	"os"
 	"sync"
 	"time"
+
+	"github.com/trellismesh/trellis/connect/proxy/rawsock"
 )
 
 // maxEarly bounds what an application connection may send before the
@@ -31,6 +33,7 @@ type outbound struct {
 	mu       sync.Mutex
 	kept     []byte        // guarded by mu; bytes sent before an answer
 	eof      bool          // guarded by mu; the application ended its direction before an answer
+	tried    bool          // guarded by mu; first has read the application once
 	opened   bool          // guarded by mu; an instance accepted
 	openedCh chan struct{} // closed when opened
 	pumpDone chan struct{} // of the current attempt's pump; guarded by mu
@@ -62,17 +65,45 @@ func (o *outbound) wait() {
 	}
 }
 
-// attempt pumps the application into st in a goroutine of the proxy's. The
-// returned stop function interrupts the pump (when the attempt failed) and
-// waits for it; what it read is kept for the next attempt.
-func (o *outbound) attempt(p *Proxy, st *stream) (stop func(), ok bool) {
+// first returns the bytes a new attempt can send with its CONNECT: what
+// earlier attempts kept or, on the first, what the application sent with
+// its connection (a client that speaks first has usually sent its request
+// by the time its connection is accepted). It does not wait; nothing is
+// there for an application that waits for the server to speak.
+func (o *outbound) first() []byte {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.kept) > 0 || o.eof || o.tried {
+		return o.kept
+	}
+	o.tried = true
+	rc, ok := o.app.(*rawsock.Conn)
+	if !ok {
+		return nil
+	}
+	bp := chunkBufs.Get().(*[]byte)
+	defer chunkBufs.Put(bp)
+	buf := *bp
+	n, _ := rc.TryRead(buf) // an end or an error is the pump's to find
+	if n > 0 {
+		o.kept = append(o.kept, buf[:n]...)
+	}
+	return o.kept
+}
+
+// attempt pumps the application into st in a goroutine of the proxy's,
+// after the first sent bytes of what first returned, which went out with
+// the CONNECT. The returned stop function interrupts the pump (when the
+// attempt failed) and waits for it; what it read is kept for the next
+// attempt.
+func (o *outbound) attempt(p *Proxy, st *stream, sent int) (stop func(), ok bool) {
 	done := make(chan struct{})
 	halt := make(chan struct{})
 	// What earlier attempts kept is taken now: the answer may arrive (and
 	// clear it) before the pump's goroutine runs.
 	o.mu.Lock()
 	o.pumpDone = done
-	replay, eof := o.kept, o.eof
+	replay, eof := o.kept[min(sent, len(o.kept)):], o.eof
 	o.mu.Unlock()
 	if !p.goFunc(func() {
 		defer close(done)

@@ -69,6 +69,7 @@ func TestUpstream_reusedTunnelDerivesNoTimeout(t *testing.T) {
 		if err != nil {
 			t.Fatalf("open a stream to db: %v", err)
 		}
+		st.setApp(app)
 		if err := roundTrip(peer, []byte("ping")); err != nil {
 			t.Fatal(err)
 		}

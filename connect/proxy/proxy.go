@@ -74,6 +74,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -242,6 +243,11 @@ type Proxy struct {
 	pool      *pool
 	http      httpSide // the L7 inbound (http.go)
 
+	// answerDelay, when above 0, replaces the answerDelay of inbound
+	// tunnels (a test lengthens it to make the coalescing of answers
+	// certain).
+	answerDelay atomic.Int64
+
 	reg          registry
 	inActive     *gauge
 	inClosed     *counter
@@ -312,7 +318,7 @@ func New(cfg Config) (p *Proxy, err error) {
 
 	p.public = cfg.PublicListener
 	if p.public == nil {
-		if p.public, err = net.Listen("tcp", cfg.PublicAddr); err != nil {
+		if p.public, err = Listen(cfg.PublicAddr); err != nil {
 			return nil, fmt.Errorf("proxy %s: bind public listener on %s: %w", cfg.ProxyID, cfg.PublicAddr, err)
 		}
 		owned = append(owned, p.public)
@@ -325,7 +331,7 @@ func New(cfg Config) (p *Proxy, err error) {
 				host = DefaultLocalBindAddress
 			}
 			addr := net.JoinHostPort(host, strconv.Itoa(uc.LocalBindPort))
-			if ln, err = net.Listen("tcp", addr); err != nil {
+			if ln, err = Listen(addr); err != nil {
 				return nil, fmt.Errorf("proxy %s: bind listener of upstream %s on %s: %w", cfg.ProxyID, uc.DestinationName, addr, err)
 			}
 			owned = append(owned, ln)
@@ -468,4 +474,18 @@ func (p *Proxy) Close() error {
 		p.logger.Debug("proxy closed")
 	})
 	return p.listenersErr
+}
+
+// Listen binds a TCP listener on addr for a proxy (its public listener, an
+// upstream's). On a loopback address the connections it accepts get no
+// TCP keepalive: the kernel knows at once when a peer on the same host
+// goes, and the keepalive options cost four system calls per connection.
+func Listen(addr string) (net.Listener, error) {
+	var lc net.ListenConfig
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() || host == "localhost" {
+			lc.KeepAlive = -1
+		}
+	}
+	return lc.Listen(context.Background(), "tcp", addr)
 }

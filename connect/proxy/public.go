@@ -132,6 +132,9 @@ func (p *Proxy) handleInbound(raw net.Conn) {
 		p.logger.Debug("inbound tunnel failed at its start", "source", source.Service, "error", err)
 		return
 	}
+	if d := p.answerDelay.Load(); d > 0 {
+		ic.t.answerDelay = time.Duration(d)
+	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -255,10 +258,7 @@ func (p *Proxy) serveStream(ic *inboundConn, s *stream) {
 	}
 	defer p.untrackApp(app)
 	s.onDeliver = p.inBytesIn.add
-	if err := s.accepted(app); err != nil {
-		s.abort(err, false)
-		return
-	}
+	s.accepted(app)
 	p.inActive.add(1)
 	defer p.inActive.add(-1)
 	pump(s, app, p.inBytesOut)

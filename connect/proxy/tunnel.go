@@ -136,6 +136,9 @@ type tunnel struct {
 	// connUnacked is what the reader received and not yet credited back
 	// to the peer's connection window.
 	connUnacked atomic.Int64
+	// answerDelay (server) is how long an accepted stream's answer waits
+	// for the application's first bytes (see stream.accepted).
+	answerDelay time.Duration
 	done        chan struct{} // closed when the reader has ended
 	closing     chan struct{} // closed by close
 }
@@ -149,7 +152,7 @@ func newTunnel(server bool, c *tls.Conn, w *batchConn, peer string, hooks tunnel
 		streams: map[uint32]*stream{}, nextID: 1, peerMax: 100,
 		sendWindow: 65535, peerInit: 65535, peerFrame: 16 << 10,
 		idleSince: time.Now(), done: make(chan struct{}), closing: make(chan struct{}),
-		ctlWake: make(chan struct{}, 1),
+		ctlWake: make(chan struct{}, 1), answerDelay: answerDelay,
 	}
 	t.fcCond.L = &t.fcMu
 	t.wfr = http2.NewFramer(c, nil)
@@ -495,12 +498,15 @@ func (t *tunnel) removeStream(s *stream) {
 // --- Opening streams ---
 
 // open starts a CONNECT stream to authority for the application connection
-// app (client side). The answer arrives on s.answer.
-func (t *tunnel) open(authority string, app net.Conn) (*stream, error) {
-	var s *stream
+// app (client side). The answer arrives on s.answer. The start of first,
+// the application's bytes that are already at hand, goes out in a DATA
+// frame with the HEADERS, as much as the flow-control windows take without
+// waiting: one write, and one wake-up of the destination, instead of two.
+// sent says how much of first went.
+func (t *tunnel) open(authority string, app net.Conn, first []byte) (s *stream, sent int, err error) {
 	// Stream IDs must reach the wire in increasing order: the ID is taken
 	// under the write lock, with the HEADERS that opens it.
-	err := t.write(func() error {
+	err = t.write(func() error {
 		t.mu.Lock()
 		if t.closed || t.goingAway {
 			t.mu.Unlock()
@@ -512,6 +518,11 @@ func (t *tunnel) open(authority string, app net.Conn) (*stream, error) {
 		t.mu.Unlock()
 		t.fcMu.Lock()
 		s.sendWindow = t.peerInit
+		if len(first) > 0 {
+			sent = int(min(int64(len(first)), int64(t.peerFrame), max(s.sendWindow, 0), max(t.sendWindow, 0)))
+			s.sendWindow -= int64(sent)
+			t.sendWindow -= int64(sent)
+		}
 		t.fcMu.Unlock()
 		t.hbuf.Reset()
 		for _, hf := range []hpack.HeaderField{{Name: ":method", Value: "CONNECT"}, {Name: ":authority", Value: authority}} {
@@ -519,17 +530,23 @@ func (t *tunnel) open(authority string, app net.Conn) (*stream, error) {
 				return err
 			}
 		}
-		return t.wfr.WriteHeaders(http2.HeadersFrameParam{StreamID: s.id, BlockFragment: t.hbuf.Bytes(), EndHeaders: true})
+		if err := t.wfr.WriteHeaders(http2.HeadersFrameParam{StreamID: s.id, BlockFragment: t.hbuf.Bytes(), EndHeaders: true}); err != nil {
+			return err
+		}
+		if sent > 0 {
+			return t.wfr.WriteData(s.id, false, first[:sent])
+		}
+		return nil
 	})
 	if errors.Is(err, errTunnelClosed) {
-		return nil, err
+		return nil, 0, err
 	}
 	if err != nil {
 		s.finish(err)
 		t.close(err)
-		return nil, fmt.Errorf("open a stream: %w", err)
+		return nil, 0, fmt.Errorf("open a stream: %w", err)
 	}
-	return s, nil
+	return s, sent, nil
 }
 
 // openRemote handles a new stream of the client (server side).
@@ -590,6 +607,10 @@ type stream struct {
 
 	answerCh chan answer // client: the answer to the CONNECT (buffered)
 	answered atomic.Bool
+	// answerDue is set on the server once the application is connected:
+	// the 200 answer is owed, and goes out with the first frame the stream
+	// sends (see accepted).
+	answerDue atomic.Bool
 
 	mu          sync.Mutex
 	app         net.Conn   // guarded by mu; nil on the server until the app is dialled
@@ -665,16 +686,42 @@ func (s *stream) refuse(code http2.ErrCode, status int, msg string) {
 	s.finish(errors.New(msg))
 }
 
-// accepted answers an accepted stream with 200 (server side), once its
-// application is connected.
-func (s *stream) accepted(app net.Conn) error {
+// accepted attaches the connected application to an accepted stream
+// (server side) and owes the client its 200 answer. The answer does not go
+// at once: it goes with the stream's first frame, the application's first
+// bytes or its end (or ahead of a reset), or alone after answerDelay when
+// the application is silent (see pump). The client's first bytes reach the
+// application first, and a request and its response cost the destination
+// one write to the tunnel, and the source one wake-up, fewer. The answer
+// still precedes anything of the stream's, so the client never takes
+// another instance for a stream the application has seen.
+func (s *stream) accepted(app net.Conn) {
+	s.answerDue.Store(true)
 	s.setApp(app)
+}
+
+// answerDelay is how long a silent application keeps its stream's answer
+// waiting for company: a client past maxEarly waits for it.
+const answerDelay = time.Millisecond
+
+// writeAnswerLocked writes the owed 200 answer, if it still is; the write
+// lock must be held.
+func (s *stream) writeAnswerLocked() error {
+	if !s.answerDue.Load() || !s.answerDue.CompareAndSwap(true, false) {
+		return nil
+	}
 	t := s.t
-	return t.write(func() error {
-		t.hbuf.Reset()
-		_ = t.henc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
-		return t.wfr.WriteHeaders(http2.HeadersFrameParam{StreamID: s.id, BlockFragment: t.hbuf.Bytes(), EndHeaders: true})
-	})
+	t.hbuf.Reset()
+	_ = t.henc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+	return t.wfr.WriteHeaders(http2.HeadersFrameParam{StreamID: s.id, BlockFragment: t.hbuf.Bytes(), EndHeaders: true})
+}
+
+// answer200 sends the owed answer alone, if it still is owed.
+func (s *stream) answer200() error {
+	if !s.answerDue.Load() {
+		return nil
+	}
+	return s.t.write(s.writeAnswerLocked)
 }
 
 // failed answers a stream whose application could not be reached (server side).
@@ -683,16 +730,30 @@ func (s *stream) failed(status int, msg string) {
 }
 
 // setApp attaches the application connection and delivers what arrived
-// before it.
+// before it: from the caller's goroutine when the socket takes it all at
+// once (the usual case: a request or a response, into a fresh socket),
+// else from a drainer goroutine.
 func (s *stream) setApp(app net.Conn) {
 	s.mu.Lock()
+	if s.finished {
+		// Reset between its answer and now (an application that took the
+		// request and reset its connection): finish closed no application,
+		// so this one is closed here, and its pump ends.
+		s.mu.Unlock()
+		app.Close()
+		return
+	}
 	s.app, s.appW = app, newRawWriter(app)
 	start := len(s.queue) > 0 || s.remoteEnded
 	if start {
 		s.draining = true
 	}
+	w := s.appW
 	s.mu.Unlock()
-	if start && !s.t.hooks.spawn(s.drain) {
+	if !start || (w.rc != nil && s.drainNow(w)) {
+		return
+	}
+	if !s.t.hooks.spawn(s.drain) {
 		s.abort(errTunnelClosed, true)
 	}
 }
@@ -741,18 +802,37 @@ func (s *stream) deliver(p []byte) {
 	s.abort(fmt.Errorf("write to the application: %w", err), true)
 }
 
-// drain writes the queue to the application until it is empty, then hands
-// writes back to the tunnel's reader.
+// drainNow writes the queue to the application as far as its socket takes
+// it without waiting, while the stream is draining. It reports whether it
+// is done: the queue written (and draining over), or the stream failed.
+// false leaves the rest queued, for drain.
+func (s *stream) drainNow(w *rawWriter) bool { return s.drainWith(w.write) }
+
+// drain writes the queue to the application until it is empty, waiting
+// for room as needed, then hands writes back to the tunnel's reader.
 func (s *stream) drain() {
+	s.mu.Lock()
+	app := s.app
+	s.mu.Unlock()
+	s.drainWith(func(p []byte) (int, bool, error) {
+		n, err := app.Write(p)
+		return n, false, err
+	})
+}
+
+// drainWith writes the queue with write until the queue is empty (draining
+// ends; a pending end of the peer's direction is passed on), the stream
+// fails, or write reports the socket full (the rest stays queued, and
+// drainWith returns false).
+func (s *stream) drainWith(write func([]byte) (n int, blocked bool, err error)) bool {
 	for {
 		s.mu.Lock()
 		if s.finished {
 			s.mu.Unlock()
-			return
+			return true
 		}
 		chunk := s.queue
 		s.queue = nil
-		app := s.app
 		if len(chunk) == 0 {
 			s.draining = false
 			end := s.remoteEnded && !s.closedWrite
@@ -760,14 +840,20 @@ func (s *stream) drain() {
 			if end {
 				s.closeAppWrite()
 			}
-			return
+			return true
 		}
 		s.mu.Unlock()
-		n, err := app.Write(chunk)
+		n, blocked, err := write(chunk)
 		s.delivered(n)
 		if err != nil {
 			s.abort(fmt.Errorf("write to the application: %w", err), true)
-			return
+			return true
+		}
+		if blocked {
+			s.mu.Lock()
+			s.queue = append(chunk[n:], s.queue...)
+			s.mu.Unlock()
+			return false
 		}
 	}
 }
@@ -846,7 +932,13 @@ func (s *stream) send(buf []byte) error {
 		}
 		frame := buf[off-frameHeaderLen : off+k]
 		putFrameHeader(frame, k, 0, s.id)
-		if err := t.write(func() error { _, err := t.tls.Write(frame); return err }); err != nil {
+		if err := t.write(func() error {
+			if err := s.writeAnswerLocked(); err != nil {
+				return err
+			}
+			_, err := t.tls.Write(frame)
+			return err
+		}); err != nil {
 			t.close(err)
 			return err
 		}
@@ -860,7 +952,13 @@ func (s *stream) endLocal() error {
 	var hdr [frameHeaderLen]byte
 	putFrameHeader(hdr[:], 0, byte(http2.FlagDataEndStream), s.id)
 	t := s.t
-	err := t.write(func() error { _, err := t.tls.Write(hdr[:]); return err })
+	err := t.write(func() error {
+		if err := s.writeAnswerLocked(); err != nil {
+			return err
+		}
+		_, err := t.tls.Write(hdr[:])
+		return err
+	})
 	s.mu.Lock()
 	s.localEnded = true
 	// Done once the other direction has reached the application too. (A
@@ -920,7 +1018,17 @@ func (s *stream) abort(err error, reset bool) {
 	s.mu.Unlock()
 	if reset {
 		id := s.id
-		s.t.control(func(fr *http2.Framer, _ *hpack.Encoder, _ *bytes.Buffer) error {
+		// An owed answer goes first: the client must not take another
+		// instance for what this one's application may have seen.
+		owed := s.answerDue.CompareAndSwap(true, false)
+		s.t.control(func(fr *http2.Framer, enc *hpack.Encoder, hbuf *bytes.Buffer) error {
+			if owed {
+				hbuf.Reset()
+				_ = enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+				if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hbuf.Bytes(), EndHeaders: true}); err != nil {
+					return err
+				}
+			}
 			return fr.WriteRSTStream(id, http2.ErrCodeCancel)
 		})
 	}

@@ -279,6 +279,9 @@ func (u *upstream) serve(app net.Conn) {
 				ch.counted.inc()
 			}
 			u.track(c)
+			// Attached last: what arrived with the answer may reach the
+			// application at once, and the counts above come first.
+			st.setApp(app)
 			<-st.done
 			out.wait()
 			u.untrack(c)
@@ -309,7 +312,8 @@ func (u *upstream) serve(app net.Conn) {
 	}
 }
 
-// open opens a CONNECT stream to ep. A stream that fails on a pooled
+// open opens a CONNECT stream to ep and returns it accepted; the caller
+// attaches out.app to it (st.setApp), after counting the success. A stream that fails on a pooled
 // tunnel is tried once more on a fresh one (the pooled one may have died
 // unnoticed, or be one the destination wants no new streams on); failures
 // after that are ep's. ctx is the proxy's (cancelled by Close). timeout,
@@ -359,12 +363,12 @@ func (u *upstream) connect(ctx context.Context, ep *endpoint, out *outbound, tim
 	if err != nil {
 		return nil, false, err
 	}
-	st, err = ot.open(ep.inst.Service, nil)
+	st, sent, err := ot.open(ep.inst.Service, nil, out.first())
 	if err != nil {
 		return nil, reused, fmt.Errorf("CONNECT %s at %s: %w", ep.inst.Service, ep.inst.Addr, err)
 	}
 	// The application's bytes go out now, ahead of the answer.
-	stop, ok := out.attempt(p, st)
+	stop, ok := out.attempt(p, st, sent)
 	if !ok {
 		st.abort(errProxyClosed, true)
 		return nil, reused, errProxyClosed
@@ -400,8 +404,7 @@ func (u *upstream) connect(ctx context.Context, ep *endpoint, out *outbound, tim
 	case a.status == 200:
 		out.accepted()
 		st.onDeliver = out.received.add
-		st.setApp(out.app)
-		return st, reused, nil
+		return st, reused, nil // the caller attaches out.app (st.setApp)
 	case a.status == 403:
 		u.denied.inc()
 		if ok, suppressed := p.logDenied.allow(); ok {

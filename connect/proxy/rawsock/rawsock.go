@@ -14,6 +14,7 @@
 package rawsock
 
 import (
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -31,6 +32,8 @@ type Conn struct {
 
 	rmu  sync.Mutex
 	rfn  func(fd uintptr) bool // readFD, made once so that a read allocates nothing
+	tfn  func(fd uintptr) bool // tryReadFD
+	rnow bool                  // guarded by rmu; the current read found nothing and did not wait
 	rbuf []byte                // guarded by rmu; the current read's
 	rn   int                   // guarded by rmu
 	rerr error                 // guarded by rmu
@@ -57,7 +60,7 @@ func Wrap(c net.Conn) net.Conn {
 		return c
 	}
 	w := &Conn{Conn: c, rc: rc}
-	w.rfn, w.wfn = w.readFD, w.writeFD
+	w.rfn, w.tfn, w.wfn = w.readFD, w.tryReadFD, w.writeFD
 	return w
 }
 
@@ -101,6 +104,42 @@ func (c *Conn) readFD(fd uintptr) bool {
 			return true
 		}
 	}
+}
+
+// ErrWouldBlock is TryRead's answer when nothing has arrived yet.
+var ErrWouldBlock = errors.New("rawsock: no data yet")
+
+// TryRead reads into p what has already arrived, without waiting: it
+// returns ErrWouldBlock when nothing has, and otherwise what Read would.
+// A proxy uses it to send an application's first bytes along with the
+// frame that opens their stream, when they came with the connection.
+func (c *Conn) TryRead(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	c.rbuf, c.rn, c.rerr, c.rnow = p, 0, nil, false
+	err := c.rc.Read(c.tfn)
+	n := c.rn
+	switch {
+	case err != nil:
+		err = renameOp(err, "read")
+	case c.rnow:
+		err = ErrWouldBlock
+	default:
+		err = c.rerr
+	}
+	c.rbuf = nil
+	return n, err
+}
+
+// tryReadFD reads once and never asks the poller to wait.
+func (c *Conn) tryReadFD(fd uintptr) bool {
+	if !c.readFD(fd) {
+		c.rnow = true
+	}
+	return true
 }
 
 // Write writes all of p, as net.Conn's Write does, waiting for room in the

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/trellismesh/trellis/internal/retry"
 	"go.uber.org/goleak"
 )
 
@@ -332,5 +333,50 @@ func BenchmarkRoundTrip(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TryRead returns at once: ErrWouldBlock before anything arrived, the
+// bytes once they have, io.EOF after the peer closed, and never waits.
+func TestTryReadDoesNotWait(t *testing.T) {
+	t.Parallel()
+	c, peer := pair(t)
+	buf := make([]byte, 16)
+	if n, err := c.TryRead(buf); n != 0 || !errors.Is(err, ErrWouldBlock) {
+		t.Fatalf("TryRead before any data = %d, %v; want 0, ErrWouldBlock", n, err)
+	}
+	if _, err := peer.Write([]byte("early")); err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	retry.RunWith(&retry.Timer{Timeout: 5 * time.Second, Wait: time.Millisecond}, t, func(r *retry.R) {
+		n, err := c.TryRead(buf)
+		got = append(got, buf[:n]...)
+		if err != nil && !errors.Is(err, ErrWouldBlock) {
+			t.Fatalf("TryRead after a write: %v", err)
+		}
+		if len(got) < len("early") {
+			r.Fatalf("read %q so far", got)
+		}
+	})
+	if string(got) != "early" {
+		t.Fatalf("TryRead read %q; want early", got)
+	}
+	if n, err := c.TryRead(buf); n != 0 || !errors.Is(err, ErrWouldBlock) {
+		t.Fatalf("TryRead once drained = %d, %v; want 0, ErrWouldBlock", n, err)
+	}
+	// What TryRead did not take is still there for Read.
+	peer.Write([]byte("rest"))
+	peer.Close()
+	rest, err := io.ReadAll(c)
+	if err != nil || string(rest) != "rest" {
+		t.Fatalf("ReadAll after TryRead = %q, %v; want rest", rest, err)
+	}
+	if n, err := c.TryRead(buf); n != 0 || err != io.EOF {
+		t.Fatalf("TryRead at the end = %d, %v; want 0, io.EOF", n, err)
+	}
+	c.Close()
+	if _, err := c.TryRead(buf); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("TryRead after Close = %v; want net.ErrClosed", err)
 	}
 }
