@@ -35,9 +35,9 @@ type tunnelPair struct {
 }
 
 // newTunnelPair connects a pair; serve serves the server's accepted
-// streams. It returns once the prefaces have been exchanged and
+// streams, whose answers wait up to answerDelay for company. It returns once the prefaces have been exchanged and
 // acknowledged, so that no write is left to come but the test's.
-func newTunnelPair(t *testing.T, serve func(s *stream)) *tunnelPair {
+func newTunnelPair(t *testing.T, answerDelay time.Duration, serve func(s *stream)) *tunnelPair {
 	t.Helper()
 	ca := newTestCA(t, "root-1")
 	b := bundle(t, ca)
@@ -80,6 +80,7 @@ func newTunnelPair(t *testing.T, serve func(s *stream)) *tunnelPair {
 	if err != nil {
 		t.Fatal(err)
 	}
+	pr.server.answerDelay = answerDelay
 	pr.client, err = newTunnel(false, ctc, cb, "db", tunnelHooks{spawn: spawn, closed: func(*tunnel) {}})
 	if err != nil {
 		t.Fatal(err)
@@ -116,12 +117,12 @@ func TestTunnel_connectAndAnswerTravelWithTheFirstBytes(t *testing.T) {
 	// The destination's application, and the end the test plays it from.
 	destApp, destPeer := tcpPair(t)
 	served := make(chan *stream, 1)
-	pr := newTunnelPair(t, func(s *stream) {
+	// The answer waits for the application.
+	pr := newTunnelPair(t, time.Minute, func(s *stream) {
 		served <- s
 		s.accepted(destApp)
 		pump(s, destApp, &counter{})
 	})
-	pr.server.answerDelay = time.Minute // the answer waits for the application
 
 	cw := pr.clientRaw.writes.Load()
 	st, sent, err := pr.client.open("db", nil, []byte("ping"))
@@ -170,7 +171,7 @@ func TestTunnel_connectAndAnswerTravelWithTheFirstBytes(t *testing.T) {
 func TestTunnel_openSendsWhatTheWindowTakes(t *testing.T) {
 	t.Parallel()
 	destApp, destPeer := tcpPair(t)
-	pr := newTunnelPair(t, func(s *stream) {
+	pr := newTunnelPair(t, answerDelay, func(s *stream) {
 		s.accepted(destApp)
 		pump(s, destApp, &counter{})
 	})

@@ -4,33 +4,18 @@ import (
 	"errors"
 	"io"
 	"net"
-	"os"
-	"time"
 )
 
 // pump reads the application connection and sends what it reads on s,
 // until the application ends its direction (END_STREAM goes out; the other
 // direction goes on) or the stream or the connection fails. An answer the
-// stream owes goes with the first frame, or alone once the application has
-// been silent for the tunnel's answerDelay.
+// stream owes goes with the first frame (send and endLocal write it).
 func pump(s *stream, app net.Conn, m *counter) {
 	bp := chunkBufs.Get().(*[]byte)
 	defer chunkBufs.Put(bp)
 	buf := *bp
-	waiting := s.answerDue.Load() && app.SetReadDeadline(time.Now().Add(s.t.answerDelay)) == nil
 	for {
 		n, err := app.Read(buf[frameHeaderLen:])
-		if waiting {
-			waiting = false
-			_ = app.SetReadDeadline(time.Time{})
-			if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
-				if aerr := s.answer200(); aerr != nil {
-					s.abort(aerr, true)
-					return
-				}
-				continue
-			}
-		}
 		if n > 0 {
 			m.add(n)
 			if serr := s.send(buf[:frameHeaderLen+n]); serr != nil {
