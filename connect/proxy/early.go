@@ -33,7 +33,6 @@ type outbound struct {
 	mu       sync.Mutex
 	kept     []byte        // guarded by mu; bytes sent before an answer
 	eof      bool          // guarded by mu; the application ended its direction before an answer
-	tried    bool          // guarded by mu; first has read the application once
 	opened   bool          // guarded by mu; an instance accepted
 	openedCh chan struct{} // closed when opened
 	pumpDone chan struct{} // of the current attempt's pump; guarded by mu
@@ -66,17 +65,17 @@ func (o *outbound) wait() {
 }
 
 // first returns the bytes a new attempt can send with its CONNECT: what
-// earlier attempts kept or, on the first, what the application sent with
-// its connection (a client that speaks first has usually sent its request
+// earlier attempts kept or, when they kept nothing, what the application
+// has sent by now (a client that speaks first has usually sent its request
 // by the time its connection is accepted). It does not wait; nothing is
-// there for an application that waits for the server to speak.
+// there for an application that waits for the server to speak. No pump
+// runs meanwhile: the failed attempt's has been stopped.
 func (o *outbound) first() []byte {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if len(o.kept) > 0 || o.eof || o.tried {
+	if len(o.kept) > 0 || o.eof {
 		return o.kept
 	}
-	o.tried = true
 	rc, ok := o.app.(*rawsock.Conn)
 	if !ok {
 		return nil

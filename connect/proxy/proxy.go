@@ -483,7 +483,7 @@ func (p *Proxy) Close() error {
 func Listen(addr string) (net.Listener, error) {
 	var lc net.ListenConfig
 	if host, _, err := net.SplitHostPort(addr); err == nil {
-		if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() || host == "localhost" {
+		if ip := net.ParseIP(host); (ip != nil && ip.IsLoopback()) || host == "localhost" {
 			lc.KeepAlive = -1
 		}
 	}

@@ -707,8 +707,8 @@ func (s *stream) refuse(code http2.ErrCode, status int, msg string) {
 // accepted attaches the connected application to an accepted stream
 // (server side) and owes the client its 200 answer. The answer does not go
 // at once: it goes with the stream's first frame, the application's first
-// bytes or its end (or ahead of a reset), or alone after answerDelay when
-// the application is silent (see pump). The client's first bytes reach the
+// bytes or its end (or ahead of a reset), or alone within answerDelay
+// when the application is silent (see runControl). The client's first bytes reach the
 // application first, and a request and its response cost the destination
 // one write to the tunnel, and the source one wake-up, fewer. The answer
 // still precedes anything of the stream's, so the client never takes
@@ -737,8 +737,8 @@ func (s *stream) accepted(app net.Conn) {
 // new connections).
 const answerDelay = 10 * time.Millisecond
 
-// answerOwed sends the answers of the streams owed one at the last sweep
-// that are owed still (their applications were silent since).
+// answerOwed sends the answers still owed of the streams accepted since
+// the last sweep (their applications have been silent).
 func (t *tunnel) answerOwed() error {
 	t.mu.Lock()
 	owed := t.owed
@@ -759,9 +759,14 @@ func (s *stream) writeAnswerLocked() error {
 		return nil
 	}
 	t := s.t
-	t.hbuf.Reset()
-	_ = t.henc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
-	return t.wfr.WriteHeaders(http2.HeadersFrameParam{StreamID: s.id, BlockFragment: t.hbuf.Bytes(), EndHeaders: true})
+	return writeAnswer200(t.wfr, t.henc, &t.hbuf, s.id)
+}
+
+// writeAnswer200 writes the HEADERS of a 200 answer to stream id.
+func writeAnswer200(fr *http2.Framer, enc *hpack.Encoder, hbuf *bytes.Buffer, id uint32) error {
+	hbuf.Reset()
+	_ = enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
+	return fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hbuf.Bytes(), EndHeaders: true})
 }
 
 // answer200 sends the owed answer alone, if it still is owed.
@@ -1071,9 +1076,7 @@ func (s *stream) abort(err error, reset bool) {
 		owed := s.answerDue.CompareAndSwap(true, false)
 		s.t.control(func(fr *http2.Framer, enc *hpack.Encoder, hbuf *bytes.Buffer) error {
 			if owed {
-				hbuf.Reset()
-				_ = enc.WriteField(hpack.HeaderField{Name: ":status", Value: "200"})
-				if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hbuf.Bytes(), EndHeaders: true}); err != nil {
+				if err := writeAnswer200(fr, enc, hbuf, id); err != nil {
 					return err
 				}
 			}

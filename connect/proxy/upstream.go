@@ -313,13 +313,14 @@ func (u *upstream) serve(app net.Conn) {
 }
 
 // open opens a CONNECT stream to ep and returns it accepted; the caller
-// attaches out.app to it (st.setApp), after counting the success. A stream that fails on a pooled
-// tunnel is tried once more on a fresh one (the pooled one may have died
-// unnoticed, or be one the destination wants no new streams on); failures
-// after that are ep's. ctx is the proxy's (cancelled by Close). timeout,
-// when above 0, bounds a dial of a new tunnel in place of Config.DialTimeout
-// (a resolver's connect_timeout may be longer or shorter); a stream on a
-// pooled tunnel needs no dial, and no timeout.
+// attaches out.app to it (st.setApp), after counting the success. A stream
+// that fails on a pooled tunnel is tried once more on a fresh one (the
+// pooled one may have died unnoticed, or be one the destination wants no
+// new streams on); failures after that are ep's. ctx is the proxy's
+// (cancelled by Close). timeout, when above 0, bounds a dial of a new
+// tunnel in place of Config.DialTimeout (a resolver's connect_timeout may
+// be longer or shorter); a stream on a pooled tunnel needs no dial, and no
+// timeout.
 func (u *upstream) open(ctx context.Context, ep *endpoint, out *outbound, timeout time.Duration) (*stream, error) {
 	for attempt := 0; ; attempt++ {
 		st, reused, err := u.connect(ctx, ep, out, timeout)

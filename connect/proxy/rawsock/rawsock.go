@@ -70,14 +70,22 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return c.Conn.Read(p)
 	}
+	return c.read(p, c.rfn)
+}
+
+// read makes one read of p with fn, readFD or tryReadFD.
+func (c *Conn) read(p []byte, fn func(fd uintptr) bool) (int, error) {
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
-	c.rbuf, c.rn, c.rerr = p, 0, nil
-	err := c.rc.Read(c.rfn)
+	c.rbuf, c.rn, c.rerr, c.rnow = p, 0, nil, false
+	err := c.rc.Read(fn)
 	n := c.rn
-	if err != nil {
+	switch {
+	case err != nil:
 		err = renameOp(err, "read")
-	} else {
+	case c.rnow:
+		err = ErrWouldBlock
+	default:
 		err = c.rerr
 	}
 	c.rbuf = nil
@@ -117,21 +125,7 @@ func (c *Conn) TryRead(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	c.rmu.Lock()
-	defer c.rmu.Unlock()
-	c.rbuf, c.rn, c.rerr, c.rnow = p, 0, nil, false
-	err := c.rc.Read(c.tfn)
-	n := c.rn
-	switch {
-	case err != nil:
-		err = renameOp(err, "read")
-	case c.rnow:
-		err = ErrWouldBlock
-	default:
-		err = c.rerr
-	}
-	c.rbuf = nil
-	return n, err
+	return c.read(p, c.tfn)
 }
 
 // tryReadFD reads once and never asks the poller to wait.
