@@ -3,8 +3,10 @@ package proxy
 import (
 	"bytes"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -260,5 +262,108 @@ func TestUpstream_resetAfterTheRequestIsNotRetried(t *testing.T) {
 	}
 	if n := first.count.Load() + second.count.Load(); n != conns {
 		t.Fatalf("the applications saw %d connections for %d of the client's: requests were replayed", n, conns)
+	}
+}
+
+// An application that reads a large upload before it says a word (a bulk
+// load, a PUT) is not left waiting for its bytes: the client stops at
+// maxEarly without an answer, so the destination answers once answerAfter
+// bytes have reached the application, without waiting for answerDelay.
+func TestUpstream_uploadIsNotHeldForItsAnswer(t *testing.T) {
+	t.Parallel()
+	app := newAppServer(t, func(c net.Conn) {
+		n, _ := io.Copy(io.Discard, c)
+		fmt.Fprintf(c, "%d", n)
+	})
+	pr := newPair(t, app)
+	pr.server.answerDelay.Store(int64(time.Minute)) // only the bytes can press for the answer
+	c := dialUpstream(t, pr.client, "db")
+	payload := bytes.Repeat([]byte("u"), 16*maxEarly)
+	if _, err := c.Write(payload); err != nil {
+		t.Fatalf("upload %d bytes to an application that answers at the end: %v", len(payload), err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != strconv.Itoa(len(payload)) {
+		t.Fatalf("the application answered %q (%v); want %d", got, err, len(payload))
+	}
+}
+
+// The pressing counts what reached the application, one stream at a time:
+// a stream under answerAfter keeps its answer for the application's first
+// bytes, while one past it is answered alone.
+func TestTunnel_answerGoesOnceTheClientPressesForIt(t *testing.T) {
+	t.Parallel()
+	type accepted struct {
+		s    *stream
+		peer net.Conn
+	}
+	served := make(chan accepted, 2)
+	pr := newTunnelPair(t, time.Minute, func(s *stream) {
+		app, peer := tcpPair(t)
+		served <- accepted{s, peer}
+		s.accepted(app)
+		pump(s, app, &counter{})
+	})
+	open := func(first []byte) (*stream, net.Conn) {
+		st, sent, err := pr.client.open("db", nil, first)
+		if err != nil || sent != len(first) {
+			t.Fatalf("open with %d bytes: sent %d, %v", len(first), sent, err)
+		}
+		a := <-served
+		a.peer.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadFull(a.peer, make([]byte, len(first))); err != nil {
+			t.Fatalf("the application read: %v", err)
+		}
+		return st, a.peer
+	}
+	small, smallPeer := open([]byte("short"))
+	big, _ := open(bytes.Repeat([]byte("b"), answerAfter))
+	select {
+	case a := <-big.answerCh:
+		if a.status != 200 || a.err != nil {
+			t.Fatalf("answer %d, %v; want 200", a.status, a.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer after answerAfter bytes reached a silent application")
+	}
+	select {
+	case a := <-small.answerCh:
+		t.Fatalf("the stream under answerAfter was answered alone (%d, %v)", a.status, a.err)
+	default:
+	}
+	// Its answer still comes with the application's first bytes.
+	if _, err := smallPeer.Write([]byte("reply")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case a := <-small.answerCh:
+		if a.status != 200 || a.err != nil {
+			t.Fatalf("answer %d, %v; want 200", a.status, a.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer with the application's first bytes")
+	}
+}
+
+// A silent application's stream is answered alone after answerDelay.
+func TestTunnel_silentApplicationIsAnsweredAfterTheDelay(t *testing.T) {
+	t.Parallel()
+	app, _ := tcpPair(t)
+	pr := newTunnelPair(t, 20*time.Millisecond, func(s *stream) {
+		s.accepted(app)
+		pump(s, app, &counter{})
+	})
+	st, _, err := pr.client.open("db", nil, []byte("hello?"))
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	select {
+	case a := <-st.answerCh:
+		if a.status != 200 || a.err != nil {
+			t.Fatalf("answer %d, %v; want 200", a.status, a.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer for a silent application")
 	}
 }

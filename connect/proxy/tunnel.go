@@ -137,6 +137,11 @@ type tunnel struct {
 	// answers; the first of them arms the sweep, through owedWake.
 	owed     []*stream     // guarded by mu
 	owedWake chan struct{} // buffered
+	// pressed (server) are the streams whose clients have sent answerAfter
+	// bytes without an answer: the control goroutine answers them at once,
+	// woken by pressedWake.
+	pressed     []*stream     // guarded by mu
+	pressedWake chan struct{} // buffered
 
 	// connUnacked is what the reader received and not yet credited back
 	// to the peer's connection window.
@@ -157,7 +162,8 @@ func newTunnel(server bool, c *tls.Conn, w *batchConn, peer string, hooks tunnel
 		streams: map[uint32]*stream{}, nextID: 1, peerMax: 100,
 		sendWindow: 65535, peerInit: 65535, peerFrame: 16 << 10,
 		idleSince: time.Now(), done: make(chan struct{}), closing: make(chan struct{}),
-		ctlWake: make(chan struct{}, 1), owedWake: make(chan struct{}, 1), answerDelay: answerDelay,
+		ctlWake: make(chan struct{}, 1), owedWake: make(chan struct{}, 1), pressedWake: make(chan struct{}, 1),
+		answerDelay: answerDelay,
 	}
 	t.fcCond.L = &t.fcMu
 	t.wfr = http2.NewFramer(c, nil)
@@ -242,8 +248,9 @@ func (t *tunnel) writeControlLocked() error {
 	return err
 }
 
-// runControl sends queued control frames until the tunnel closes, and
-// sends the answers still owed answerDelay after they were first owed.
+// runControl sends queued control frames until the tunnel closes, the
+// answers still owed answerDelay after they were first owed, and those of
+// pressed streams at once.
 func (t *tunnel) runControl() {
 	sweep := time.NewTimer(time.Hour)
 	sweep.Stop()
@@ -257,6 +264,12 @@ func (t *tunnel) runControl() {
 			continue
 		case <-sweep.C:
 			if err := t.answerOwed(); err != nil {
+				t.close(err)
+				return
+			}
+			continue
+		case <-t.pressedWake:
+			if err := t.answerPressed(); err != nil {
 				t.close(err)
 				return
 			}
@@ -641,6 +654,9 @@ type stream struct {
 	finished    bool       // guarded by mu
 	err         error      // guarded by mu; why the stream was aborted
 	unacked     int64      // guarded by mu; delivered, not yet credited back
+	// early counts the bytes delivered while the answer was owed (server),
+	// until answerAfter of them press for it.
+	early int // guarded by mu
 	// message collects a refusal's body (client side): non-nil once a
 	// refusal with status refusal arrived.
 	message []byte // guarded by mu
@@ -708,7 +724,8 @@ func (s *stream) refuse(code http2.ErrCode, status int, msg string) {
 // (server side) and owes the client its 200 answer. The answer does not go
 // at once: it goes with the stream's first frame, the application's first
 // bytes or its end (or ahead of a reset), or alone within answerDelay
-// when the application is silent (see runControl). The client's first bytes reach the
+// when the application is silent (see runControl), sooner once the client
+// has sent answerAfter bytes. The client's first bytes reach the
 // application first, and a request and its response cost the destination
 // one write to the tunnel, and the source one wake-up, fewer. The answer
 // still precedes anything of the stream's, so the client never takes
@@ -736,6 +753,50 @@ func (s *stream) accepted(app net.Conn) {
 // connection, cost the proxies a wake-up each (a fifth of their CPU for
 // new connections).
 const answerDelay = 10 * time.Millisecond
+
+// answerAfter is how much a client may send to an application that has
+// not spoken before its answer goes alone, without waiting for
+// answerDelay: half of what the source keeps for a retry (maxEarly), past
+// which it stops reading its application until the answer comes. A large
+// upload to an application that answers at its end is never held.
+const answerAfter = maxEarly / 2
+
+// pressLocked counts n bytes delivered to the application while the
+// answer is owed, and reports whether they just reached answerAfter (the
+// caller then calls press). s.mu must be held.
+func (s *stream) pressLocked(n int) bool {
+	if s.early >= answerAfter || !s.answerDue.Load() {
+		return false
+	}
+	s.early += n
+	return s.early >= answerAfter
+}
+
+// press has the control goroutine send the stream's answer at once.
+func (s *stream) press() {
+	t := s.t
+	t.mu.Lock()
+	t.pressed = append(t.pressed, s)
+	t.mu.Unlock()
+	select {
+	case t.pressedWake <- struct{}{}:
+	default:
+	}
+}
+
+// answerPressed sends the answers of the pressed streams, if still owed.
+func (t *tunnel) answerPressed() error {
+	t.mu.Lock()
+	pressed := t.pressed
+	t.pressed = nil
+	t.mu.Unlock()
+	for _, s := range pressed {
+		if err := s.answer200(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // answerOwed sends the answers still owed of the streams accepted since
 // the last sweep (their applications have been silent).
@@ -912,7 +973,8 @@ func (s *stream) drainWith(write func([]byte) (n int, blocked bool, err error)) 
 }
 
 // delivered credits n bytes back to the peer's stream window once enough
-// has reached the application.
+// has reached the application, and presses for an owed answer once the
+// client has sent answerAfter bytes (server).
 func (s *stream) delivered(n int) {
 	if n <= 0 {
 		return
@@ -921,12 +983,16 @@ func (s *stream) delivered(n int) {
 		s.onDeliver(n)
 	}
 	s.mu.Lock()
+	pressed := s.pressLocked(n)
 	s.unacked += int64(n)
 	credit := int64(0)
 	if s.unacked >= streamWindow/4 && !s.remoteEnded {
 		credit, s.unacked = s.unacked, 0
 	}
 	s.mu.Unlock()
+	if pressed {
+		s.press()
+	}
 	if credit > 0 {
 		id := s.id
 		s.t.control(func(fr *http2.Framer, _ *hpack.Encoder, _ *bytes.Buffer) error {

@@ -5,6 +5,8 @@ import (
 	"io"
 	"net/http"
 	"testing"
+
+	"github.com/trellismesh/trellis/connect/configentry"
 )
 
 // BenchmarkL7 measures a small GET answered by an HTTP/1.1 app, sent over
@@ -32,7 +34,22 @@ func BenchmarkL7(b *testing.B) {
 		}
 		return nil
 	}
-	for _, bc := range []struct{ name, url string }{{"direct", "http://" + a.addr + "/x"}, {"mesh", s.url + "/x"}} {
+	// The same destination behind a router (three routes), a splitter and
+	// retries, as the load benchmark's qps=max/features prices them.
+	resolver := &configentry.ServiceResolverConfigEntry{Kind: configentry.ServiceResolver, Name: "api",
+		Subsets: map[string]configentry.ServiceResolverSubset{"all": {Filter: `Service.Service == "api"`}}}
+	splitter := &configentry.ServiceSplitterConfigEntry{Kind: configentry.ServiceSplitter, Name: "api",
+		Splits: []configentry.ServiceSplit{{Weight: 50, ServiceSubset: "all"}, {Weight: 50}}}
+	router := &configentry.ServiceRouterConfigEntry{Kind: configentry.ServiceRouter, Name: "api", Routes: []configentry.ServiceRoute{
+		{Match: &configentry.ServiceRouteMatch{HTTP: &configentry.ServiceRouteHTTPMatch{PathPrefix: "/admin"}}},
+		{Match: &configentry.ServiceRouteMatch{HTTP: &configentry.ServiceRouteHTTPMatch{Header: []configentry.ServiceRouteHTTPMatchHeader{{Name: "x-debug", Present: true}}}}},
+		{Match: &configentry.ServiceRouteMatch{HTTP: &configentry.ServiceRouteHTTPMatch{PathPrefix: "/"}},
+			Destination: &configentry.ServiceRouteDestination{NumRetries: 2, RetryOnConnectFailure: true, RetryOnStatusCodes: []uint32{503}}},
+	}}
+	f := startSource(b, m, OutboundConfig{DestinationName: "api"}, resolver, splitter, router)
+	f.out.SetTargetEndpoints(targetID("api"), []Endpoint{d.endpoint()})
+	f.out.SetTargetEndpoints(targetID("api", "all"), []Endpoint{d.endpoint()})
+	for _, bc := range []struct{ name, url string }{{"direct", "http://" + a.addr + "/x"}, {"mesh", s.url + "/x"}, {"mesh-features", f.url + "/x"}} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
