@@ -261,6 +261,7 @@ type Proxy struct {
 	closeOnce    sync.Once
 	listenersErr error // set by Close, from closing the listeners
 	goroutines   sync.WaitGroup
+	workers      workers                   // goFunc's idle goroutines
 	mu           sync.Mutex                // may be taken under upstream.mu, never the other way
 	closed       bool                      // guarded by mu; once set, nothing adds to goroutines
 	inbound      map[*inboundConn]struct{} // guarded by mu
@@ -341,6 +342,7 @@ func New(cfg Config) (p *Proxy, err error) {
 
 	// Nothing can fail from here on.
 	p.ctx, p.cancel = context.WithCancel(context.Background())
+	p.workers.work = make(chan func())
 	p.serverTLS = newServerTLS(cfg.Certs)
 	p.goFunc(p.acceptPublic)
 	p.goFunc(p.flushMetrics)
@@ -363,19 +365,6 @@ func (p *Proxy) flushMetrics() {
 			p.reg.flush()
 		}
 	}
-}
-
-// goFunc runs f in a goroutine that Close waits for. It returns false, and
-// runs nothing, once Close has begun.
-func (p *Proxy) goFunc(f func()) bool {
-	if !p.enter() {
-		return false
-	}
-	go func() {
-		defer p.goroutines.Done()
-		f()
-	}()
-	return true
 }
 
 // enter counts the calling goroutine as one Close waits for; the caller must

@@ -751,3 +751,30 @@ func TestProxy_Pool_idleTunnelClosedWithoutDeadlock(t *testing.T) {
 	}
 	checkEcho(t, pr.client, "db") // a new tunnel
 }
+
+// The goroutine that served one connection serves the next: it starts with
+// the stack the first one grew. Close still waits for it, idle or not.
+func TestGoFunc_reusesAnIdleGoroutine(t *testing.T) {
+	t.Parallel()
+	pr := newPair(t, nil)
+	p := pr.client
+	run := func(r *retry.R) {
+		before := p.workers.started.Load()
+		done := make(chan struct{})
+		if !p.goFunc(func() { close(done) }) {
+			t.Fatal("goFunc refused before Close")
+		}
+		<-done
+		if n := p.workers.started.Load() - before; n != 0 {
+			r.Fatalf("goFunc started a goroutine (%d) while the last one's was idle", n)
+		}
+	}
+	// Once a function has returned, its goroutine waits for the next.
+	for range 3 {
+		retry.RunWith(&retry.Timer{Timeout: 10 * time.Second, Wait: time.Millisecond}, t, run)
+	}
+	p.Close()
+	if p.goFunc(func() { t.Error("ran after Close") }) {
+		t.Error("goFunc accepted work after Close")
+	}
+}
