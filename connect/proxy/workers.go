@@ -16,6 +16,15 @@ import (
 // last one grew.
 const workerIdle = 5 * time.Second
 
+// maxIdleWorkers bounds the goroutines waiting for work, across all the
+// proxies of the process: an agent runs a proxy per sidecar, and each
+// idle goroutine holds its grown stack (100 sidecars' proxies that each
+// kept a few took 2–3 MB more).
+const maxIdleWorkers = 16
+
+// idleWorkers counts the goroutines waiting for work, in all proxies.
+var idleWorkers atomic.Int32
+
 // workers hands functions to the proxy's idle goroutines.
 type workers struct {
 	// work is taken by idle workers; unbuffered, so a send succeeds only
@@ -46,12 +55,16 @@ func (p *Proxy) goFunc(f func()) bool {
 }
 
 // work runs f, then the functions handed to it, until none came for
-// workerIdle or the proxy closes. Its count in p.goroutines lasts its life.
+// workerIdle, the proxy closes, or maxIdleWorkers already wait. Its count in p.goroutines lasts its life.
 func (p *Proxy) work(f func()) {
 	defer p.goroutines.Done()
 	var idle *time.Timer
 	for {
 		f()
+		if idleWorkers.Add(1) > maxIdleWorkers {
+			idleWorkers.Add(-1)
+			return
+		}
 		if idle == nil {
 			idle = time.NewTimer(workerIdle)
 			defer idle.Stop()
@@ -60,9 +73,12 @@ func (p *Proxy) work(f func()) {
 		}
 		select {
 		case f = <-p.workers.work:
+			idleWorkers.Add(-1)
 		case <-idle.C:
+			idleWorkers.Add(-1)
 			return
 		case <-p.ctx.Done():
+			idleWorkers.Add(-1)
 			return
 		}
 	}
