@@ -785,27 +785,20 @@ func (s *stream) press() {
 }
 
 // answerPressed sends the answers of the pressed streams, if still owed.
-func (t *tunnel) answerPressed() error {
-	t.mu.Lock()
-	pressed := t.pressed
-	t.pressed = nil
-	t.mu.Unlock()
-	for _, s := range pressed {
-		if err := s.answer200(); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+func (t *tunnel) answerPressed() error { return t.answerTaken(&t.pressed) }
 
 // answerOwed sends the answers still owed of the streams accepted since
 // the last sweep (their applications have been silent).
-func (t *tunnel) answerOwed() error {
+func (t *tunnel) answerOwed() error { return t.answerTaken(&t.owed) }
+
+// answerTaken takes the streams of list (guarded by t.mu) and sends their
+// answers, those still owed.
+func (t *tunnel) answerTaken(list *[]*stream) error {
 	t.mu.Lock()
-	owed := t.owed
-	t.owed = nil
+	streams := *list
+	*list = nil
 	t.mu.Unlock()
-	for _, s := range owed {
+	for _, s := range streams {
 		if err := s.answer200(); err != nil {
 			return err
 		}
