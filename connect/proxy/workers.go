@@ -38,24 +38,25 @@ type workers struct {
 // earlier work and waits for more if there is one, else a new one. It
 // returns false, and runs nothing, once Close has begun.
 func (p *Proxy) goFunc(f func()) bool {
-	if p.isClosing() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
 		return false
 	}
 	select {
-	case p.workers.work <- f:
+	case p.workers.work <- f: // does not wait: the worker takes no lock to receive
 		return true
 	default:
 	}
-	if !p.enter() {
-		return false
-	}
+	p.goroutines.Add(1)
 	p.workers.started.Add(1)
 	go p.work(f)
 	return true
 }
 
 // work runs f, then the functions handed to it, until none came for
-// workerIdle, the proxy closes, or maxIdleWorkers already wait. Its count in p.goroutines lasts its life.
+// workerIdle, the proxy closes, or maxIdleWorkers already wait. Its count
+// in p.goroutines lasts its life.
 func (p *Proxy) work(f func()) {
 	defer p.goroutines.Done()
 	var idle *time.Timer
