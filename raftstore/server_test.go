@@ -104,6 +104,10 @@ func TestServer_InvalidWritesNeverReachRaft(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, "")
 	register(t, s, webReg(structs.HealthPassing))
+	// The new leader writes the CA's first root on its own; wait for that
+	// write so that the only entries the check below could see are the
+	// invalid writes'.
+	caRoots(t, s)
 	before := s.raft.LastIndex()
 
 	cases := []struct {
