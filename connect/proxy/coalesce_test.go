@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/trellismesh/trellis/connect"
+	"github.com/trellismesh/trellis/connect/proxy/rawsock"
 	"github.com/trellismesh/trellis/internal/retry"
 )
 
@@ -167,6 +168,52 @@ func TestTunnel_connectAndAnswerTravelWithTheFirstBytes(t *testing.T) {
 	}
 }
 
+// An application that answers and ends its direction (a server that
+// closes after its response) costs the destination one tunnel write: its
+// bytes and END_STREAM go in one frame, with the answer, and the source's
+// application reads both at once. (Before, the end was a write of its own,
+// and a wake-up of the source.)
+func TestTunnel_lastBytesAndTheEndTravelTogether(t *testing.T) {
+	t.Parallel()
+	destApp, destPeer := tcpPair(t)
+	// The application has answered and closed its side before the stream
+	// is served, so that the pump's first read finds both.
+	if _, err := destPeer.Write([]byte("pong")); err != nil {
+		t.Fatal(err)
+	}
+	if err := destPeer.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	pr := newTunnelPair(t, time.Minute, func(s *stream) {
+		app := rawsock.Wrap(destApp)
+		s.accepted(app)
+		pump(s, app, &counter{})
+	})
+	sw := pr.serverRaw.writes.Load()
+	st, _, err := pr.client.open("db", nil, []byte("ping"))
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	select {
+	case a := <-st.answerCh:
+		if a.status != 200 || a.err != nil {
+			t.Fatalf("answer %d, %v; want 200", a.status, a.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer")
+	}
+	srcApp, srcPeer := tcpPair(t)
+	st.setApp(srcApp)
+	srcPeer.SetDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(srcPeer)
+	if err != nil || string(got) != "pong" {
+		t.Fatalf("the source's application read %q, %v; want pong and the end", got, err)
+	}
+	if n := pr.serverRaw.writes.Load() - sw; n != 1 {
+		t.Errorf("the answer, the response and its end took %d writes of the destination; want 1", n)
+	}
+}
+
 // When a stream's first bytes do not all fit the flow-control window,
 // open sends what fits with the CONNECT and reports it; the rest is the
 // caller's to send.
@@ -187,7 +234,7 @@ func TestTunnel_openSendsWhatTheWindowTakes(t *testing.T) {
 	}
 	buf := make([]byte, frameHeaderLen+len(first)-sent)
 	copy(buf[frameHeaderLen:], first[sent:])
-	if err := st.send(buf); err != nil {
+	if err := st.send(buf, false); err != nil {
 		t.Fatalf("send the rest: %v", err)
 	}
 	destPeer.SetDeadline(time.Now().Add(10 * time.Second))

@@ -133,7 +133,7 @@ func (o *outbound) pump(st *stream, replay []byte, eof bool, halt <-chan struct{
 
 	for len(replay) > 0 {
 		n := copy(buf[frameHeaderLen:], replay)
-		if err := st.send(buf[:frameHeaderLen+n]); err != nil {
+		if err := st.send(buf[:frameHeaderLen+n], false); err != nil {
 			return
 		}
 		replay = replay[n:]
@@ -164,7 +164,7 @@ func (o *outbound) pump(st *stream, replay []byte, eof bool, halt <-chan struct{
 			if opened {
 				o.sent.add(n)
 			}
-			if serr := st.send(buf[:frameHeaderLen+n]); serr != nil {
+			if serr := st.send(buf[:frameHeaderLen+n], false); serr != nil {
 				if opened {
 					st.abort(serr, true)
 				}

@@ -1033,8 +1033,10 @@ func (s *stream) closeAppWrite() {
 // send writes application bytes as DATA frames, within the flow-control
 // windows. buf holds frameHeaderLen bytes of room followed by the payload;
 // send overwrites bytes before each chunk it sends (already sent) with
-// that chunk's frame header.
-func (s *stream) send(buf []byte) error {
+// that chunk's frame header. With end, the last frame carries END_STREAM
+// (the application ended its direction after these bytes), as endLocal
+// would send it alone.
+func (s *stream) send(buf []byte, end bool) error {
 	t := s.t
 	off := frameHeaderLen
 	for off < len(buf) {
@@ -1043,7 +1045,11 @@ func (s *stream) send(buf []byte) error {
 			return err
 		}
 		frame := buf[off-frameHeaderLen : off+k]
-		putFrameHeader(frame, k, 0, s.id)
+		var flags byte
+		if end && off+k == len(buf) {
+			flags = byte(http2.FlagDataEndStream)
+		}
+		putFrameHeader(frame, k, flags, s.id)
 		if err := t.write(func() error {
 			if err := s.writeAnswerLocked(); err != nil {
 				return err
@@ -1055,6 +1061,9 @@ func (s *stream) send(buf []byte) error {
 			return err
 		}
 		off += k
+	}
+	if end {
+		s.endedLocal()
 	}
 	return nil
 }
@@ -1071,6 +1080,13 @@ func (s *stream) endLocal() error {
 		_, err := t.tls.Write(hdr[:])
 		return err
 	})
+	s.endedLocal()
+	return err
+}
+
+// endedLocal records that END_STREAM went, and finishes the stream if the
+// other direction is done too.
+func (s *stream) endedLocal() {
 	s.mu.Lock()
 	s.localEnded = true
 	// Done once the other direction has reached the application too. (A
@@ -1081,7 +1097,6 @@ func (s *stream) endLocal() error {
 	if done {
 		s.finish(nil)
 	}
-	return err
 }
 
 // window waits for flow-control credit and takes up to want bytes of it.
