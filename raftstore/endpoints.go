@@ -129,10 +129,55 @@ func (s *Server) RPC(ctx context.Context, method string, args, reply any) error 
 	if err := s.authorizeRPC(ctx, method, args); err != nil {
 		return err
 	}
-	if needsLeader(method, args) && !s.IsLeader() {
-		return s.forward(ctx, ep, method, args, reply)
+	if !needsLeader(method, args) {
+		return s.serve(ctx, ep, args, reply)
 	}
-	return s.serve(ctx, ep, args, reply)
+	if s.IsLeader() {
+		if moved, err := s.serveLeading(ctx, ep, args, reply); !moved {
+			return err
+		}
+	}
+	return s.forward(ctx, ep, method, args, reply)
+}
+
+// serveLeading serves a request that needs the leader here, where the
+// caller found the leader. Leadership can move between that look and the
+// request's own check, or its raft.Apply: moved reports a refusal made
+// then, before anything of the request reached Raft (a notLeader error),
+// and the request is left as it came (with its token) for the caller to
+// send to the new leader. A write whose leadership was lost while it was
+// being committed is not moved: it may have been applied.
+func (s *Server) serveLeading(ctx context.Context, ep endpoint, args, reply any) (moved bool, err error) {
+	var token string
+	if t, ok := args.(interface{ RequestToken() string }); ok {
+		token = t.RequestToken() // serve clears it; the leader needs it
+	}
+	err = s.serve(ctx, ep, args, reply)
+	var nl notLeader
+	if !errors.As(err, &nl) {
+		return false, err
+	}
+	if t, ok := args.(interface{ SetRequestToken(string) }); ok {
+		t.SetRequestToken(token)
+	}
+	return true, err
+}
+
+// notLeader is the refusal of a request that needs the leader by a server
+// that does not lead (any more), made before anything of the request
+// reached Raft. It unwraps to structs.ErrNoLeader or structs.ErrNotLeader.
+type notLeader struct{ err error }
+
+func (e notLeader) Error() string { return e.err.Error() }
+func (e notLeader) Unwrap() error { return e.err }
+
+// notLeaderError returns the notLeader refusal for this server's view of
+// the leader: ErrNoLeader when it knows none, ErrNotLeader otherwise.
+func (s *Server) notLeaderError() error {
+	if s.Leader() == "" {
+		return notLeader{structs.ErrNoLeader}
+	}
+	return notLeader{structs.ErrNotLeader}
 }
 
 // serve serves a request here, once it is authorized: the caller's token
@@ -153,7 +198,11 @@ func (s *Server) forward(ctx context.Context, ep endpoint, method string, args, 
 	for attempt := 0; ; attempt++ {
 		switch leader := s.Leader(); {
 		case s.IsLeader():
-			return s.serve(ctx, ep, args, reply)
+			moved, err := s.serveLeading(ctx, ep, args, reply)
+			if !moved {
+				return err
+			}
+			lastErr = err
 		case leader != "" && leader != s.Addr():
 			err := s.rpcClient.Call(ctx, leader, method, args, reply)
 			if err == nil || !retryable(err) {
@@ -229,10 +278,7 @@ func (s *Server) checkWrite(dc string) error {
 		return err
 	}
 	if !s.IsLeader() {
-		if s.Leader() == "" {
-			return structs.ErrNoLeader
-		}
-		return structs.ErrNotLeader
+		return s.notLeaderError()
 	}
 	return nil
 }
@@ -247,14 +293,11 @@ func (s *Server) read(ctx context.Context, dc string, opts *structs.QueryOptions
 	}
 	if !opts.AllowStale {
 		if !s.IsLeader() {
-			if s.Leader() == "" {
-				return structs.ErrNoLeader
-			}
-			return structs.ErrNotLeader
+			return s.notLeaderError()
 		}
 		if opts.RequireConsistent {
 			if err := s.raft.VerifyLeader().Error(); err != nil {
-				return structs.ErrNotLeader
+				return s.notLeaderError()
 			}
 		}
 	}

@@ -36,7 +36,8 @@ type mux struct {
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	mu        sync.Mutex
-	conns     map[net.Conn]struct{} // RPC connections; guarded by mu
+	conns     map[net.Conn]struct{} // RPC and inbound Raft connections; guarded by mu
+	closed    bool                  // guarded by mu
 	closeOnce sync.Once
 }
 
@@ -106,19 +107,21 @@ func (m *mux) route(conn net.Conn) {
 	_ = conn.SetDeadline(time.Time{})
 	switch proto {
 	case rpc.ProtoRaft:
+		rc := &raftConn{Conn: conn, m: m}
+		if !m.track(rc) {
+			return
+		}
 		select {
-		case m.raft.conns <- conn:
+		case m.raft.conns <- rc:
 		case <-m.raft.done:
-			conn.Close()
+			rc.Close()
 		}
 	case rpc.ProtoRPC:
-		m.mu.Lock()
-		m.conns[conn] = struct{}{}
-		m.mu.Unlock()
+		if !m.track(conn) {
+			return
+		}
 		m.serveRPC(m.ctx, conn)
-		m.mu.Lock()
-		delete(m.conns, conn)
-		m.mu.Unlock()
+		m.forget(conn)
 	default:
 		m.logger.Warn("unknown protocol on server port; closing", "remote", conn.RemoteAddr(), "byte", proto)
 		conn.Close()
@@ -139,12 +142,53 @@ func (m *mux) Close() {
 		m.ln.Close()
 		m.raft.Close()
 		m.mu.Lock()
+		m.closed = true
+		conns := make([]net.Conn, 0, len(m.conns))
 		for c := range m.conns {
-			c.Close()
+			conns = append(conns, c)
 		}
 		m.mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
 	})
 	m.wg.Wait()
+}
+
+// track records a connection for Close to end; once Close has begun it
+// closes c instead and reports false.
+func (m *mux) track(c net.Conn) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		c.Close()
+		return false
+	}
+	m.conns[c] = struct{}{}
+	return true
+}
+
+// forget drops a connection that has ended from Close's list.
+func (m *mux) forget(c net.Conn) {
+	m.mu.Lock()
+	delete(m.conns, c)
+	m.mu.Unlock()
+}
+
+// raftConn is an inbound Raft connection handed to the transport. The
+// transport closes it only when its peer does, so the mux closes it at
+// Close (else its handler goroutine would outlive the server, waiting on
+// a peer that still runs), and forgets it when the transport closes it.
+type raftConn struct {
+	net.Conn
+	m    *mux
+	once sync.Once
+}
+
+// Close closes the connection and drops it from the mux's list.
+func (c *raftConn) Close() error {
+	c.once.Do(func() { c.m.forget(c) })
+	return c.Conn.Close()
 }
 
 // streamLayer is the raft.StreamLayer over the mux: it accepts the

@@ -395,8 +395,11 @@ func (s *Server) apply(ctx context.Context, t structs.MessageType, msg any) (uin
 // raftError turns an error of raft.Apply into ours.
 func (s *Server) raftError(t structs.MessageType, err error) error {
 	switch {
-	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
-		errors.Is(err, raft.ErrLeadershipTransferInProgress):
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		// Refused before it was appended: the leader may take it.
+		return s.notLeaderError()
+	case errors.Is(err, raft.ErrLeadershipLost):
+		// Appended, then leadership went: it may yet be committed.
 		if s.Leader() == "" {
 			return structs.ErrNoLeader
 		}
@@ -434,6 +437,9 @@ func (s *Server) Shutdown() error {
 			if err := s.transport.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close raft transport: %w", err))
 			}
+			// Its pooled connections to the other servers too: their
+			// handlers wait on them until they close.
+			s.transport.CloseStreams()
 		}
 		if s.mux != nil {
 			s.mux.Close()

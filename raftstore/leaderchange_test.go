@@ -1,0 +1,128 @@
+package raftstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/trellismesh/trellis/internal/retry"
+	"github.com/trellismesh/trellis/internal/testutil"
+	"github.com/trellismesh/trellis/raftstore/structs"
+)
+
+// staticMembership is a fixed member list, the servers of a test cluster,
+// set once they have all bound their ports.
+type staticMembership struct {
+	mu      sync.Mutex
+	members []Member
+	changed chan struct{}
+}
+
+func newStaticMembership() *staticMembership {
+	return &staticMembership{changed: make(chan struct{})}
+}
+
+func (m *staticMembership) Members() []Member {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.members)
+}
+
+func (m *staticMembership) ChangeCh() <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.changed
+}
+
+func (m *staticMembership) set(members []Member) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.members = members
+	close(m.changed)
+	m.changed = make(chan struct{})
+}
+
+// startServers starts n servers that bootstrap a cluster together and
+// returns them once one of them leads.
+func startServers(t *testing.T, n int) []*Server {
+	t.Helper()
+	ms := newStaticMembership()
+	servers := make([]*Server, n)
+	members := make([]Member, n)
+	for i := range n {
+		cfg := TestConfig(fmt.Sprintf("s%d", i), "")
+		cfg.Bootstrap = false
+		cfg.BootstrapExpect = n
+		cfg.Membership = ms
+		cfg.Logger = testutil.Logger(t).Named(cfg.NodeName)
+		s, err := NewServer(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Shutdown() })
+		servers[i] = s
+		members[i] = Member{Name: cfg.NodeName, ID: cfg.NodeName, Addr: "127.0.0.1", Datacenter: cfg.Datacenter,
+			Status: MemberAlive, Server: true, ServerAddr: s.Addr(), Expect: n}
+	}
+	ms.set(members)
+	retry.RunWith(&retry.Timer{Timeout: 30 * time.Second, Wait: 20 * time.Millisecond}, t, func(r *retry.R) {
+		for _, s := range servers {
+			if s.IsLeader() {
+				return
+			}
+		}
+		r.Fatal("no leader yet")
+	})
+	return servers
+}
+
+// A write that its server took for the leader's, but whose own check (or
+// raft.Apply) finds leadership gone, is refused before anything of it
+// reached Raft: it goes on to the leader, with its token, instead of
+// failing with "no cluster leader". Here a follower plays the server whose
+// leadership moved between RPC's look and the write's check.
+func TestServer_writeRefusedForLostLeadershipGoesToTheLeader(t *testing.T) {
+	t.Parallel()
+	servers := startServers(t, 3)
+	var follower, leader *Server
+	for _, s := range servers {
+		if s.IsLeader() {
+			leader = s
+		} else {
+			follower = s
+		}
+	}
+	ep := endpoints[structs.MethodCatalogRegister]
+	args := &structs.RegisterRequest{Node: "ext", Address: "10.0.0.1", Service: &structs.NodeService{Service: "moved"},
+		WriteRequest: structs.WriteRequest{Token: "the-callers-token"}}
+
+	moved, err := follower.serveLeading(t.Context(), ep, args, &structs.WriteReply{})
+	if !moved || !errors.Is(err, structs.ErrNotLeader) {
+		t.Fatalf("serveLeading on a follower: moved %v, %v; want moved, not the leader", moved, err)
+	}
+	if args.Token != "the-callers-token" {
+		t.Errorf("the moved request's token is %q; want the caller's, for the leader", args.Token)
+	}
+
+	// What RPC then does: the follower's forward reaches the leader.
+	var reply structs.WriteReply
+	if err := follower.forward(t.Context(), ep, structs.MethodCatalogRegister, args, &reply); err != nil {
+		t.Fatalf("forward the moved write: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	var nodes structs.IndexedServiceNodes
+	if err := follower.RPC(ctx, structs.MethodCatalogServiceNodes, &structs.ServiceSpecificRequest{ServiceName: "moved"}, &nodes); err != nil || len(nodes.ServiceNodes) != 1 {
+		t.Fatalf("the moved write at the leader: %v, %v", nodes.ServiceNodes, err)
+	}
+
+	// A refusal for another reason stays where it is.
+	bad := &structs.RegisterRequest{Address: "10.0.0.1"}
+	if moved, err := leader.serveLeading(t.Context(), ep, bad, &structs.WriteReply{}); moved || err == nil {
+		t.Errorf("an invalid write: moved %v, %v; want refused, not moved", moved, err)
+	}
+}
