@@ -25,7 +25,6 @@ func TestMain(m *testing.M) {
 		// httptest servers' and clients' idle connections close asynchronously.
 		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
 		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
-		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
 	)
 }
 
