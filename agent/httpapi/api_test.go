@@ -13,14 +13,15 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/trellismesh/trellis/api"
+	"github.com/trellismesh/trellis/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// The Consul client's shared transport keeps idle keep-alive connections.
+	testutil.VerifyTestMain(m,
+		// The Consul client's shared transport keeps idle keep-alive
+		// connections; their reads end when the agents close theirs.
 		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
 		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
-		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
 	)
 }
 
