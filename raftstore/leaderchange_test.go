@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/trellismesh/trellis/internal/retry"
 	"github.com/trellismesh/trellis/internal/testutil"
 	"github.com/trellismesh/trellis/raftstore/structs"
@@ -124,5 +126,30 @@ func TestServer_writeRefusedForLostLeadershipGoesToTheLeader(t *testing.T) {
 	bad := &structs.RegisterRequest{Address: "10.0.0.1"}
 	if moved, err := leader.serveLeading(t.Context(), ep, bad, &structs.WriteReply{}); moved || err == nil {
 		t.Errorf("an invalid write: moved %v, %v; want refused, not moved", moved, err)
+	}
+}
+
+// raft.Apply's refusals before the entry was appended move the request to
+// the leader; a leadership lost after it was appended does not (the entry
+// may yet be committed), and says so.
+func TestServer_raftErrorsSayWhetherTheWriteMayHaveBeenApplied(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, "")
+	for _, refused := range []error{raft.ErrNotLeader, raft.ErrLeadershipTransferInProgress} {
+		err := s.raftError(structs.RegisterRequestType, refused)
+		var nl notLeader
+		if !errors.As(err, &nl) || !retryable(err) {
+			t.Errorf("raft's %q: %v; want a notLeader refusal, retryable", refused, err)
+		}
+	}
+	err := s.raftError(structs.RegisterRequestType, raft.ErrLeadershipLost)
+	var nl notLeader
+	if errors.As(err, &nl) || retryable(err) || !errors.Is(err, structs.ErrLeadershipLost) {
+		t.Errorf("raft's %q: %v; want ErrLeadershipLost, neither moved nor retried", raft.ErrLeadershipLost, err)
+	}
+	// It keeps its meaning across the internal RPC.
+	remote := &structs.RemoteError{Code: structs.CodeOf(err), Message: err.Error()}
+	if !errors.Is(remote, structs.ErrLeadershipLost) || retryable(remote) {
+		t.Errorf("over RPC: %v (code %q); want ErrLeadershipLost, not retried", remote, remote.Code)
 	}
 }

@@ -400,10 +400,7 @@ func (s *Server) raftError(t structs.MessageType, err error) error {
 		return s.notLeaderError()
 	case errors.Is(err, raft.ErrLeadershipLost):
 		// Appended, then leadership went: it may yet be committed.
-		if s.Leader() == "" {
-			return structs.ErrNoLeader
-		}
-		return structs.ErrNotLeader
+		return fmt.Errorf("apply %s: %w", t, structs.ErrLeadershipLost)
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return structs.ErrShutdown
 	}

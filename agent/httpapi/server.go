@@ -366,6 +366,8 @@ func (s *Server) errorStatus(err error) (int, string) {
 		return http.StatusConflict, err.Error()
 	case errors.Is(err, structs.ErrNoLeader):
 		return http.StatusInternalServerError, "No cluster leader"
+	case errors.Is(err, structs.ErrLeadershipLost):
+		return http.StatusInternalServerError, "Leadership lost while committing the write; it may or may not have been applied"
 	case errors.Is(err, context.Canceled):
 		return 499, "request cancelled"
 	}

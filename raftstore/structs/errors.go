@@ -21,6 +21,10 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrUnknownDatacenter means a request named a datacenter this cluster does not serve.
 	ErrUnknownDatacenter = errors.New("unknown datacenter")
+	// ErrLeadershipLost means the leader lost its leadership while a write
+	// was being committed: the write may or may not have been applied, so
+	// it is not sent again on the caller's behalf.
+	ErrLeadershipLost = errors.New("leadership lost while committing the write; it may or may not have been applied")
 	// ErrConflict means a write would create something that exists already
 	// (an intention for the same source and destination). The HTTP API
 	// answers it with 409.
@@ -62,6 +66,7 @@ const (
 	CodeNotFound          ErrorCode = "not-found"
 	CodeUnknownDatacenter ErrorCode = "unknown-datacenter"
 	CodeConflict          ErrorCode = "conflict"
+	CodeLeadershipLost    ErrorCode = "leadership-lost"
 	CodeValidation        ErrorCode = "validation"
 	CodeInternal          ErrorCode = "internal"
 )
@@ -74,6 +79,7 @@ var codeSentinels = map[ErrorCode]error{
 	CodeNotFound:          ErrNotFound,
 	CodeUnknownDatacenter: ErrUnknownDatacenter,
 	CodeConflict:          ErrConflict,
+	CodeLeadershipLost:    ErrLeadershipLost,
 }
 
 // CodeOf returns the wire code of err.

@@ -1,0 +1,30 @@
+package httpapi
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/trellismesh/trellis/raftstore/structs"
+)
+
+// The errors of a change of leader reach the caller as Consul's clients
+// expect them (500), and say whether a write may have been applied.
+func TestErrorStatus_changeOfLeader(t *testing.T) {
+	t.Parallel()
+	s := &Server{}
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("register: %w", structs.ErrNoLeader), "No cluster leader"},
+		{fmt.Errorf("apply Register: %w", structs.ErrLeadershipLost), "may or may not have been applied"},
+		{&structs.RemoteError{Code: structs.CodeLeadershipLost, Message: "x"}, "may or may not have been applied"},
+	} {
+		code, msg := s.errorStatus(tc.err)
+		if code != http.StatusInternalServerError || !strings.Contains(msg, tc.want) {
+			t.Errorf("%v: %d %q; want 500 with %q", tc.err, code, msg, tc.want)
+		}
+	}
+}
