@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"slices"
 	"sync"
 	"testing"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/trellismesh/trellis/internal/retry"
 	"github.com/trellismesh/trellis/internal/testutil"
+	"github.com/trellismesh/trellis/raftstore/rpc"
 	"github.com/trellismesh/trellis/raftstore/structs"
 )
 
@@ -151,5 +154,43 @@ func TestServer_raftErrorsSayWhetherTheWriteMayHaveBeenApplied(t *testing.T) {
 	remote := &structs.RemoteError{Code: structs.CodeOf(err), Message: err.Error()}
 	if !errors.Is(remote, structs.ErrLeadershipLost) || retryable(remote) {
 		t.Errorf("over RPC: %v (code %q); want ErrLeadershipLost, not retried", remote, remote.Code)
+	}
+}
+
+// Shutdown ends the server port's connections wherever they are: one that
+// has not sent its protocol byte yet (Shutdown waited for its handshake
+// timeout) and a Raft connection whose peer keeps it open (its handler
+// outlived the server).
+func TestServer_shutdownEndsItsConnections(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, "")
+	silent, err := net.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	peer, err := net.Dial("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	if _, err := peer.Write([]byte{rpc.ProtoRaft}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Shutdown() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+	case <-time.After(handshakeTimeout - time.Second):
+		t.Fatalf("Shutdown still waits %s on a connection that has not spoken", handshakeTimeout-time.Second)
+	}
+	for name, c := range map[string]net.Conn{"silent": silent, "raft": peer} {
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+			t.Errorf("the %s connection after Shutdown: %v; want it closed by the server", name, err)
+		}
 	}
 }

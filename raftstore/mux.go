@@ -36,7 +36,7 @@ type mux struct {
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 	mu        sync.Mutex
-	conns     map[net.Conn]struct{} // RPC and inbound Raft connections; guarded by mu
+	conns     map[net.Conn]struct{} // accepted connections until they end; guarded by mu
 	closed    bool                  // guarded by mu
 	closeOnce sync.Once
 }
@@ -68,63 +68,68 @@ func (m *mux) acceptLoop() {
 			}
 			continue
 		}
+		if !m.track(conn) {
+			return // closing
+		}
 		m.wg.Add(1)
 		go m.route(conn)
 	}
 }
 
-func (m *mux) route(conn net.Conn) {
+// route reads the protocol byte of raw (tracked by the mux from its
+// accept, so that Close ends it wherever it is) and hands the connection
+// to its protocol.
+func (m *mux) route(raw net.Conn) {
 	defer m.wg.Done()
+	conn := raw
+	drop := func() {
+		m.forget(raw)
+		conn.Close()
+	}
 	_ = conn.SetDeadline(time.Now().Add(handshakeTimeout))
 	proto, err := readByte(conn)
 	if err != nil {
 		m.logger.Debug("connection closed before its protocol byte", "remote", conn.RemoteAddr(), "error", err)
-		conn.Close()
+		drop()
 		return
 	}
 	if proto == rpc.ProtoTLS {
 		if m.tls == nil {
 			m.logger.Warn("refused a TLS connection: TLS is not configured on this server", "remote", conn.RemoteAddr())
-			conn.Close()
+			drop()
 			return
 		}
 		tc := tls.Server(conn, m.tls)
 		if err := tc.HandshakeContext(m.ctx); err != nil {
 			m.logger.Warn("refused a connection: TLS handshake failed", "remote", conn.RemoteAddr(), "error", err)
-			conn.Close()
+			drop()
 			return
 		}
 		conn = tc
 		if proto, err = readByte(conn); err != nil || proto == rpc.ProtoTLS {
-			conn.Close()
+			drop()
 			return
 		}
 	} else if m.requireTLS {
 		m.logger.Warn("refused a plaintext connection: verify_incoming requires TLS", "remote", conn.RemoteAddr())
-		conn.Close()
+		drop()
 		return
 	}
 	_ = conn.SetDeadline(time.Time{})
 	switch proto {
 	case rpc.ProtoRaft:
-		rc := &raftConn{Conn: conn, m: m}
-		if !m.track(rc) {
-			return
-		}
+		rc := &raftConn{Conn: conn, m: m, raw: raw}
 		select {
 		case m.raft.conns <- rc:
 		case <-m.raft.done:
 			rc.Close()
 		}
 	case rpc.ProtoRPC:
-		if !m.track(conn) {
-			return
-		}
 		m.serveRPC(m.ctx, conn)
-		m.forget(conn)
+		drop()
 	default:
 		m.logger.Warn("unknown protocol on server port; closing", "remote", conn.RemoteAddr(), "byte", proto)
-		conn.Close()
+		drop()
 	}
 }
 
@@ -159,13 +164,15 @@ func (m *mux) Close() {
 // closes c instead and reports false.
 func (m *mux) track(c net.Conn) bool {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		c.Close()
-		return false
+	closed := m.closed
+	if !closed {
+		m.conns[c] = struct{}{}
 	}
-	m.conns[c] = struct{}{}
-	return true
+	m.mu.Unlock()
+	if closed {
+		c.Close()
+	}
+	return !closed
 }
 
 // forget drops a connection that has ended from Close's list.
@@ -182,12 +189,13 @@ func (m *mux) forget(c net.Conn) {
 type raftConn struct {
 	net.Conn
 	m    *mux
+	raw  net.Conn // the accepted connection, as the mux tracks it
 	once sync.Once
 }
 
 // Close closes the connection and drops it from the mux's list.
 func (c *raftConn) Close() error {
-	c.once.Do(func() { c.m.forget(c) })
+	c.once.Do(func() { c.m.forget(c.raw) })
 	return c.Conn.Close()
 }
 
