@@ -149,14 +149,7 @@ func TestTunnel_connectAndAnswerTravelWithTheFirstBytes(t *testing.T) {
 	if _, err := destPeer.Write([]byte("pong")); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case a := <-st.answerCh:
-		if a.status != 200 || a.err != nil {
-			t.Fatalf("answer %d, %v; want 200", a.status, a.err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no answer")
-	}
+	waitAnswer200(t, st)
 	srcApp, srcPeer := tcpPair(t)
 	st.setApp(srcApp)
 	srcPeer.SetDeadline(time.Now().Add(10 * time.Second))
@@ -194,14 +187,7 @@ func TestTunnel_lastBytesAndTheEndTravelTogether(t *testing.T) {
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
-	select {
-	case a := <-st.answerCh:
-		if a.status != 200 || a.err != nil {
-			t.Fatalf("answer %d, %v; want 200", a.status, a.err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no answer")
-	}
+	waitAnswer200(t, st)
 	srcApp, srcPeer := tcpPair(t)
 	st.setApp(srcApp)
 	srcPeer.SetDeadline(time.Now().Add(10 * time.Second))
@@ -405,12 +391,19 @@ func TestTunnel_silentApplicationIsAnsweredAfterTheDelay(t *testing.T) {
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
+	waitAnswer200(t, st)
+}
+
+// waitAnswer200 waits for the destination's answer to st and fails the
+// test unless it is 200.
+func waitAnswer200(t *testing.T, st *stream) {
+	t.Helper()
 	select {
 	case a := <-st.answerCh:
 		if a.status != 200 || a.err != nil {
 			t.Fatalf("answer %d, %v; want 200", a.status, a.err)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("no answer for a silent application")
+		t.Fatal("no answer")
 	}
 }
