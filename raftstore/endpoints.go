@@ -48,6 +48,23 @@ func typed[A, R any](f func(s *Server, ctx context.Context, args *A, reply *R) e
 	}
 }
 
+// idempotentWrites are the writes that leave the state as they found it
+// when applied twice (catalog registrations are upserts; removing what is
+// gone is a no-op): one whose leadership was lost while it was being
+// committed is sent to the next leader again, as one refused before it
+// reached Raft is. Any other write then fails with ErrLeadershipLost.
+var idempotentWrites = map[string]bool{
+	structs.MethodCatalogRegister:   true,
+	structs.MethodCatalogDeregister: true,
+}
+
+// resendable reports whether a write that failed with err because its
+// leadership was lost while it was being committed may be sent to the next
+// leader: only an idempotent one.
+func resendable(method string, err error) bool {
+	return idempotentWrites[method] && errors.Is(err, structs.ErrLeadershipLost)
+}
+
 // endpoints is the table of RPC methods.
 var endpoints = map[string]endpoint{
 	structs.MethodCatalogRegister:        typed((*Server).catalogRegister),
@@ -133,7 +150,7 @@ func (s *Server) RPC(ctx context.Context, method string, args, reply any) error 
 		return s.serve(ctx, ep, args, reply)
 	}
 	if s.IsLeader() {
-		if moved, err := s.serveLeading(ctx, ep, args, reply); !moved {
+		if moved, err := s.serveLeading(ctx, ep, method, args, reply); !moved {
 			return err
 		}
 	}
@@ -146,15 +163,16 @@ func (s *Server) RPC(ctx context.Context, method string, args, reply any) error 
 // then, before anything of the request reached Raft (a notLeader error),
 // and the request is left as it came (with its token) for the caller to
 // send to the new leader. A write whose leadership was lost while it was
-// being committed is not moved: it may have been applied.
-func (s *Server) serveLeading(ctx context.Context, ep endpoint, args, reply any) (moved bool, err error) {
+// being committed is moved only if it is idempotent: others may have
+// been applied.
+func (s *Server) serveLeading(ctx context.Context, ep endpoint, method string, args, reply any) (moved bool, err error) {
 	var token string
 	if t, ok := args.(interface{ RequestToken() string }); ok {
 		token = t.RequestToken() // serve clears it; the leader needs it
 	}
 	err = s.serve(ctx, ep, args, reply)
 	var nl notLeader
-	if !errors.As(err, &nl) {
+	if !errors.As(err, &nl) && !resendable(method, err) {
 		return false, err
 	}
 	if t, ok := args.(interface{ SetRequestToken(string) }); ok {
@@ -198,14 +216,14 @@ func (s *Server) forward(ctx context.Context, ep endpoint, method string, args, 
 	for attempt := 0; ; attempt++ {
 		switch leader := s.Leader(); {
 		case s.IsLeader():
-			moved, err := s.serveLeading(ctx, ep, args, reply)
+			moved, err := s.serveLeading(ctx, ep, method, args, reply)
 			if !moved {
 				return err
 			}
 			lastErr = err
 		case leader != "" && leader != s.Addr():
 			err := s.rpcClient.Call(ctx, leader, method, args, reply)
-			if err == nil || !retryable(err) {
+			if err == nil || !(retryable(err) || resendable(method, err)) {
 				return err
 			}
 			lastErr = err

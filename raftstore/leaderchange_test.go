@@ -106,7 +106,7 @@ func TestServer_writeRefusedForLostLeadershipGoesToTheLeader(t *testing.T) {
 	args := &structs.RegisterRequest{Node: "ext", Address: "10.0.0.1", Service: &structs.NodeService{Service: "moved"},
 		WriteRequest: structs.WriteRequest{Token: "the-callers-token"}}
 
-	moved, err := follower.serveLeading(t.Context(), ep, args, &structs.WriteReply{})
+	moved, err := follower.serveLeading(t.Context(), ep, structs.MethodCatalogRegister, args, &structs.WriteReply{})
 	if !moved || !errors.Is(err, structs.ErrNotLeader) {
 		t.Fatalf("serveLeading on a follower: moved %v, %v; want moved, not the leader", moved, err)
 	}
@@ -128,7 +128,7 @@ func TestServer_writeRefusedForLostLeadershipGoesToTheLeader(t *testing.T) {
 
 	// A refusal for another reason stays where it is.
 	bad := &structs.RegisterRequest{Address: "10.0.0.1"}
-	if moved, err := leader.serveLeading(t.Context(), ep, bad, &structs.WriteReply{}); moved || err == nil {
+	if moved, err := leader.serveLeading(t.Context(), ep, structs.MethodCatalogRegister, bad, &structs.WriteReply{}); moved || err == nil {
 		t.Errorf("an invalid write: moved %v, %v; want refused, not moved", moved, err)
 	}
 }
@@ -150,6 +150,11 @@ func TestServer_raftErrorsSayWhetherTheWriteMayHaveBeenApplied(t *testing.T) {
 	var nl notLeader
 	if errors.As(err, &nl) || retryable(err) || !errors.Is(err, structs.ErrLeadershipLost) {
 		t.Errorf("raft's %q: %v; want ErrLeadershipLost, neither moved nor retried", raft.ErrLeadershipLost, err)
+	}
+	// Only an idempotent write is sent again after it.
+	if !resendable(structs.MethodCatalogRegister, err) || resendable(structs.MethodIntentionApply, err) {
+		t.Errorf("resendable after a lost leadership: catalog register %v, intention apply %v; want true, false",
+			resendable(structs.MethodCatalogRegister, err), resendable(structs.MethodIntentionApply, err))
 	}
 	// It keeps its meaning across the internal RPC.
 	remote := &structs.RemoteError{Code: structs.CodeOf(err), Message: err.Error()}
