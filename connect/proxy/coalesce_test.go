@@ -189,6 +189,7 @@ func TestTunnel_lastBytesAndTheEndTravelTogether(t *testing.T) {
 	}
 	waitAnswer200(t, st)
 	srcApp, srcPeer := tcpPair(t)
+	segs := segmentsOut(t, srcApp)
 	st.setApp(srcApp)
 	srcPeer.SetDeadline(time.Now().Add(10 * time.Second))
 	got, err := io.ReadAll(srcPeer)
@@ -197,6 +198,9 @@ func TestTunnel_lastBytesAndTheEndTravelTogether(t *testing.T) {
 	}
 	if n := pr.serverRaw.writes.Load() - sw; n != 1 {
 		t.Errorf("the answer, the response and its end took %d writes of the destination; want 1", n)
+	}
+	if n := segmentsOut(t, srcApp) - segs; n != 1 {
+		t.Errorf("the response and its end reached the source's application in %d TCP segments; want 1", n)
 	}
 }
 

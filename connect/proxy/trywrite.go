@@ -20,8 +20,10 @@ type rawWriter struct {
 	setup error           // SyscallConn's error, returned by every write
 	fn    func(fd uintptr) bool
 
-	// The current write's buffer and outcome, for fn.
+	// The current write's buffer, whether it is the last before an end
+	// (MSG_MORE), and its outcome, for fn.
 	p       []byte
+	more    bool
 	n       int
 	blocked bool
 	err     error
@@ -39,6 +41,14 @@ func newRawWriter(c net.Conn) *rawWriter {
 // write writes p; blocked reports that the socket was full (the rest of p
 // was not written).
 func (w *rawWriter) write(p []byte) (n int, blocked bool, err error) {
+	return w.writeLast(p, false)
+}
+
+// writeLast is write; with last, p is the last of the stream's bytes and
+// the caller shuts the write side down right after (closeAppWrite), so the
+// kernel is told to hold p for the end (MSG_MORE): they leave in one
+// segment, and the application reads both after one wake-up.
+func (w *rawWriter) writeLast(p []byte, last bool) (n int, blocked bool, err error) {
 	if w.setup != nil {
 		return 0, false, w.setup
 	}
@@ -46,7 +56,7 @@ func (w *rawWriter) write(p []byte) (n int, blocked bool, err error) {
 		n, err = w.c.Write(p)
 		return n, false, err
 	}
-	w.p, w.n, w.blocked, w.err = p, 0, false, nil
+	w.p, w.more, w.n, w.blocked, w.err = p, last, 0, false, nil
 	err = w.rc.Write(w.fn)
 	n, blocked = w.n, w.blocked
 	if err == nil {
@@ -60,7 +70,13 @@ func (w *rawWriter) write(p []byte) (n int, blocked bool, err error) {
 // is full, and never asks to wait.
 func (w *rawWriter) writeFD(fd uintptr) bool {
 	for w.n < len(w.p) {
-		m, e := rawsock.WriteFD(fd, w.p[w.n:])
+		var m int
+		var e syscall.Errno
+		if w.more {
+			m, e = rawsock.SendMoreFD(fd, w.p[w.n:])
+		} else {
+			m, e = rawsock.WriteFD(fd, w.p[w.n:])
+		}
 		w.n += m
 		switch {
 		case e == 0 && m > 0:

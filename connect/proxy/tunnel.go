@@ -333,7 +333,7 @@ func (t *tunnel) handle(f http2.Frame) error {
 			return nil // a stream we already ended; its data is dropped
 		}
 		if len(f.Data()) > 0 {
-			s.deliver(f.Data())
+			s.deliver(f.Data(), f.StreamEnded())
 		}
 		if f.StreamEnded() {
 			s.remoteEnd()
@@ -867,8 +867,9 @@ func (s *stream) setApp(app net.Conn) {
 
 // deliver hands the payload of a DATA frame to the application, from the
 // tunnel's reader goroutine: straight to its socket when it keeps up,
-// through the queue when it does not (or is not connected yet).
-func (s *stream) deliver(p []byte) {
+// through the queue when it does not (or is not connected yet). last says
+// that the peer's END_STREAM came with p (remoteEnd follows).
+func (s *stream) deliver(p []byte, last bool) {
 	s.mu.Lock()
 	if s.finished || s.closedWrite {
 		s.mu.Unlock()
@@ -889,7 +890,7 @@ func (s *stream) deliver(p []byte) {
 	w := s.appW
 	s.mu.Unlock()
 
-	n, blocked, err := w.write(p)
+	n, blocked, err := w.writeLast(p, last)
 	if err == nil && !blocked {
 		s.delivered(n)
 		return
@@ -913,7 +914,7 @@ func (s *stream) deliver(p []byte) {
 // it without waiting, while the stream is draining. It reports whether it
 // is done: the queue written (and draining over), or the stream failed.
 // false leaves the rest queued, for drain.
-func (s *stream) drainNow(w *rawWriter) bool { return s.drainWith(w.write) }
+func (s *stream) drainNow(w *rawWriter) bool { return s.drainWith(w.writeLast) }
 
 // drain writes the queue to the application until it is empty, waiting
 // for room as needed, then hands writes back to the tunnel's reader.
@@ -921,7 +922,7 @@ func (s *stream) drain() {
 	s.mu.Lock()
 	app := s.app
 	s.mu.Unlock()
-	s.drainWith(func(p []byte) (int, bool, error) {
+	s.drainWith(func(p []byte, _ bool) (int, bool, error) {
 		n, err := app.Write(p)
 		return n, false, err
 	})
@@ -931,7 +932,7 @@ func (s *stream) drain() {
 // ends; a pending end of the peer's direction is passed on), the stream
 // fails, or write reports the socket full (the rest stays queued, and
 // drainWith returns false).
-func (s *stream) drainWith(write func([]byte) (n int, blocked bool, err error)) bool {
+func (s *stream) drainWith(write func(p []byte, last bool) (n int, blocked bool, err error)) bool {
 	for {
 		s.mu.Lock()
 		if s.finished {
@@ -940,17 +941,19 @@ func (s *stream) drainWith(write func([]byte) (n int, blocked bool, err error)) 
 		}
 		chunk := s.queue
 		s.queue = nil
+		// With the peer's end already in, this chunk is the last: the end
+		// follows it at once (the loop's next turn).
+		last := s.remoteEnded && !s.closedWrite
 		if len(chunk) == 0 {
 			s.draining = false
-			end := s.remoteEnded && !s.closedWrite
 			s.mu.Unlock()
-			if end {
+			if last {
 				s.closeAppWrite()
 			}
 			return true
 		}
 		s.mu.Unlock()
-		n, blocked, err := write(chunk)
+		n, blocked, err := write(chunk, last)
 		s.delivered(n)
 		if err != nil {
 			s.abort(fmt.Errorf("write to the application: %w", err), true)

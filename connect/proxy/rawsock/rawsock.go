@@ -193,11 +193,39 @@ func WriteFD(fd uintptr, p []byte) (int, syscall.Errno) {
 	}
 }
 
+// SendMoreFD is WriteFD with MSG_MORE: the kernel may hold the bytes back
+// for what follows. The caller shuts the socket's write side down right
+// after, so that the bytes and the end leave in one segment and the peer
+// reads both after one wake-up.
+func SendMoreFD(fd uintptr, p []byte) (int, syscall.Errno) {
+	for {
+		n, _, e := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), syscall.MSG_MORE, 0, 0)
+		if e == syscall.EINTR {
+			continue
+		}
+		if e != 0 {
+			return 0, e
+		}
+		return int(n), 0
+	}
+}
+
 // CloseWrite shuts down the writing side of the connection where the
-// connection can (TCP), so that the peer reads EOF.
+// connection can (TCP), so that the peer reads EOF. It is a raw
+// shutdown(2), as net's would be but without the runtime's system-call
+// bookkeeping.
 func (c *Conn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
+	if _, ok := c.Conn.(interface{ CloseWrite() error }); !ok {
+		return nil
+	}
+	var e syscall.Errno
+	if err := c.rc.Control(func(fd uintptr) {
+		_, _, e = syscall.RawSyscall(syscall.SYS_SHUTDOWN, fd, syscall.SHUT_WR, 0)
+	}); err != nil {
+		return renameOp(err, "shutdown")
+	}
+	if e != 0 {
+		return c.opError("shutdown", e)
 	}
 	return nil
 }
@@ -215,7 +243,7 @@ func (c *Conn) opError(op string, e syscall.Errno) error {
 // renameOp makes the errors of a RawConn's Read and Write ("raw-read")
 // read as net.Conn's ("read").
 func renameOp(err error, op string) error {
-	if oe, ok := err.(*net.OpError); ok && (oe.Op == "raw-read" || oe.Op == "raw-write") {
+	if oe, ok := err.(*net.OpError); ok && (oe.Op == "raw-read" || oe.Op == "raw-write" || oe.Op == "raw-control") {
 		cp := *oe
 		cp.Op = op
 		return &cp
