@@ -99,7 +99,8 @@ func TestMain(m *testing.M) {
 // the CPU time both agents spent per request of a mesh run (from /proc, so
 // it holds also when other work shares the machine), agents-reads/req and
 // agents-writes/req their read- and write-like system calls per request
-// (from /proc/PID/io), and agents-sleeps/req the times their threads went
+// (from /proc/PID/io, which counts read(2) and write(2) but not sendto(2):
+// the MSG_MORE write of a stream's last bytes is not in it), and agents-sleeps/req the times their threads went
 // to sleep per request (voluntary context switches, from
 // /proc/PID/task/*/status). tcp-stream reports mbps-direct and mbps-mesh
 // in MB/s (10^6 bytes), throughput-ratio, and
