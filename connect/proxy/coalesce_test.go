@@ -177,11 +177,7 @@ func TestTunnel_lastBytesAndTheEndTravelTogether(t *testing.T) {
 	if err := destPeer.(*net.TCPConn).CloseWrite(); err != nil {
 		t.Fatal(err)
 	}
-	pr := newTunnelPair(t, time.Minute, func(s *stream) {
-		app := rawsock.Wrap(destApp)
-		s.accepted(app)
-		pump(s, app, &counter{})
-	})
+	pr := newTunnelPair(t, time.Minute, serveApp(rawsock.Wrap(destApp)))
 	sw := pr.serverRaw.writes.Load()
 	st, _, err := pr.client.open("db", nil, []byte("ping"))
 	if err != nil {
@@ -210,10 +206,7 @@ func TestTunnel_lastBytesAndTheEndTravelTogether(t *testing.T) {
 func TestTunnel_openSendsWhatTheWindowTakes(t *testing.T) {
 	t.Parallel()
 	destApp, destPeer := tcpPair(t)
-	pr := newTunnelPair(t, answerDelay, func(s *stream) {
-		s.accepted(destApp)
-		pump(s, destApp, &counter{})
-	})
+	pr := newTunnelPair(t, answerDelay, serveApp(destApp))
 	first := bytes.Repeat([]byte("x"), 2*maxFrameSize) // more than a frame takes
 	st, sent, err := pr.client.open("db", nil, first)
 	if err != nil {
@@ -356,14 +349,7 @@ func TestTunnel_answerGoesOnceTheClientPressesForIt(t *testing.T) {
 	}
 	small, smallPeer := open([]byte("short"))
 	big, _ := open(bytes.Repeat([]byte("b"), answerAfter))
-	select {
-	case a := <-big.answerCh:
-		if a.status != 200 || a.err != nil {
-			t.Fatalf("answer %d, %v; want 200", a.status, a.err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no answer after answerAfter bytes reached a silent application")
-	}
+	waitAnswer200(t, big)
 	select {
 	case a := <-small.answerCh:
 		t.Fatalf("the stream under answerAfter was answered alone (%d, %v)", a.status, a.err)
@@ -373,29 +359,28 @@ func TestTunnel_answerGoesOnceTheClientPressesForIt(t *testing.T) {
 	if _, err := smallPeer.Write([]byte("reply")); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case a := <-small.answerCh:
-		if a.status != 200 || a.err != nil {
-			t.Fatalf("answer %d, %v; want 200", a.status, a.err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no answer with the application's first bytes")
-	}
+	waitAnswer200(t, small)
 }
 
 // A silent application's stream is answered alone after answerDelay.
 func TestTunnel_silentApplicationIsAnsweredAfterTheDelay(t *testing.T) {
 	t.Parallel()
 	app, _ := tcpPair(t)
-	pr := newTunnelPair(t, 20*time.Millisecond, func(s *stream) {
-		s.accepted(app)
-		pump(s, app, &counter{})
-	})
+	pr := newTunnelPair(t, 20*time.Millisecond, serveApp(app))
 	st, _, err := pr.client.open("db", nil, []byte("hello?"))
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
 	waitAnswer200(t, st)
+}
+
+// serveApp returns a serve function for newTunnelPair that accepts each
+// stream to app and pumps app's bytes to it, as the public listener does.
+func serveApp(app net.Conn) func(*stream) {
+	return func(s *stream) {
+		s.accepted(app)
+		pump(s, app, &counter{})
+	}
 }
 
 // waitAnswer200 waits for the destination's answer to st and fails the
