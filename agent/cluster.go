@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -16,7 +15,6 @@ import (
 	"github.com/trellismesh/trellis/api"
 	"github.com/trellismesh/trellis/gossip"
 	"github.com/trellismesh/trellis/raftstore"
-	"github.com/trellismesh/trellis/raftstore/rpc"
 	"github.com/trellismesh/trellis/raftstore/structs"
 	"github.com/trellismesh/trellis/version"
 )
@@ -195,7 +193,9 @@ func (a *Agent) servers() []string {
 const rpcHoldTimeout = 7 * time.Second
 
 // clientRPC sends a request to a server: the last one that answered, or
-// another when it cannot be reached or has no leader.
+// another when it cannot be reached or has no leader. A write whose outcome
+// is unknown (the connection went after it was sent) is not sent again
+// unless it is idempotent: raftstore.MayResend decides.
 func (a *Agent) clientRPC(ctx context.Context, method string, args, reply any) error {
 	deadline := time.Now().Add(rpcHoldTimeout)
 	var lastErr error = fmt.Errorf("%w: no server known yet (is retry_join set?)", structs.ErrNoLeader)
@@ -205,7 +205,7 @@ func (a *Agent) clientRPC(ctx context.Context, method string, args, reply any) e
 			addr := a.preferredServer(servers)
 			leader, err := a.rpcClient.CallLeader(ctx, addr, method, args, reply)
 			a.followLeader(addr, leader, servers)
-			if err == nil || !(errors.Is(err, rpc.ErrUnavailable) || errors.Is(err, structs.ErrNoLeader) || errors.Is(err, structs.ErrShutdown)) {
+			if !raftstore.MayResend(method, err) {
 				return err
 			}
 			a.logger.Debug("server could not serve the request; trying another", "server", addr, "method", method, "error", err)

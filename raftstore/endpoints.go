@@ -65,6 +65,26 @@ func resendable(method string, err error) bool {
 	return idempotentWrites[method] && errors.Is(err, structs.ErrLeadershipLost)
 }
 
+// MayResend reports whether a request for method that failed with err may
+// be sent again, to the same server or another, with no risk of applying a
+// write twice: it was refused before it reached Raft (no leader, not the
+// leader, shutting down), or it never reached the server, or it is a read
+// or an idempotent write. A write whose outcome is unknown (its connection
+// was lost after it was sent, or its leadership while it was committed) is
+// not, unless applying it twice does no harm.
+func MayResend(method string, err error) bool {
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, structs.ErrReplyLost):
+		return !writeMethods[method] || idempotentWrites[method]
+	case errors.Is(err, structs.ErrLeadershipLost):
+		return idempotentWrites[method]
+	}
+	return errors.Is(err, rpc.ErrUnavailable) || errors.Is(err, structs.ErrNoLeader) ||
+		errors.Is(err, structs.ErrNotLeader) || errors.Is(err, structs.ErrShutdown)
+}
+
 // endpoints is the table of RPC methods.
 var endpoints = map[string]endpoint{
 	structs.MethodCatalogRegister:        typed((*Server).catalogRegister),
@@ -223,7 +243,7 @@ func (s *Server) forward(ctx context.Context, ep endpoint, method string, args, 
 			lastErr = err
 		case leader != "" && leader != s.Addr():
 			err := s.rpcClient.Call(ctx, leader, method, args, reply)
-			if err == nil || !(retryable(err) || resendable(method, err)) {
+			if !MayResend(method, err) {
 				return err
 			}
 			lastErr = err
@@ -243,13 +263,6 @@ func (s *Server) forward(ctx context.Context, ep endpoint, method string, args, 
 		case <-time.After(wait):
 		}
 	}
-}
-
-// retryable reports whether a forwarded request may be tried again: the
-// leader was unreachable, or leadership moved.
-func retryable(err error) bool {
-	return errors.Is(err, rpc.ErrUnavailable) || errors.Is(err, structs.ErrNoLeader) ||
-		errors.Is(err, structs.ErrNotLeader) || errors.Is(err, structs.ErrShutdown)
 }
 
 // serveRPCConn serves the internal RPC on one connection.

@@ -142,13 +142,13 @@ func TestServer_raftErrorsSayWhetherTheWriteMayHaveBeenApplied(t *testing.T) {
 	for _, refused := range []error{raft.ErrNotLeader, raft.ErrLeadershipTransferInProgress} {
 		err := s.raftError(structs.RegisterRequestType, refused)
 		var nl notLeader
-		if !errors.As(err, &nl) || !retryable(err) {
+		if !errors.As(err, &nl) || !MayResend(structs.MethodIntentionApply, err) {
 			t.Errorf("raft's %q: %v; want a notLeader refusal, retryable", refused, err)
 		}
 	}
 	err := s.raftError(structs.RegisterRequestType, raft.ErrLeadershipLost)
 	var nl notLeader
-	if errors.As(err, &nl) || retryable(err) || !errors.Is(err, structs.ErrLeadershipLost) {
+	if errors.As(err, &nl) || MayResend(structs.MethodIntentionApply, err) || !errors.Is(err, structs.ErrLeadershipLost) {
 		t.Errorf("raft's %q: %v; want ErrLeadershipLost, neither moved nor retried", raft.ErrLeadershipLost, err)
 	}
 	// Only an idempotent write is sent again after it.
@@ -158,7 +158,7 @@ func TestServer_raftErrorsSayWhetherTheWriteMayHaveBeenApplied(t *testing.T) {
 	}
 	// It keeps its meaning across the internal RPC.
 	remote := &structs.RemoteError{Code: structs.CodeOf(err), Message: err.Error()}
-	if !errors.Is(remote, structs.ErrLeadershipLost) || retryable(remote) {
+	if !errors.Is(remote, structs.ErrLeadershipLost) || MayResend(structs.MethodIntentionApply, remote) {
 		t.Errorf("over RPC: %v (code %q); want ErrLeadershipLost, not retried", remote, remote.Code)
 	}
 }
@@ -200,6 +200,47 @@ func TestServer_shutdownEndsItsConnections(t *testing.T) {
 		_, err := c.Read(make([]byte, 1))
 		if !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
 			t.Errorf("the %s connection after Shutdown: %v; want it closed by the server", name, err)
+		}
+	}
+}
+
+// A request is sent again only when that cannot apply a write twice.
+func TestMayResend(t *testing.T) {
+	t.Parallel()
+	unreachable := fmt.Errorf("%w: dial 127.0.0.1:1: connection refused", rpc.ErrUnavailable)
+	replyLost := fmt.Errorf("%w: %s: %w", rpc.ErrUnavailable, "x", structs.ErrReplyLost)
+	lost := fmt.Errorf("apply: %w", structs.ErrLeadershipLost)
+	remote := func(err error) error { return &structs.RemoteError{Code: structs.CodeOf(err), Message: err.Error()} }
+	const (
+		read       = structs.MethodCatalogServiceNodes
+		idempotent = structs.MethodCatalogRegister
+		write      = structs.MethodIntentionApply
+	)
+	for _, c := range []struct {
+		method string
+		err    error
+		want   bool
+	}{
+		{write, nil, false},
+		{write, unreachable, true},
+		{write, replyLost, false},
+		{read, replyLost, true},
+		{idempotent, replyLost, true},
+		{write, remote(replyLost), false},
+		{read, remote(replyLost), true},
+		{write, lost, false},
+		{write, remote(lost), false},
+		{idempotent, remote(lost), true},
+		{write, remote(structs.ErrNoLeader), true},
+		{write, remote(structs.ErrNotLeader), true},
+		{write, remote(structs.ErrShutdown), true},
+		{write, notLeader{structs.ErrNoLeader}, true},
+		{write, remote(structs.Invalid("Name", "empty")), false},
+		{write, remote(errors.New("boom")), false},
+		{read, context.Canceled, false},
+	} {
+		if got := MayResend(c.method, c.err); got != c.want {
+			t.Errorf("MayResend(%s, %v) = %v, want %v", c.method, c.err, got, c.want)
 		}
 	}
 }

@@ -21,6 +21,8 @@ func TestErrorStatus_changeOfLeader(t *testing.T) {
 		{fmt.Errorf("register: %w", structs.ErrNoLeader), "No cluster leader"},
 		{fmt.Errorf("apply Register: %w", structs.ErrLeadershipLost), "may or may not have been applied"},
 		{&structs.RemoteError{Code: structs.CodeLeadershipLost, Message: "x"}, "may or may not have been applied"},
+		{fmt.Errorf("unreachable: Intention.Apply: %w", structs.ErrReplyLost), "lost before its reply; the write may or may not"},
+		{&structs.RemoteError{Code: structs.CodeReplyLost, Message: "x"}, "lost before its reply; the write may or may not"},
 	} {
 		code, msg := s.errorStatus(tc.err)
 		if code != http.StatusInternalServerError || !strings.Contains(msg, tc.want) {

@@ -368,6 +368,8 @@ func (s *Server) errorStatus(err error) (int, string) {
 		return http.StatusInternalServerError, "No cluster leader"
 	case errors.Is(err, structs.ErrLeadershipLost):
 		return http.StatusInternalServerError, "Leadership lost while committing the write; it may or may not have been applied"
+	case errors.Is(err, structs.ErrReplyLost):
+		return http.StatusInternalServerError, "Connection to the server lost before its reply; the write may or may not have been applied"
 	case errors.Is(err, context.Canceled):
 		return 499, "request cancelled"
 	}

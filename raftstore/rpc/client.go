@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/trellismesh/trellis/raftstore/structs"
 )
 
 // Protocol bytes of the server port (see raftstore's mux).
@@ -91,8 +93,9 @@ func NewClient(d Dialer, logger hclog.Logger) *Client {
 }
 
 // Call runs method on the server at addr. args is encoded as JSON; the answer
-// is decoded into reply. A failure to reach the server wraps ErrUnavailable;
-// an error the server returned is a *structs.RemoteError.
+// is decoded into reply. A failure to reach the server wraps ErrUnavailable,
+// and structs.ErrReplyLost too when the request had been sent; an error the server
+// returned is a *structs.RemoteError.
 func (c *Client) Call(ctx context.Context, addr, method string, args, reply any) error {
 	_, err := c.CallLeader(ctx, addr, method, args, reply)
 	return err
@@ -234,6 +237,7 @@ func (cc *clientConn) call(ctx context.Context, method string, args, reply any) 
 	err = writeFrame(cc.conn, request{ID: id, Method: method, Body: body})
 	cc.writeMu.Unlock()
 	if err != nil {
+		// A frame written in part is never read: the request did not run.
 		cc.conn.Close()
 		cc.forget(id)
 		return "", fmt.Errorf("%w: send %s: %v", ErrUnavailable, method, err)
@@ -241,7 +245,7 @@ func (cc *clientConn) call(ctx context.Context, method string, args, reply any) 
 	select {
 	case resp, ok := <-ch:
 		if !ok {
-			return "", fmt.Errorf("%w: connection lost during %s", ErrUnavailable, method)
+			return "", fmt.Errorf("%w: %s: %w", ErrUnavailable, method, structs.ErrReplyLost)
 		}
 		if resp.Error != nil {
 			return resp.Leader, resp.Error

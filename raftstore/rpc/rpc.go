@@ -26,8 +26,9 @@ import (
 // MaxFrame caps a frame: 4 MiB of request body plus envelope.
 const MaxFrame = 8 << 20
 
-// ErrUnavailable wraps failures to reach a server (dial, broken connection):
-// the request may not have run, and another server may be tried.
+// ErrUnavailable wraps failures to reach a server (dial, broken connection).
+// Alone, it means the request never reached the server, so it did not run
+// and may be sent to another; with structs.ErrReplyLost it may have run.
 var ErrUnavailable = errors.New("server unreachable")
 
 // request is a request frame.

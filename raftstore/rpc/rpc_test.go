@@ -159,8 +159,45 @@ func TestRPC_Unavailable(t *testing.T) {
 	ln.Close()
 	c := NewClient(Dialer{Timeout: time.Second}, nil)
 	defer c.Close()
-	if err := c.Call(t.Context(), addr, "Echo", echoArgs{}, nil); !errors.Is(err, ErrUnavailable) {
-		t.Errorf("call to a closed port = %v, want ErrUnavailable", err)
+	if err := c.Call(t.Context(), addr, "Echo", echoArgs{}, nil); !errors.Is(err, ErrUnavailable) || errors.Is(err, structs.ErrReplyLost) {
+		t.Errorf("call to a closed port = %v, want ErrUnavailable alone (the request never left)", err)
+	}
+}
+
+// A connection lost after the request was sent says that the request may
+// have run: the caller must not send a write again on its own.
+func TestRPC_ReplyLostAfterTheRequestWasSent(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	received := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			received <- err
+			return
+		}
+		defer c.Close()
+		var proto [1]byte
+		var req request
+		if _, err := c.Read(proto[:]); err != nil {
+			received <- err
+			return
+		}
+		// The whole request arrives; the server goes before it answers.
+		received <- readFrame(c, &req)
+	}()
+	c := NewClient(Dialer{Timeout: time.Second}, nil)
+	defer c.Close()
+	err = c.Call(t.Context(), ln.Addr().String(), "Echo", echoArgs{N: 1}, nil)
+	if rerr := <-received; rerr != nil {
+		t.Fatalf("the server did not receive the request: %v", rerr)
+	}
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, structs.ErrReplyLost) {
+		t.Errorf("call whose connection was lost before the reply = %v, want ErrUnavailable and structs.ErrReplyLost", err)
 	}
 }
 

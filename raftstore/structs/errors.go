@@ -25,6 +25,11 @@ var (
 	// was being committed: the write may or may not have been applied, so
 	// it is not sent again on the caller's behalf.
 	ErrLeadershipLost = errors.New("leadership lost while committing the write; it may or may not have been applied")
+	// ErrReplyLost means the connection to the server that was serving a
+	// request was lost after the request was sent and before its reply:
+	// the request may have run, so a write is not sent again on the
+	// caller's behalf unless it is idempotent.
+	ErrReplyLost = errors.New("connection lost before the reply; the request may or may not have run")
 	// ErrConflict means a write would create something that exists already
 	// (an intention for the same source and destination). The HTTP API
 	// answers it with 409.
@@ -67,6 +72,7 @@ const (
 	CodeUnknownDatacenter ErrorCode = "unknown-datacenter"
 	CodeConflict          ErrorCode = "conflict"
 	CodeLeadershipLost    ErrorCode = "leadership-lost"
+	CodeReplyLost         ErrorCode = "reply-lost"
 	CodeValidation        ErrorCode = "validation"
 	CodeInternal          ErrorCode = "internal"
 )
@@ -80,6 +86,7 @@ var codeSentinels = map[ErrorCode]error{
 	CodeUnknownDatacenter: ErrUnknownDatacenter,
 	CodeConflict:          ErrConflict,
 	CodeLeadershipLost:    ErrLeadershipLost,
+	CodeReplyLost:         ErrReplyLost,
 }
 
 // CodeOf returns the wire code of err.
