@@ -447,15 +447,30 @@ func (p *Pool) Shutdown() error {
 	return err
 }
 
-// markLeaving records that a member announced it is leaving.
+// markLeaving records that a member announced it is leaving. The intent
+// travels apart from memberlist's own leave message, and is handled from a
+// queue: when that message came first, the member was marked failed, and
+// its intent now makes it left (as it would have been had the intent come
+// first).
 func (p *Pool) markLeaving(name string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if m, ok := p.members[name]; ok && m.Status == StatusAlive {
+	m, ok := p.members[name]
+	if !ok {
+		return
+	}
+	switch m.Status {
+	case StatusAlive:
 		m.Status, m.Since = StatusLeaving, time.Now()
 		p.logger.Info("member leaving", "member", name)
-		p.notifyLocked()
+	case StatusFailed:
+		m.Status, m.Since = StatusLeft, time.Now()
+		p.logger.Info("member left", "member", name, "address", m.Address())
+		metrics.IncrCounterWithLabels([]string{"trellis", "gossip", "member", StatusLeft.String()}, 1, nil)
+	default:
+		return
 	}
+	p.notifyLocked()
 }
 
 // delegate gives memberlist our metadata and receives our messages.
@@ -492,8 +507,11 @@ func (e *events) NotifyJoin(n *memberlist.Node) {
 func (e *events) NotifyLeave(n *memberlist.Node) {
 	e.p.mu.Lock()
 	defer e.p.mu.Unlock()
+	// memberlist knows whether a member left or failed, but does not say:
+	// the Node it passes keeps the state it had when it joined. The
+	// member's leave intent (markLeaving) tells the two apart.
 	status := StatusFailed
-	if m, ok := e.p.members[n.Name]; n.State == memberlist.StateLeft || (ok && (m.Status == StatusLeaving || m.Status == StatusLeft)) {
+	if m, ok := e.p.members[n.Name]; ok && (m.Status == StatusLeaving || m.Status == StatusLeft) {
 		status = StatusLeft
 	}
 	e.p.setStatusLocked(n, status)

@@ -123,6 +123,39 @@ func TestPool_JoinFailLeave(t *testing.T) {
 	}
 }
 
+// A leave intent handled after memberlist's leave message (which marked
+// the member failed: the intent comes from a queue, and the two travel
+// apart) still makes the member left. Without it, a member that left on
+// purpose could stay failed, and its services critical, until reaped.
+func TestPool_leaveIntentAfterTheLeaveMessage(t *testing.T) {
+	t.Parallel()
+	a := startPool(t, "a")
+	b := startPool(t, "b")
+	if _, err := b.Join([]string{a.LocalAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, a, "b", StatusAlive)
+	// b goes without a word: a marks it failed, as it does when b's
+	// memberlist leave message is handled before its intent.
+	b.Shutdown()
+	waitStatus(t, a, "b", StatusFailed)
+	ch := a.ChangeCh()
+	a.markLeaving("b")
+	if got := statusOf(a, "b"); got != StatusLeft {
+		t.Errorf("a sees b as %s after its late leave intent, want left", got)
+	}
+	select {
+	case <-ch:
+	default:
+		t.Error("the change from failed to left did not close the change channel")
+	}
+	// An intent of a member that has left already changes nothing.
+	a.markLeaving("b")
+	if got := statusOf(a, "b"); got != StatusLeft {
+		t.Errorf("a sees b as %s after a second intent, want left", got)
+	}
+}
+
 func TestPool_ReconnectAfterRestart(t *testing.T) {
 	t.Parallel()
 	a := startPool(t, "a")
