@@ -59,6 +59,17 @@ func waitStatus(t *testing.T, p *Pool, name string, want Status) {
 	})
 }
 
+// startPair starts pools a and b, joined, and waits until a sees b alive.
+func startPair(t *testing.T) (a, b *Pool) {
+	t.Helper()
+	a, b = startPool(t, "a"), startPool(t, "b")
+	if _, err := b.Join([]string{a.LocalAddr()}); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, a, "b", StatusAlive)
+	return a, b
+}
+
 func TestPool_JoinFailLeave(t *testing.T) {
 	t.Parallel()
 	a := startPool(t, "a")
@@ -129,12 +140,7 @@ func TestPool_JoinFailLeave(t *testing.T) {
 // purpose could stay failed, and its services critical, until reaped.
 func TestPool_leaveIntentAfterTheLeaveMessage(t *testing.T) {
 	t.Parallel()
-	a := startPool(t, "a")
-	b := startPool(t, "b")
-	if _, err := b.Join([]string{a.LocalAddr()}); err != nil {
-		t.Fatal(err)
-	}
-	waitStatus(t, a, "b", StatusAlive)
+	a, b := startPair(t)
 	// b goes without a word: a marks it failed, as it does when b's
 	// memberlist leave message is handled before its intent.
 	b.Shutdown()
@@ -158,12 +164,7 @@ func TestPool_leaveIntentAfterTheLeaveMessage(t *testing.T) {
 
 func TestPool_ReconnectAfterRestart(t *testing.T) {
 	t.Parallel()
-	a := startPool(t, "a")
-	b := startPool(t, "b")
-	if _, err := b.Join([]string{a.LocalAddr()}); err != nil {
-		t.Fatal(err)
-	}
-	waitStatus(t, a, "b", StatusAlive)
+	a, b := startPair(t)
 	addr := b.LocalAddr()
 	b.Shutdown()
 	waitStatus(t, a, "b", StatusFailed)
