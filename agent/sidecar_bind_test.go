@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -52,13 +54,44 @@ func holdPort(t *testing.T) (int, func()) {
 
 func loopback(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
 
-func isListening(addr string) bool {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
+// listensHere reports whether this process (the test and the agents it
+// runs) has a socket listening on port of 127.0.0.1. Dialling the port
+// would not do: other tests running meanwhile may be given a port the
+// test freed, or one it picked and never bound.
+func listensHere(t *testing.T, port int) bool {
+	t.Helper()
+	inodes := map[string]bool{}
+	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(table)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			// sl local_address rem_address st ... inode: local_address is
+			// HEXIP:HEXPORT, st 0A is LISTEN.
+			f := strings.Fields(line)
+			if len(f) < 10 || f[3] != "0A" {
+				continue
+			}
+			i := strings.LastIndexByte(f[1], ':')
+			if p, err := strconv.ParseUint(f[1][i+1:], 16, 16); err == nil && int(p) == port {
+				inodes["socket:["+f[9]+"]"] = true
+			}
+		}
+	}
+	if len(inodes) == 0 {
 		return false
 	}
-	c.Close()
-	return true
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatalf("list this process's descriptors: %v", err)
+	}
+	for _, fd := range fds {
+		if l, err := os.Readlink("/proc/self/fd/" + fd.Name()); err == nil && inodes[l] {
+			return true
+		}
+	}
+	return false
 }
 
 // notRegistered fails the test when any of ids is a service of a.
@@ -110,13 +143,14 @@ func TestAgent_SidecarWithBusyUpstreamIsRefused(t *testing.T) {
 	if entries, _, err := a.Client.Health().Connect("inuse", "", false, nil); err != nil || len(entries) != 0 {
 		t.Errorf("mesh endpoints of inuse: %v, %v", entries, err)
 	}
-	if isListening(loopback(public)) {
+	if listensHere(t, public) {
 		t.Error("the refused sidecar's public port is bound")
 	}
 
-	// Once the port is free nothing takes it: no retry in the background.
-	// Another registration wakes whatever follows the local services, and
-	// the port is watched for longer than the old retry interval (5s).
+	// Once the port is free the agent does not take it: no retry in the
+	// background. Another registration wakes whatever follows the local
+	// services, and the agent is watched for longer than the old retry
+	// interval (5s).
 	free()
 	if err := a.Client.Agent().ServiceRegister(&consulapi.AgentServiceRegistration{Name: "other", Port: 1}); err != nil {
 		t.Fatal(err)
@@ -125,11 +159,12 @@ func TestAgent_SidecarWithBusyUpstreamIsRefused(t *testing.T) {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for time.Now().Before(deadline) {
-		if isListening(loopback(busy)) {
-			t.Fatalf("port %d was bound after it was freed", busy)
+		if _, ok := a.Proxies()["inuse-sidecar-proxy"]; ok || listensHere(t, busy) {
+			t.Fatalf("the agent bound port %d, or started the refused sidecar, once the port was freed", busy)
 		}
 		<-tick.C
 	}
+	notRegistered(t, a, "inuse", "inuse-sidecar-proxy")
 }
 
 // A re-registration that cannot bind is refused and leaves the working
@@ -268,7 +303,7 @@ func TestAgent_RestoredSidecarWithBusyPortIsCritical(t *testing.T) {
 	if _, ok := b.Proxies()["web-sidecar-proxy"]; ok {
 		t.Fatal("the agent runs the proxy of a sidecar whose upstream port is taken")
 	}
-	if isListening(loopback(public)) {
+	if listensHere(t, public) {
 		t.Error("the public port of the sidecar that did not start is bound")
 	}
 	checks, err := b.Client.Agent().Checks()
@@ -293,7 +328,7 @@ func TestAgent_RestoredSidecarWithBusyPortIsCritical(t *testing.T) {
 	if err := b.Client.Agent().ServiceRegister(reg); err != nil {
 		t.Fatalf("registering again once the port is free: %v", err)
 	}
-	if !isListening(loopback(public)) || !isListening(loopback(up)) {
+	if !listensHere(t, public) || !listensHere(t, up) {
 		t.Fatal("the proxy does not listen after the sidecar was registered again")
 	}
 	if checks, err := b.Client.Agent().Checks(); err != nil || checks["proxy:web-sidecar-proxy"] != nil {

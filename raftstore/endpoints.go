@@ -657,7 +657,7 @@ func (s *Server) operatorRaftRemovePeer(_ context.Context, req *structs.RaftRemo
 	for _, srv := range f.Configuration().Servers {
 		if (req.ID != "" && string(srv.ID) == req.ID) || (req.Address != "" && string(srv.Address) == req.Address) {
 			if err := s.raft.RemoveServer(srv.ID, 0, 0).Error(); err != nil {
-				return fmt.Errorf("remove server %s: %w", srv.ID, err)
+				return s.raftFutureError(fmt.Sprintf("remove server %s", srv.ID), err)
 			}
 			s.logger.Info("removed a server from the raft configuration", "id", srv.ID, "address", srv.Address)
 			return nil

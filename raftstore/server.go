@@ -394,17 +394,23 @@ func (s *Server) apply(ctx context.Context, t structs.MessageType, msg any) (uin
 
 // raftError turns an error of raft.Apply into ours.
 func (s *Server) raftError(t structs.MessageType, err error) error {
+	return s.raftFutureError("apply "+t.String(), err)
+}
+
+// raftFutureError turns the error of a Raft future (an entry applied, a
+// configuration change) into ours; what names the operation.
+func (s *Server) raftFutureError(what string, err error) error {
 	switch {
 	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
 		// Refused before it was appended: the leader may take it.
 		return s.notLeaderError()
 	case errors.Is(err, raft.ErrLeadershipLost):
 		// Appended, then leadership went: it may yet be committed.
-		return fmt.Errorf("apply %s: %w", t, structs.ErrLeadershipLost)
+		return fmt.Errorf("%s: %w", what, structs.ErrLeadershipLost)
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return structs.ErrShutdown
 	}
-	return fmt.Errorf("apply %s: %w", t, err)
+	return fmt.Errorf("%s: %w", what, err)
 }
 
 // Shutdown stops Raft, closes the server port and the stores, and returns
