@@ -132,8 +132,8 @@ service {
 			r.Fatal("api's proxy still runs")
 		}
 	})
-	if _, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", svcs["api-sidecar-proxy"].Port), time.Second); err == nil {
-		t.Error("api's public listener still accepts")
+	if testutil.ListensHere(t, fmt.Sprintf("127.0.0.1:%d", svcs["api-sidecar-proxy"].Port)) {
+		t.Error("api's public listener is still open")
 	}
 	if body, err := get(upstream, "/"); err == nil && strings.HasPrefix(body, "api") {
 		t.Error("traffic reaches api after its deregistration")

@@ -7,8 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +15,7 @@ import (
 
 	"github.com/trellismesh/trellis/internal/retry"
 	"github.com/trellismesh/trellis/internal/testcluster"
+	"github.com/trellismesh/trellis/internal/testutil"
 )
 
 // registerRaw PUTs reg to /v1/agent/service/register and returns the
@@ -53,46 +52,6 @@ func holdPort(t *testing.T) (int, func()) {
 }
 
 func loopback(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
-
-// listensHere reports whether this process (the test and the agents it
-// runs) has a socket listening on port of 127.0.0.1. Dialling the port
-// would not do: other tests running meanwhile may be given a port the
-// test freed, or one it picked and never bound.
-func listensHere(t *testing.T, port int) bool {
-	t.Helper()
-	inodes := map[string]bool{}
-	for _, table := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		b, err := os.ReadFile(table)
-		if err != nil {
-			continue
-		}
-		for _, line := range strings.Split(string(b), "\n")[1:] {
-			// sl local_address rem_address st ... inode: local_address is
-			// HEXIP:HEXPORT, st 0A is LISTEN.
-			f := strings.Fields(line)
-			if len(f) < 10 || f[3] != "0A" {
-				continue
-			}
-			i := strings.LastIndexByte(f[1], ':')
-			if p, err := strconv.ParseUint(f[1][i+1:], 16, 16); err == nil && int(p) == port {
-				inodes["socket:["+f[9]+"]"] = true
-			}
-		}
-	}
-	if len(inodes) == 0 {
-		return false
-	}
-	fds, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatalf("list this process's descriptors: %v", err)
-	}
-	for _, fd := range fds {
-		if l, err := os.Readlink("/proc/self/fd/" + fd.Name()); err == nil && inodes[l] {
-			return true
-		}
-	}
-	return false
-}
 
 // notRegistered fails the test when any of ids is a service of a.
 func notRegistered(t *testing.T, a *testcluster.Agent, ids ...string) {
@@ -143,7 +102,7 @@ func TestAgent_SidecarWithBusyUpstreamIsRefused(t *testing.T) {
 	if entries, _, err := a.Client.Health().Connect("inuse", "", false, nil); err != nil || len(entries) != 0 {
 		t.Errorf("mesh endpoints of inuse: %v, %v", entries, err)
 	}
-	if listensHere(t, public) {
+	if testutil.ListensHere(t, loopback(public)) {
 		t.Error("the refused sidecar's public port is bound")
 	}
 
@@ -159,7 +118,7 @@ func TestAgent_SidecarWithBusyUpstreamIsRefused(t *testing.T) {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for time.Now().Before(deadline) {
-		if _, ok := a.Proxies()["inuse-sidecar-proxy"]; ok || listensHere(t, busy) {
+		if _, ok := a.Proxies()["inuse-sidecar-proxy"]; ok || testutil.ListensHere(t, loopback(busy)) {
 			t.Fatalf("the agent bound port %d, or started the refused sidecar, once the port was freed", busy)
 		}
 		<-tick.C
@@ -303,7 +262,7 @@ func TestAgent_RestoredSidecarWithBusyPortIsCritical(t *testing.T) {
 	if _, ok := b.Proxies()["web-sidecar-proxy"]; ok {
 		t.Fatal("the agent runs the proxy of a sidecar whose upstream port is taken")
 	}
-	if listensHere(t, public) {
+	if testutil.ListensHere(t, loopback(public)) {
 		t.Error("the public port of the sidecar that did not start is bound")
 	}
 	checks, err := b.Client.Agent().Checks()
@@ -328,7 +287,7 @@ func TestAgent_RestoredSidecarWithBusyPortIsCritical(t *testing.T) {
 	if err := b.Client.Agent().ServiceRegister(reg); err != nil {
 		t.Fatalf("registering again once the port is free: %v", err)
 	}
-	if !listensHere(t, public) || !listensHere(t, up) {
+	if !testutil.ListensHere(t, loopback(public)) || !testutil.ListensHere(t, loopback(up)) {
 		t.Fatal("the proxy does not listen after the sidecar was registered again")
 	}
 	if checks, err := b.Client.Agent().Checks(); err != nil || checks["proxy:web-sidecar-proxy"] != nil {

@@ -88,14 +88,7 @@ func busyPort(t *testing.T) (int, func()) {
 
 func addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
 
-func listening(addr string) bool {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return false
-	}
-	c.Close()
-	return true
-}
+func listening(t *testing.T, addr string) bool { return testutil.ListensHere(t, addr) }
 
 func TestManager_ReservePort(t *testing.T) {
 	t.Parallel()
@@ -107,7 +100,7 @@ func TestManager_ReservePort(t *testing.T) {
 	if p1 < m.cfg.MinPort || p1 > m.cfg.MaxPort {
 		t.Fatalf("picked %d outside %d-%d", p1, m.cfg.MinPort, m.cfg.MaxPort)
 	}
-	if !listening("127.0.0.1:" + strconv.Itoa(p1)) {
+	if !listening(t, "127.0.0.1:"+strconv.Itoa(p1)) {
 		t.Error("the reserved port is not bound")
 	}
 	if again, err := m.ReservePort("a", "", 0, false); err != nil || again != p1 {
@@ -121,7 +114,7 @@ func TestManager_ReservePort(t *testing.T) {
 		t.Error("a port held by another sidecar was reserved twice")
 	}
 	m.ReleasePort("a")
-	if listening("127.0.0.1:" + strconv.Itoa(p1)) {
+	if listening(t, "127.0.0.1:"+strconv.Itoa(p1)) {
 		t.Error("a released port is still bound")
 	}
 	// External sidecars: nothing stays bound.
@@ -129,7 +122,7 @@ func TestManager_ReservePort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if listening("127.0.0.1:" + strconv.Itoa(pe)) {
+	if listening(t, "127.0.0.1:"+strconv.Itoa(pe)) {
 		t.Error("an external sidecar's port is held by the agent")
 	}
 }
@@ -150,7 +143,7 @@ func TestManager_Apply(t *testing.T) {
 	if !ok || info.Service != "web" || info.PublicAddr.(*net.TCPAddr).Port != p || info.Upstreams["api"].(*net.TCPAddr).Port != up[0] {
 		t.Fatalf("proxies after the registration: %+v", m.Proxies())
 	}
-	if !listening(addr(up[0])) {
+	if !listening(t, addr(up[0])) {
 		t.Error("the upstream listener is not up")
 	}
 	// The same registration again keeps the proxy as it is.
@@ -164,10 +157,10 @@ func TestManager_Apply(t *testing.T) {
 		t.Fatal(err)
 	}
 	info = m.Proxies()["web-sidecar-proxy"]
-	if info.Upstreams["db"] == nil || info.Upstreams["api"] != nil || !listening(addr(p)) || !listening(addr(up[1])) {
+	if info.Upstreams["db"] == nil || info.Upstreams["api"] != nil || !listening(t, addr(p)) || !listening(t, addr(up[1])) {
 		t.Fatalf("after the change: %+v", info)
 	}
-	if listening(addr(up[0])) {
+	if listening(t, addr(up[0])) {
 		t.Error("the old upstream listener is still up")
 	}
 
@@ -187,7 +180,7 @@ func TestManager_Apply(t *testing.T) {
 	if _, ok := m.Proxies()["ext-sidecar-proxy"]; ok {
 		t.Error("the agent runs an external sidecar")
 	}
-	if listening(addr(pe)) {
+	if listening(t, addr(pe)) {
 		t.Error("the external sidecar's port is still held")
 	}
 	if next, err := m.ReservePort("other", "", 0, false); err == nil && next == pe {
@@ -196,7 +189,7 @@ func TestManager_Apply(t *testing.T) {
 
 	// Deregistered: stopped, listeners closed.
 	m.Stop("web-sidecar-proxy")
-	if len(m.Proxies()) != 0 || listening(addr(p)) || listening(addr(up[1])) {
+	if len(m.Proxies()) != 0 || listening(t, addr(p)) || listening(t, addr(up[1])) {
 		t.Errorf("after removal: %+v", m.Proxies())
 	}
 }
@@ -220,8 +213,8 @@ func TestManager_BusyUpstreamIsRefused(t *testing.T) {
 	if msg := err.Error(); !strings.Contains(msg, `"inuse-sidecar-proxy"`) || !strings.Contains(msg, `upstream "api"`) || !strings.Contains(msg, addr(busy)) {
 		t.Errorf("the error does not name the sidecar, the listener and the address: %s", msg)
 	}
-	if len(m.Proxies()) != 0 || listening(addr(p)) {
-		t.Fatalf("after the refusal: proxies %v, public port bound %v", m.Proxies(), listening(addr(p)))
+	if len(m.Proxies()) != 0 || listening(t, addr(p)) {
+		t.Fatalf("after the refusal: proxies %v, public port bound %v", m.Proxies(), listening(t, addr(p)))
 	}
 	free()
 	// Nothing retries: the port stays free for whoever wants it.
@@ -282,7 +275,7 @@ func TestManager_RefusedChangeKeepsTheProxy(t *testing.T) {
 			t.Fatalf("%s: the change was accepted", name)
 		}
 		info := m.Proxies()["web-sidecar-proxy"]
-		if info.PublicAddr == nil || info.Upstreams["db"] != nil || !listening(addr(p)) || !listening(addr(up[0])) {
+		if info.PublicAddr == nil || info.Upstreams["db"] != nil || !listening(t, addr(p)) || !listening(t, addr(up[0])) {
 			t.Fatalf("%s: the running proxy after the refused change: %+v", name, info)
 		}
 	}
@@ -306,7 +299,7 @@ func TestManager_RefusedChangeKeepsTheProxy(t *testing.T) {
 		t.Fatalf("after the change: %+v", info)
 	}
 	for _, port := range []int{p, up[0], up[1]} {
-		if !listening(addr(port)) {
+		if !listening(t, addr(port)) {
 			t.Errorf("port %d is not served after the change", port)
 		}
 	}
