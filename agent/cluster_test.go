@@ -124,7 +124,7 @@ func TestCluster_LeaderHardStop(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	leader := c.Leader()
+	leader := c.AwaitLeader(t)
 	stopped := time.Now()
 	leader.Stop()
 	var firstOK time.Duration
@@ -260,7 +260,7 @@ func TestCluster_ServerLeaveAndJoin(t *testing.T) {
 	if err := leaving.LeaveAndShutdown(ctx); err != nil {
 		t.Fatalf("leave: %v", err)
 	}
-	leader := c.Leader()
+	leader := c.AwaitLeader(t)
 	c.WaitVoters(t, leader, 2)
 	retry.Run(t, func(r *retry.R) {
 		nodes, _, _ := leader.Client.Catalog().Nodes(nil)
@@ -293,12 +293,7 @@ func TestCluster_OperatorRemovePeer(t *testing.T) {
 	}
 	addr := victim.ServerAddr()
 	victim.Stop()
-	var leader *testcluster.Agent
-	retry.Run(t, func(r *retry.R) {
-		if leader = c.Leader(); leader == nil {
-			r.Fatal("no leader")
-		}
-	})
+	leader := c.AwaitLeader(t)
 	// Until gossip sees it failed, autopilot would add a live server back.
 	retry.Run(t, func(r *retry.R) {
 		for _, m := range leader.Members() {

@@ -70,7 +70,7 @@ func TestCluster_MinorityLeaderPartition(t *testing.T) {
 	ips := testcluster.LoopbackIPs(t, 3)
 	c := testcluster.StartCluster(t, testcluster.ClusterOptions{Servers: 3, IPs: ips})
 	c.WaitVoters(t, c.Servers[0], 3)
-	old := c.Leader()
+	old := c.AwaitLeader(t)
 	var oldIP string
 	var majority []string
 	var others []*testcluster.Agent

@@ -81,8 +81,10 @@ func (c *Cluster) Leader() *Agent {
 	return nil
 }
 
-// WaitForLeader waits until one server leads and every agent can reach it.
-func (c *Cluster) WaitForLeader(t testing.TB) *Agent {
+// AwaitLeader waits until one of the servers leads, and returns it. Use
+// it rather than Leader where the cluster may be between two leaders (just
+// formed, or after a server went).
+func (c *Cluster) AwaitLeader(t testing.TB) *Agent {
 	t.Helper()
 	var leader *Agent
 	retry.RunWith(&retry.Timer{Timeout: 30 * time.Second, Wait: 20 * time.Millisecond}, t, func(r *retry.R) {
@@ -91,6 +93,13 @@ func (c *Cluster) WaitForLeader(t testing.TB) *Agent {
 			r.Fatal("no leader yet")
 		}
 	})
+	return leader
+}
+
+// WaitForLeader waits until one server leads and every agent can reach it.
+func (c *Cluster) WaitForLeader(t testing.TB) *Agent {
+	t.Helper()
+	leader := c.AwaitLeader(t)
 	for _, a := range c.All() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		err := a.WaitForLeader(ctx)
