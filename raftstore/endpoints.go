@@ -656,7 +656,7 @@ func (s *Server) operatorRaftRemovePeer(_ context.Context, req *structs.RaftRemo
 	}
 	for _, srv := range f.Configuration().Servers {
 		if (req.ID != "" && string(srv.ID) == req.ID) || (req.Address != "" && string(srv.Address) == req.Address) {
-			if err := s.raft.RemoveServer(srv.ID, 0, 0).Error(); err != nil {
+			if err := s.removeServer(srv.ID); err != nil {
 				return s.raftFutureError(fmt.Sprintf("remove server %s", srv.ID), err)
 			}
 			s.logger.Info("removed a server from the raft configuration", "id", srv.ID, "address", srv.Address)
@@ -667,6 +667,18 @@ func (s *Server) operatorRaftRemovePeer(_ context.Context, req *structs.RaftRemo
 		return fmt.Errorf("no server with ID %q in the raft configuration: %w", req.ID, structs.ErrNotFound)
 	}
 	return fmt.Errorf("no server at %q in the raft configuration: %w", req.Address, structs.ErrNotFound)
+}
+
+// removeServer takes a server out of the Raft configuration. Like
+// applyEntry, it holds Shutdown off until Raft has answered, so that a
+// shutdown never leaves the change's outcome unknown.
+func (s *Server) removeServer(id raft.ServerID) error {
+	s.applyMu.RLock()
+	defer s.applyMu.RUnlock()
+	if s.closing {
+		return structs.ErrShutdown
+	}
+	return s.raft.RemoveServer(id, 0, 0).Error()
 }
 
 func (s *Server) statusRaftStats(_ context.Context, _ *struct{}, reply *structs.RaftStats) error {
