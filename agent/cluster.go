@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"github.com/trellismesh/trellis/api"
 	"github.com/trellismesh/trellis/gossip"
 	"github.com/trellismesh/trellis/raftstore"
+	"github.com/trellismesh/trellis/raftstore/rpc"
 	"github.com/trellismesh/trellis/raftstore/structs"
 	"github.com/trellismesh/trellis/version"
 )
@@ -199,14 +201,30 @@ const rpcHoldTimeout = 7 * time.Second
 func (a *Agent) clientRPC(ctx context.Context, method string, args, reply any) error {
 	deadline := time.Now().Add(rpcHoldTimeout)
 	var lastErr error = fmt.Errorf("%w: no server known yet (is retry_join set?)", structs.ErrNoLeader)
+	// Servers whose TLS handshake refused a certificate in this call: each
+	// is tried once, and the call fails when all have refused (a
+	// misconfigured agent must not hammer the servers with handshakes).
+	var refused map[string]bool
 	for attempt := 0; ; attempt++ {
-		servers := a.servers()
+		servers := slices.DeleteFunc(a.servers(), func(s string) bool { return refused[s] })
+		if len(servers) == 0 && len(refused) > 0 {
+			return lastErr
+		}
 		if len(servers) > 0 {
 			addr := a.preferredServer(servers)
 			leader, err := a.rpcClient.CallLeader(ctx, addr, method, args, reply)
 			a.followLeader(addr, leader, servers)
 			if !raftstore.MayResend(method, err) {
 				return err
+			}
+			if errors.Is(err, rpc.ErrTLSRefused) {
+				if refused == nil {
+					refused = map[string]bool{}
+				}
+				refused[addr] = true
+				a.rotateServer(addr)
+				lastErr = err
+				continue
 			}
 			a.logger.Debug("server could not serve the request; trying another", "server", addr, "method", method, "error", err)
 			a.rotateServer(addr)

@@ -141,9 +141,15 @@ func TestCluster_MutualTLS(t *testing.T) {
 	otherCA, otherCert, otherKey := writeCerts(t, t.TempDir(), false)
 	rogue := testcluster.StartAgent(t, testcluster.Options{Name: "rogue", Client: true,
 		HCL: tlsHCL(otherCA, otherCert, otherKey), RetryJoin: []string{c.Servers[0].GossipAddr()}})
+	// It fails at once, having tried each server once: no loop of TLS
+	// handshakes for the servers to pay until the 7 s hold timeout.
+	asked := time.Now()
 	_, _, err = rogue.Client.Catalog().Services(nil)
 	if err == nil {
 		t.Fatal("a client with an untrusted certificate read the catalog")
+	}
+	if took := time.Since(asked); took > 5*time.Second || !strings.Contains(err.Error(), "TLS certificate refused") {
+		t.Errorf("untrusted client's read took %s: %v; want a prompt TLS refusal", took, err)
 	}
 	t.Logf("untrusted client's read: %v", err)
 

@@ -243,7 +243,9 @@ func (s *Server) forward(ctx context.Context, ep endpoint, method string, args, 
 			lastErr = err
 		case leader != "" && leader != s.Addr():
 			err := s.rpcClient.Call(ctx, leader, method, args, reply)
-			if !MayResend(method, err) {
+			if !MayResend(method, err) || errors.Is(err, rpc.ErrTLSRefused) {
+				// A certificate refused by (or of) the leader is
+				// configuration: trying again would only repeat it.
 				return err
 			}
 			lastErr = err

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,6 +22,30 @@ const (
 	ProtoRPC  byte = 0x02
 	ProtoTLS  byte = 0x03
 )
+
+// ErrTLSRefused wraps a TLS handshake that failed on a certificate: the
+// server's did not verify here, or ours did not there (the server's alert).
+// That is configuration, not a passing fault: the same server will refuse
+// again, so callers do not retry it in a loop.
+var ErrTLSRefused = errors.New("TLS certificate refused")
+
+// tlsRefused reports whether a TLS error is a certificate refusal: ours of
+// the server's certificate, or the server's of ours, which comes as an
+// alert ("remote error: tls: bad certificate", "unknown certificate
+// authority", "certificate required"...; crypto/tls does not export the
+// alert's type on TCP, so its text tells).
+func tlsRefused(err error) bool {
+	var cv *tls.CertificateVerificationError
+	if errors.As(err, &cv) {
+		return true
+	}
+	var alert tls.AlertError
+	if errors.As(err, &alert) {
+		return true
+	}
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "remote error" && op.Err != nil && strings.Contains(op.Err.Error(), "certificate")
+}
 
 // Dialer opens connections to a server port for one inner protocol.
 type Dialer struct {
@@ -64,6 +89,9 @@ func (d Dialer) Dial(ctx context.Context, addr string, proto byte) (net.Conn, er
 	tc := tls.Client(conn, d.TLS)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		conn.Close()
+		if tlsRefused(err) {
+			return nil, fmt.Errorf("TLS handshake with %s: %w: %w", addr, ErrTLSRefused, err)
+		}
 		return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
 	}
 	if _, err := tc.Write([]byte{proto}); err != nil {
@@ -106,7 +134,7 @@ func (c *Client) Call(ctx context.Context, addr, method string, args, reply any)
 func (c *Client) CallLeader(ctx context.Context, addr, method string, args, reply any) (string, error) {
 	cc, err := c.conn(ctx, addr)
 	if err != nil {
-		return "", fmt.Errorf("%w: %s: %v", ErrUnavailable, addr, err)
+		return "", fmt.Errorf("%w: %s: %w", ErrUnavailable, addr, err)
 	}
 	return cc.call(ctx, method, args, reply)
 }
@@ -245,6 +273,15 @@ func (cc *clientConn) call(ctx context.Context, method string, args, reply any) 
 	select {
 	case resp, ok := <-ch:
 		if !ok {
+			cc.mu.Lock()
+			cerr := cc.err
+			cc.mu.Unlock()
+			if tlsRefused(cerr) {
+				// Under TLS 1.3 the server checks our certificate after
+				// our handshake is done: its refusal comes on the first
+				// read, and nothing of the request was served.
+				return "", fmt.Errorf("%w: %s: %w: %w", ErrUnavailable, method, ErrTLSRefused, cerr)
+			}
 			return "", fmt.Errorf("%w: %s: %w", ErrUnavailable, method, structs.ErrReplyLost)
 		}
 		if resp.Error != nil {

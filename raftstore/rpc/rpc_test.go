@@ -2,6 +2,8 @@ package rpc
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"net"
@@ -11,6 +13,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/trellismesh/trellis/agent/tlsutil"
 	"github.com/trellismesh/trellis/internal/testutil"
 	"github.com/trellismesh/trellis/raftstore/structs"
 )
@@ -213,5 +216,108 @@ func TestFrame_TooLarge(t *testing.T) {
 	var r request
 	if err := readFrame(b, &r); err == nil {
 		t.Error("an oversized frame was accepted")
+	}
+}
+
+// pki is a CA and one certificate from it, as a tls.Certificate and pool.
+type pki struct {
+	pool *x509.CertPool
+	cert tls.Certificate
+}
+
+func newPKI(t *testing.T, server bool) pki {
+	t.Helper()
+	caPEM, caKey, err := tlsutil.GenerateCA(tlsutil.CAOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, err := tlsutil.GenerateCert(tlsutil.CertOptions{CACert: caPEM, CAKey: caKey, Server: server})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	return pki{pool: pool, cert: cert}
+}
+
+// serveTLS accepts connections that announce ProtoTLS and completes (or
+// fails) a TLS handshake with cfg, then serves h inside.
+func serveTLS(t *testing.T, cfg *tls.Config, h Handler) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				var b [1]byte
+				if _, err := c.Read(b[:]); err != nil || b[0] != ProtoTLS {
+					return
+				}
+				tc := tls.Server(c, cfg)
+				if tc.HandshakeContext(ctx) != nil {
+					return
+				}
+				if _, err := tc.Read(b[:]); err != nil || b[0] != ProtoRPC {
+					return
+				}
+				ServeConn(ctx, tc, h, func() string { return "" }, testutil.Logger(t))
+			})
+		}
+	})
+	t.Cleanup(func() {
+		cancel()
+		ln.Close()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+// A certificate refused either way is ErrTLSRefused: the client's own
+// check of the server's, and the server's of the client's, which under
+// TLS 1.3 comes after the client's handshake, on the first read. A server
+// that is merely gone is not.
+func TestRPC_TLSRefusals(t *testing.T) {
+	t.Parallel()
+	srv, cli, other := newPKI(t, true), newPKI(t, false), newPKI(t, false)
+	addr := serveTLS(t, &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{srv.cert},
+		ClientCAs: srv.pool, ClientAuth: tls.RequireAndVerifyClientCert}, echo(nil, nil))
+	cases := []struct {
+		name   string
+		cfg    *tls.Config
+		refuse bool
+	}{
+		// cli's CA is not the server's: the server's certificate is untrusted.
+		{"the server's certificate", &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: cli.pool, ServerName: "server.dc1.trellis", Certificates: []tls.Certificate{cli.cert}}, true},
+		// The server is trusted, but it does not trust the client's CA.
+		{"the client's certificate", &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: srv.pool, ServerName: "server.dc1.trellis", Certificates: []tls.Certificate{other.cert}}, true},
+	}
+	for _, c := range cases {
+		cl := NewClient(Dialer{TLS: c.cfg, Timeout: 5 * time.Second}, nil)
+		err := cl.Call(t.Context(), addr, "Echo", echoArgs{N: 1}, nil)
+		cl.Close()
+		if !errors.Is(err, ErrUnavailable) || !errors.Is(err, ErrTLSRefused) || errors.Is(err, structs.ErrReplyLost) {
+			t.Errorf("%s refused: %v; want ErrUnavailable and ErrTLSRefused, not a lost reply", c.name, err)
+		}
+	}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	gone := ln.Addr().String()
+	ln.Close()
+	cl := NewClient(Dialer{TLS: cases[0].cfg, Timeout: time.Second}, nil)
+	defer cl.Close()
+	if err := cl.Call(t.Context(), gone, "Echo", echoArgs{}, nil); errors.Is(err, ErrTLSRefused) {
+		t.Errorf("a closed port: %v; want no TLS refusal", err)
 	}
 }
