@@ -47,6 +47,17 @@ func tlsRefused(err error) bool {
 	return errors.As(err, &op) && op.Op == "remote error" && op.Err != nil && strings.Contains(op.Err.Error(), "certificate")
 }
 
+// unavailable is the error of a request that did not reach a server
+// because its connection failed with err: ErrUnavailable, and also
+// ErrTLSRefused when err is a certificate refusal (which under TLS 1.3 can
+// come after the handshake, on the connection's first read or write).
+func unavailable(what string, err error) error {
+	if tlsRefused(err) {
+		return fmt.Errorf("%w: %s: %w: %w", ErrUnavailable, what, ErrTLSRefused, err)
+	}
+	return fmt.Errorf("%w: %s: %v", ErrUnavailable, what, err)
+}
+
 // Dialer opens connections to a server port for one inner protocol.
 type Dialer struct {
 	// TLS, when set, wraps connections: the ProtoTLS byte, a TLS handshake,
@@ -96,6 +107,9 @@ func (d Dialer) Dial(ctx context.Context, addr string, proto byte) (net.Conn, er
 	}
 	if _, err := tc.Write([]byte{proto}); err != nil {
 		tc.Close()
+		if tlsRefused(err) {
+			return nil, fmt.Errorf("TLS handshake with %s: %w: %w", addr, ErrTLSRefused, err)
+		}
 		return nil, err
 	}
 	return tc, nil
@@ -254,7 +268,7 @@ func (cc *clientConn) call(ctx context.Context, method string, args, reply any) 
 	if cc.err != nil {
 		err := cc.err
 		cc.mu.Unlock()
-		return "", fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return "", unavailable(method, err)
 	}
 	cc.nextID++
 	id := cc.nextID
@@ -268,7 +282,7 @@ func (cc *clientConn) call(ctx context.Context, method string, args, reply any) 
 		// A frame written in part is never read: the request did not run.
 		cc.conn.Close()
 		cc.forget(id)
-		return "", fmt.Errorf("%w: send %s: %v", ErrUnavailable, method, err)
+		return "", unavailable("send "+method, err)
 	}
 	select {
 	case resp, ok := <-ch:
@@ -280,7 +294,7 @@ func (cc *clientConn) call(ctx context.Context, method string, args, reply any) 
 				// Under TLS 1.3 the server checks our certificate after
 				// our handshake is done: its refusal comes on the first
 				// read, and nothing of the request was served.
-				return "", fmt.Errorf("%w: %s: %w: %w", ErrUnavailable, method, ErrTLSRefused, cerr)
+				return "", unavailable(method, cerr)
 			}
 			return "", fmt.Errorf("%w: %s: %w", ErrUnavailable, method, structs.ErrReplyLost)
 		}

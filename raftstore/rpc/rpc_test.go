@@ -22,7 +22,12 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // serve listens on loopback and serves h on every connection that
 // announces ProtoRPC, until the test ends.
-func serve(t *testing.T, h Handler) string {
+func serve(t *testing.T, h Handler) string { return serveTLS(t, nil, h) }
+
+// serveTLS is serve for connections that announce ProtoTLS, complete (or
+// fail) a TLS handshake with cfg, then announce ProtoRPC inside; with a
+// nil cfg it is plain serve.
+func serveTLS(t *testing.T, cfg *tls.Config, h Handler) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -30,26 +35,33 @@ func serve(t *testing.T, h Handler) string {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
+	wg.Go(func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
+				conn := c
+				defer func() { conn.Close() }()
 				var b [1]byte
-				if _, err := c.Read(b[:]); err != nil || b[0] != ProtoRPC {
-					c.Close()
+				if cfg != nil {
+					if _, err := c.Read(b[:]); err != nil || b[0] != ProtoTLS {
+						return
+					}
+					tc := tls.Server(c, cfg)
+					if tc.HandshakeContext(ctx) != nil {
+						return
+					}
+					conn = tc
+				}
+				if _, err := conn.Read(b[:]); err != nil || b[0] != ProtoRPC {
 					return
 				}
-				ServeConn(ctx, c, h, func() string { return "leader:1" }, testutil.Logger(t))
-			}()
+				ServeConn(ctx, conn, h, func() string { return "leader:1" }, testutil.Logger(t))
+			})
 		}
-	}()
+	})
 	t.Cleanup(func() {
 		cancel()
 		ln.Close()
@@ -244,78 +256,38 @@ func newPKI(t *testing.T, server bool) pki {
 	return pki{pool: pool, cert: cert}
 }
 
-// serveTLS accepts connections that announce ProtoTLS and completes (or
-// fails) a TLS handshake with cfg, then serves h inside.
-func serveTLS(t *testing.T, cfg *tls.Config, h Handler) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				var b [1]byte
-				if _, err := c.Read(b[:]); err != nil || b[0] != ProtoTLS {
-					return
-				}
-				tc := tls.Server(c, cfg)
-				if tc.HandshakeContext(ctx) != nil {
-					return
-				}
-				if _, err := tc.Read(b[:]); err != nil || b[0] != ProtoRPC {
-					return
-				}
-				ServeConn(ctx, tc, h, func() string { return "" }, testutil.Logger(t))
-			})
-		}
-	})
-	t.Cleanup(func() {
-		cancel()
-		ln.Close()
-		wg.Wait()
-	})
-	return ln.Addr().String()
-}
-
-// A certificate refused either way is ErrTLSRefused: the client's own
-// check of the server's, and the server's of the client's, which under
-// TLS 1.3 comes after the client's handshake, on the first read. A server
-// that is merely gone is not.
+// A server certificate this client does not trust is ErrTLSRefused. A
+// client certificate the server refuses is refused too, and never served;
+// under TLS 1.3 that refusal comes after the client's handshake, as an
+// alert on the first read, or as a reset when the write comes first, so
+// only an alert that arrives says ErrTLSRefused. A server that is merely
+// gone is no refusal.
 func TestRPC_TLSRefusals(t *testing.T) {
 	t.Parallel()
 	srv, cli, other := newPKI(t, true), newPKI(t, false), newPKI(t, false)
+	served := make(chan struct{}, 8)
 	addr := serveTLS(t, &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{srv.cert},
-		ClientCAs: srv.pool, ClientAuth: tls.RequireAndVerifyClientCert}, echo(nil, nil))
-	cases := []struct {
-		name   string
-		cfg    *tls.Config
-		refuse bool
-	}{
-		// cli's CA is not the server's: the server's certificate is untrusted.
-		{"the server's certificate", &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: cli.pool, ServerName: "server.dc1.trellis", Certificates: []tls.Certificate{cli.cert}}, true},
-		// The server is trusted, but it does not trust the client's CA.
-		{"the client's certificate", &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: srv.pool, ServerName: "server.dc1.trellis", Certificates: []tls.Certificate{other.cert}}, true},
+		ClientCAs: srv.pool, ClientAuth: tls.RequireAndVerifyClientCert}, echo(served, nil))
+	// cli's CA is not the server's: the server's certificate is untrusted.
+	untrusting := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: cli.pool, ServerName: "server.dc1.trellis", Certificates: []tls.Certificate{cli.cert}}
+	cl := NewClient(Dialer{TLS: untrusting, Timeout: 5 * time.Second}, nil)
+	err := cl.Call(t.Context(), addr, "Echo", echoArgs{N: 1}, nil)
+	cl.Close()
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, ErrTLSRefused) || errors.Is(err, structs.ErrReplyLost) {
+		t.Errorf("the server's certificate refused: %v; want ErrUnavailable and ErrTLSRefused, not a lost reply", err)
 	}
-	for _, c := range cases {
-		cl := NewClient(Dialer{TLS: c.cfg, Timeout: 5 * time.Second}, nil)
-		err := cl.Call(t.Context(), addr, "Echo", echoArgs{N: 1}, nil)
-		cl.Close()
-		if !errors.Is(err, ErrUnavailable) || !errors.Is(err, ErrTLSRefused) || errors.Is(err, structs.ErrReplyLost) {
-			t.Errorf("%s refused: %v; want ErrUnavailable and ErrTLSRefused, not a lost reply", c.name, err)
-		}
+	// The server is trusted, but it does not trust the client's CA.
+	untrusted := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: srv.pool, ServerName: "server.dc1.trellis", Certificates: []tls.Certificate{other.cert}}
+	cl = NewClient(Dialer{TLS: untrusted, Timeout: 5 * time.Second}, nil)
+	err = cl.Call(t.Context(), addr, "Echo", echoArgs{N: 1}, nil)
+	cl.Close()
+	if !errors.Is(err, ErrUnavailable) || len(served) != 0 {
+		t.Errorf("the client's certificate refused: %v (served %d); want ErrUnavailable, never served", err, len(served))
 	}
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	gone := ln.Addr().String()
 	ln.Close()
-	cl := NewClient(Dialer{TLS: cases[0].cfg, Timeout: time.Second}, nil)
+	cl = NewClient(Dialer{TLS: untrusting, Timeout: time.Second}, nil)
 	defer cl.Close()
 	if err := cl.Call(t.Context(), gone, "Echo", echoArgs{}, nil); errors.Is(err, ErrTLSRefused) {
 		t.Errorf("a closed port: %v; want no TLS refusal", err)
