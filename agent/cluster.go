@@ -217,18 +217,16 @@ func (a *Agent) clientRPC(ctx context.Context, method string, args, reply any) e
 			if !raftstore.MayResend(method, err) {
 				return err
 			}
+			a.logger.Debug("server could not serve the request; trying another", "server", addr, "method", method, "error", err)
+			a.rotateServer(addr)
+			lastErr = err
 			if errors.Is(err, rpc.ErrTLSRefused) {
 				if refused == nil {
 					refused = map[string]bool{}
 				}
 				refused[addr] = true
-				a.rotateServer(addr)
-				lastErr = err
-				continue
+				continue // the next server at once; the loop ends when all have refused
 			}
-			a.logger.Debug("server could not serve the request; trying another", "server", addr, "method", method, "error", err)
-			a.rotateServer(addr)
-			lastErr = err
 		}
 		if time.Now().After(deadline) {
 			return lastErr

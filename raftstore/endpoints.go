@@ -79,7 +79,7 @@ func MayResend(method string, err error) bool {
 	case errors.Is(err, structs.ErrReplyLost):
 		return !writeMethods[method] || idempotentWrites[method]
 	case errors.Is(err, structs.ErrLeadershipLost):
-		return idempotentWrites[method]
+		return resendable(method, err)
 	}
 	return errors.Is(err, rpc.ErrUnavailable) || errors.Is(err, structs.ErrNoLeader) ||
 		errors.Is(err, structs.ErrNotLeader) || errors.Is(err, structs.ErrShutdown)

@@ -58,6 +58,15 @@ func unavailable(what string, err error) error {
 	return fmt.Errorf("%w: %s: %v", ErrUnavailable, what, err)
 }
 
+// handshakeError is the error of a TLS handshake with addr that failed
+// with err, marked ErrTLSRefused when a certificate was refused.
+func handshakeError(addr string, err error) error {
+	if tlsRefused(err) {
+		return fmt.Errorf("TLS handshake with %s: %w: %w", addr, ErrTLSRefused, err)
+	}
+	return fmt.Errorf("TLS handshake with %s: %w", addr, err)
+}
+
 // Dialer opens connections to a server port for one inner protocol.
 type Dialer struct {
 	// TLS, when set, wraps connections: the ProtoTLS byte, a TLS handshake,
@@ -100,15 +109,12 @@ func (d Dialer) Dial(ctx context.Context, addr string, proto byte) (net.Conn, er
 	tc := tls.Client(conn, d.TLS)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		conn.Close()
-		if tlsRefused(err) {
-			return nil, fmt.Errorf("TLS handshake with %s: %w: %w", addr, ErrTLSRefused, err)
-		}
-		return nil, fmt.Errorf("TLS handshake with %s: %w", addr, err)
+		return nil, handshakeError(addr, err)
 	}
 	if _, err := tc.Write([]byte{proto}); err != nil {
 		tc.Close()
 		if tlsRefused(err) {
-			return nil, fmt.Errorf("TLS handshake with %s: %w: %w", addr, ErrTLSRefused, err)
+			return nil, handshakeError(addr, err)
 		}
 		return nil, err
 	}
