@@ -233,8 +233,9 @@ func (a *Agent) startServer() error {
 	scfg.ConnectDisabled = !a.cfg.ConnectEnabled
 	scfg.CA = a.cfg.ConnectCA
 	scfg.Authorizer = a.authorizer()
+	scfg.RPCHoldTimeout = a.cfg.RPCHoldTimeout
+	scfg.Timing = serverTiming(a.cfg)
 	if a.cfg.DevMode {
-		scfg.Timing = raftstore.DevTiming()
 		scfg.ReconcileInterval = 5 * time.Second
 		scfg.MissingGrace = 2 * time.Second
 		scfg.CAPruneInterval = time.Second
@@ -247,6 +248,16 @@ func (a *Agent) startServer() error {
 	}
 	a.server = s
 	return nil
+}
+
+// serverTiming returns the Raft timers of a server agent: the production
+// or -dev ones, scaled by performance.raft_multiplier.
+func serverTiming(cfg config.RuntimeConfig) raftstore.Timing {
+	t := raftstore.DefaultTiming()
+	if cfg.DevMode {
+		t = raftstore.DevTiming()
+	}
+	return t.Scaled(cfg.RaftMultiplier)
 }
 
 // clientAddrs returns host:port for each client address.

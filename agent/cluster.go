@@ -190,16 +190,13 @@ func (a *Agent) servers() []string {
 	return failed
 }
 
-// rpcHoldTimeout bounds how long a client agent retries a request while no
-// server can serve it (no server known, or an election under way).
-const rpcHoldTimeout = 7 * time.Second
-
 // clientRPC sends a request to a server: the last one that answered, or
-// another when it cannot be reached or has no leader. A write whose outcome
+// another when it cannot be reached or has no leader, for up to
+// performance.rpc_hold_timeout (no server known, or an election under way). A write whose outcome
 // is unknown (the connection went after it was sent) is not sent again
 // unless it is idempotent: raftstore.MayResend decides.
 func (a *Agent) clientRPC(ctx context.Context, method string, args, reply any) error {
-	deadline := time.Now().Add(rpcHoldTimeout)
+	deadline := time.Now().Add(a.cfg.RPCHoldTimeout)
 	var lastErr error = fmt.Errorf("%w: no server known yet (is retry_join set?)", structs.ErrNoLeader)
 	// Servers whose TLS handshake refused a certificate in this call: each
 	// is tried once, and the call fails when all have refused (a

@@ -129,6 +129,23 @@ func DefaultTiming() Timing {
 	}
 }
 
+// Scaled returns t with the timers that detect a failed leader and elect
+// the next (HeartbeatTimeout, ElectionTimeout, LeaderLeaseTimeout)
+// multiplied by m, as Consul's performance.raft_multiplier does: a larger m
+// rides out longer pauses (CPU steal on a busy virtual machine, a long
+// garbage collection) without an election, and takes m times longer to
+// replace a leader that really failed. m below 1 is taken as 1.
+func (t Timing) Scaled(m int) Timing {
+	if m < 1 {
+		m = 1
+	}
+	d := time.Duration(m)
+	t.HeartbeatTimeout *= d
+	t.ElectionTimeout *= d
+	t.LeaderLeaseTimeout *= d
+	return t
+}
+
 // DevTiming returns fast timers for -dev and tests: elections settle in a
 // few hundred milliseconds on loopback.
 func DevTiming() Timing {

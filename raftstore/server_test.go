@@ -247,3 +247,24 @@ func TestConfig_Validate(t *testing.T) {
 		}
 	}
 }
+
+func TestTiming_Scaled(t *testing.T) {
+	t.Parallel()
+	base := DefaultTiming()
+	got := base.Scaled(5)
+	if got.HeartbeatTimeout != 5*time.Second || got.ElectionTimeout != 5*time.Second ||
+		got.LeaderLeaseTimeout != 2500*time.Millisecond || got.CommitTimeout != base.CommitTimeout {
+		t.Errorf("Scaled(5) = %+v", got)
+	}
+	if base.Scaled(0) != base || base.Scaled(-3) != base || base.Scaled(1) != base {
+		t.Errorf("a multiplier below 2 must leave the timers as they are")
+	}
+	// A scaled configuration still validates: the lease stays within the
+	// heartbeat timeout.
+	cfg := DefaultConfig()
+	cfg.NodeName = "n"
+	cfg.Timing = DevTiming().Scaled(10)
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("Validate with Scaled(10): %v", err)
+	}
+}

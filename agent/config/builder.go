@@ -39,6 +39,7 @@ func defaults() *fileConfig {
 		MeshMetricsInterval: ptr(5 * time.Second),
 		BootstrapExpect:     ptr(0), RetryInterval: ptr(30 * time.Second), Encrypt: ptr(""),
 		ReconnectTimeout: ptr(72 * time.Hour), StabilizationTime: ptr(10 * time.Second),
+		RaftMultiplier: ptr(0), RPCHoldTimeout: ptr(7 * time.Second),
 		TLSCAFile: ptr(""), TLSCertFile: ptr(""), TLSKeyFile: ptr(""), TLSVerifyIncoming: ptr(false), TLSVerifyOutgoing: ptr(false),
 		EnableDebug: ptr(false), DefaultIntentionPolicy: ptr("deny"), CAProvider: ptr(""),
 		CALeafCertTTL: ptr(time.Duration(0)), CAPrivateKey: ptr(""), CARootCert: ptr(""), CAPrivateKeyType: ptr(""),
@@ -147,6 +148,8 @@ func build(c *fileConfig, opts LoadOpts) (RuntimeConfig, []string, error) {
 		EncryptKey:              *c.Encrypt,
 		ReconnectTimeout:        *c.ReconnectTimeout,
 		ServerStabilizationTime: *c.StabilizationTime,
+		RaftMultiplier:          *c.RaftMultiplier,
+		RPCHoldTimeout:          *c.RPCHoldTimeout,
 		EnableDebug:             *c.EnableDebug,
 		TLS: TLSConfig{CAFile: *c.TLSCAFile, CertFile: *c.TLSCertFile, KeyFile: *c.TLSKeyFile,
 			VerifyIncoming: *c.TLSVerifyIncoming, VerifyOutgoing: *c.TLSVerifyOutgoing},
@@ -300,6 +303,9 @@ func build(c *fileConfig, opts LoadOpts) (RuntimeConfig, []string, error) {
 	}
 	if rc.ReconnectTimeout < time.Minute && !(rc.DevMode && rc.ReconnectTimeout > 0) {
 		return rc, nil, fmt.Errorf("reconnect_timeout %s: must be at least 1m (a failed agent is reaped after it; -dev allows less)", rc.ReconnectTimeout)
+	}
+	if rc.RaftMultiplier == 0 { // decoding checked the range
+		rc.RaftMultiplier = 1
 	}
 	if rc.EncryptKey != "" {
 		k, err := base64.StdEncoding.DecodeString(rc.EncryptKey)

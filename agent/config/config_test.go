@@ -88,6 +88,35 @@ func TestLoad_Defaults(t *testing.T) {
 	}
 }
 
+func TestLoad_Performance(t *testing.T) {
+	t.Parallel()
+	rc, _, err := load(t, false, []string{"-data-dir", "/tmp/x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc.RaftMultiplier != 1 || rc.RPCHoldTimeout != 7*time.Second {
+		t.Errorf("defaults: raft_multiplier %d, rpc_hold_timeout %s; want 1, 7s", rc.RaftMultiplier, rc.RPCHoldTimeout)
+	}
+	dir := t.TempDir()
+	for _, file := range []struct{ name, content string }{
+		{"p.hcl", "performance {\n  raft_multiplier = 5\n  rpc_hold_timeout = \"20s\"\n}\n"},
+		{"p.json", `{"performance": {"raft_multiplier": 5, "rpc_hold_timeout": "20s"}}`},
+	} {
+		rc, _, err := load(t, true, nil, writeFile(t, dir, file.name, file.content))
+		if err != nil {
+			t.Fatalf("%s: %v", file.name, err)
+		}
+		if rc.RaftMultiplier != 5 || rc.RPCHoldTimeout != 20*time.Second {
+			t.Errorf("%s: raft_multiplier %d, rpc_hold_timeout %s; want 5, 20s", file.name, rc.RaftMultiplier, rc.RPCHoldTimeout)
+		}
+	}
+	// 0 is Consul's "the default".
+	rc, _, err = load(t, true, nil, writeFile(t, dir, "zero.hcl", "performance {\n  raft_multiplier = 0\n}\n"))
+	if err != nil || rc.RaftMultiplier != 1 {
+		t.Errorf("raft_multiplier = 0: got %d, %v; want 1", rc.RaftMultiplier, err)
+	}
+}
+
 func TestLoad_Dev(t *testing.T) {
 	t.Parallel()
 	rc, _, err := load(t, true, nil)
@@ -211,6 +240,10 @@ func TestLoad_Errors(t *testing.T) {
 		{"tls without ca", "a.hcl", "tls {\n  defaults {\n    verify_incoming = true\n  }\n}\n", []string{"verify_incoming"}},
 		{"tls missing file", "a.hcl", "tls {\n  defaults {\n    ca_file = \"/nope/ca.pem\"\n    cert_file = \"/nope/c.pem\"\n    key_file = \"/nope/k.pem\"\n  }\n}\n", []string{"tls.defaults.ca_file", "/nope/ca.pem"}},
 		{"tls unknown key", "a.hcl", "tls {\n  defaults {\n    ca = \"x\"\n  }\n}\n", []string{"a.hcl:3:5", `unknown key "ca"`}},
+		{"raft multiplier", "a.hcl", "performance {\n  raft_multiplier = 11\n}\n", []string{"a.hcl:2:3", "performance.raft_multiplier 11", "from 1 to 10"}},
+		{"negative raft multiplier", "a.json", `{"performance": {"raft_multiplier": -1}}`, []string{"a.json:1:", "performance.raft_multiplier -1"}},
+		{"zero hold timeout", "a.hcl", "performance {\n  rpc_hold_timeout = \"0s\"\n}\n", []string{"a.hcl:2:3", "performance.rpc_hold_timeout", "positive"}},
+		{"unknown performance key", "a.hcl", "performance {\n  raft_multiplyer = 2\n}\n", []string{"a.hcl:2:3", `unknown key "raft_multiplyer"`, `did you mean "raft_multiplier"`}},
 		{"zero reconnect", "a.hcl", "reconnect_timeout = \"0s\"\n", []string{"reconnect_timeout"}},
 		{"bad intention policy", "a.hcl", "connect {\n  default_intention_policy = \"maybe\"\n}\n", []string{"connect.default_intention_policy", "allow or deny"}},
 		{"unknown connect key", "a.hcl", "connect {\n  enable = true\n}\n", []string{"a.hcl:2:3", `unknown key "enable"`, `did you mean "enabled"`}},

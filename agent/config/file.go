@@ -39,12 +39,16 @@ type fileConfig struct {
 	Encrypt             *string
 	ReconnectTimeout    *time.Duration
 	StabilizationTime   *time.Duration
-	TLSCAFile           *string
-	TLSCertFile         *string
-	TLSKeyFile          *string
-	TLSVerifyIncoming   *bool
-	TLSVerifyOutgoing   *bool
-	EnableDebug         *bool
+	// RaftMultiplier and RPCHoldTimeout are performance { raft_multiplier
+	// rpc_hold_timeout }.
+	RaftMultiplier    *int
+	RPCHoldTimeout    *time.Duration
+	TLSCAFile         *string
+	TLSCertFile       *string
+	TLSKeyFile        *string
+	TLSVerifyIncoming *bool
+	TLSVerifyOutgoing *bool
+	EnableDebug       *bool
 	// connect { default_intention_policy ca_config { ... } } and the sidecar port range.
 	DefaultIntentionPolicy *string
 	CAProvider             *string
@@ -60,7 +64,8 @@ type fileConfig struct {
 
 var topKeys = []string{"datacenter", "node_name", "node_id", "data_dir", "server", "bootstrap", "bind_addr", "client_addr",
 	"advertise_addr", "domain", "log_level", "log_json", "ui", "ui_config", "connect", "ports", "dns_config", "service", "services",
-	"enable_debug", "bootstrap_expect", "retry_join", "retry_interval", "encrypt", "reconnect_timeout", "autopilot", "server_stabilization_time", "tls"}
+	"enable_debug", "bootstrap_expect", "retry_join", "retry_interval", "encrypt", "reconnect_timeout", "autopilot", "server_stabilization_time", "tls",
+	"telemetry", "performance"}
 
 func setStr(e *errs, f field, what string, dst **string) {
 	if v, ok := e.str(f, what); ok {
@@ -174,6 +179,27 @@ func decodeConfig(src []byte, filename string) (*fileConfig, error) {
 			decodeSection(&e, f, "autopilot", map[string]func(field, string){
 				"server_stabilization_time": func(f field, w string) { setDuration(&e, f, w, &c.StabilizationTime) },
 			})
+		case "performance":
+			decodeSection(&e, f, "performance", map[string]func(field, string){
+				"raft_multiplier": func(f field, w string) {
+					if v, ok := e.integer(f, w); ok {
+						if v < 0 || v > MaxRaftMultiplier {
+							e.add(f.rng, "performance.raft_multiplier %d: must be from 1 to %d (0 uses the default, 1)", v, MaxRaftMultiplier)
+							return
+						}
+						c.RaftMultiplier = &v
+					}
+				},
+				"rpc_hold_timeout": func(f field, w string) {
+					if v, ok := e.duration(f, w); ok {
+						if v <= 0 {
+							e.add(f.rng, "performance.rpc_hold_timeout %s: must be positive", v)
+							return
+						}
+						c.RPCHoldTimeout = &v
+					}
+				},
+			})
 		case "tls":
 			decodeSection(&e, f, "tls", map[string]func(field, string){
 				"defaults": func(f field, w string) {
@@ -282,6 +308,8 @@ func (c *fileConfig) merge(src *fileConfig) {
 	over(&c.Encrypt, src.Encrypt)
 	overD(&c.ReconnectTimeout, src.ReconnectTimeout)
 	overD(&c.StabilizationTime, src.StabilizationTime)
+	overI(&c.RaftMultiplier, src.RaftMultiplier)
+	overD(&c.RPCHoldTimeout, src.RPCHoldTimeout)
 	over(&c.TLSCAFile, src.TLSCAFile)
 	over(&c.TLSCertFile, src.TLSCertFile)
 	over(&c.TLSKeyFile, src.TLSKeyFile)

@@ -73,6 +73,15 @@ type RuntimeConfig struct {
 	// ServerStabilizationTime is how long a new server stays healthy as a
 	// non-voter before it votes.
 	ServerStabilizationTime time.Duration
+	// RaftMultiplier scales a server's Raft timers (heartbeat, election and
+	// leader lease timeouts): 1 is the fastest failover, up to
+	// MaxRaftMultiplier trades failover time for calm on slow or
+	// overcommitted machines.
+	RaftMultiplier int
+	// RPCHoldTimeout is how long a request that needs the leader is held,
+	// and tried again, while no server can serve it (an election, a lost
+	// server).
+	RPCHoldTimeout time.Duration
 	// TLS secures Raft and internal RPC between agents.
 	TLS TLSConfig
 	// EnableDebug serves Go's profiler on the HTTP port.
@@ -82,6 +91,10 @@ type RuntimeConfig struct {
 	// Sources lists the files read, in order.
 	Sources []string
 }
+
+// MaxRaftMultiplier is the largest performance.raft_multiplier, as in
+// Consul.
+const MaxRaftMultiplier = 10
 
 // TLSConfig is the tls { defaults { ... } } block.
 type TLSConfig struct {

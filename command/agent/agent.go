@@ -218,6 +218,9 @@ func (c *cmd) banner(rc config.RuntimeConfig, a *agent.Agent) {
 	}
 	if addr := a.ServerAddr(); addr != "" {
 		lines = append(lines, "       Server port: "+addr)
+		if rc.RaftMultiplier > 1 {
+			lines = append(lines, fmt.Sprintf("   Raft multiplier: %d (a failed leader is noticed %d× later)", rc.RaftMultiplier, rc.RaftMultiplier))
+		}
 	}
 	if addr := a.HTTPAddr(); addr != "" {
 		lines = append(lines, "          HTTP API: http://"+addr)

@@ -18,6 +18,11 @@ autopilot {
   server_stabilization_time = "20s"
 }
 
+performance {
+  raft_multiplier  = 3
+  rpc_hold_timeout = "10s"
+}
+
 ports {
   http     = 18500
   dns      = -1
