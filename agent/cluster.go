@@ -211,7 +211,7 @@ func (a *Agent) clientRPC(ctx context.Context, method string, args, reply any) e
 			addr := a.preferredServer(servers)
 			leader, err := a.rpcClient.CallLeader(ctx, addr, method, args, reply)
 			a.followLeader(addr, leader, servers)
-			if !raftstore.MayResend(method, err) {
+			if !raftstore.MayResend(method, args, err) {
 				return err
 			}
 			a.logger.Debug("server could not serve the request; trying another", "server", addr, "method", method, "error", err)

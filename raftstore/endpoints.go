@@ -48,38 +48,58 @@ func typed[A, R any](f func(s *Server, ctx context.Context, args *A, reply *R) e
 	}
 }
 
-// idempotentWrites are the writes that leave the state as they found it
-// when applied twice (catalog registrations are upserts; removing what is
-// gone is a no-op): one whose leadership was lost while it was being
-// committed is sent to the next leader again, as one refused before it
-// reached Raft is. Any other write then fails with ErrLeadershipLost.
-var idempotentWrites = map[string]bool{
-	structs.MethodCatalogRegister:   true,
-	structs.MethodCatalogDeregister: true,
+// idempotent reports whether the write args of method leaves the state as
+// it found it when applied twice: one whose leadership was lost while it was
+// being committed, or whose reply was lost, is sent again, as one refused
+// before it reached Raft is. Any other write then fails with
+// ErrLeadershipLost or ErrReplyLost (its outcome is unknown). Idempotent:
+//   - catalog registrations (upserts) and deregistrations (removing what is
+//     gone is a no-op);
+//   - config entry writes and deletes without check-and-set (an upsert, and
+//     deleting what is gone succeeds); with cas, the second would be refused
+//     for the index the first moved;
+//   - intention upserts (by source and destination) and updates (by ID). A
+//     create is not (the second finds the first: a conflict), nor is a
+//     delete (the second finds nothing: not found).
+//
+// As with any write sent again, a write made by someone else in between is
+// overwritten by the second copy: the last one applied wins.
+func idempotent(method string, args any) bool {
+	switch method {
+	case structs.MethodCatalogRegister, structs.MethodCatalogDeregister:
+		return true
+	case structs.MethodConfigEntryApply, structs.MethodConfigEntryDelete:
+		req, ok := args.(*structs.ConfigEntryRequest)
+		return ok && !req.CAS
+	case structs.MethodIntentionApply:
+		req, ok := args.(*structs.IntentionRequest)
+		return ok && (req.Op == structs.IntentionOpUpsert || req.Op == structs.IntentionOpUpdate)
+	}
+	return false
 }
 
 // resendable reports whether a write that failed with err because its
 // leadership was lost while it was being committed may be sent to the next
 // leader: only an idempotent one.
-func resendable(method string, err error) bool {
-	return idempotentWrites[method] && errors.Is(err, structs.ErrLeadershipLost)
+func resendable(method string, args any, err error) bool {
+	return errors.Is(err, structs.ErrLeadershipLost) && idempotent(method, args)
 }
 
-// MayResend reports whether a request for method that failed with err may
+// MayResend reports whether the request args for method that failed with err may
 // be sent again, to the same server or another, with no risk of applying a
 // write twice: it was refused before it reached Raft (no leader, not the
 // leader, shutting down), or it never reached the server, or it is a read
 // or an idempotent write. A write whose outcome is unknown (its connection
 // was lost after it was sent, or its leadership while it was committed) is
 // not, unless applying it twice does no harm.
-func MayResend(method string, err error) bool {
+func MayResend(method string, args any, err error) bool {
 	switch {
 	case err == nil:
 		return false
 	case errors.Is(err, structs.ErrReplyLost):
-		return !writeMethods[method] || idempotentWrites[method]
+		return !writeMethods[method] || idempotent(method, args)
 	case errors.Is(err, structs.ErrLeadershipLost):
-		return resendable(method, err)
+		return resendable(method, args, err)
 	}
 	return errors.Is(err, rpc.ErrUnavailable) || errors.Is(err, structs.ErrNoLeader) ||
 		errors.Is(err, structs.ErrNotLeader) || errors.Is(err, structs.ErrShutdown)
@@ -192,7 +212,7 @@ func (s *Server) serveLeading(ctx context.Context, ep endpoint, method string, a
 	}
 	err = s.serve(ctx, ep, args, reply)
 	var nl notLeader
-	if !errors.As(err, &nl) && !resendable(method, err) {
+	if !errors.As(err, &nl) && !resendable(method, args, err) {
 		return false, err
 	}
 	if t, ok := args.(interface{ SetRequestToken(string) }); ok {
@@ -243,7 +263,7 @@ func (s *Server) forward(ctx context.Context, ep endpoint, method string, args, 
 			lastErr = err
 		case leader != "" && leader != s.Addr():
 			err := s.rpcClient.Call(ctx, leader, method, args, reply)
-			if !MayResend(method, err) || errors.Is(err, rpc.ErrTLSRefused) {
+			if !MayResend(method, args, err) || errors.Is(err, rpc.ErrTLSRefused) {
 				// A certificate refused by (or of) the leader is
 				// configuration: trying again would only repeat it.
 				return err

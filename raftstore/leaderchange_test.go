@@ -139,26 +139,27 @@ func TestServer_writeRefusedForLostLeadershipGoesToTheLeader(t *testing.T) {
 func TestServer_raftErrorsSayWhetherTheWriteMayHaveBeenApplied(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, "")
+	create := &structs.IntentionRequest{Op: structs.IntentionOpCreate}
 	for _, refused := range []error{raft.ErrNotLeader, raft.ErrLeadershipTransferInProgress} {
 		err := s.raftError(structs.RegisterRequestType, refused)
 		var nl notLeader
-		if !errors.As(err, &nl) || !MayResend(structs.MethodIntentionApply, err) {
+		if !errors.As(err, &nl) || !MayResend(structs.MethodIntentionApply, create, err) {
 			t.Errorf("raft's %q: %v; want a notLeader refusal, retryable", refused, err)
 		}
 	}
 	err := s.raftError(structs.RegisterRequestType, raft.ErrLeadershipLost)
 	var nl notLeader
-	if errors.As(err, &nl) || MayResend(structs.MethodIntentionApply, err) || !errors.Is(err, structs.ErrLeadershipLost) {
+	if errors.As(err, &nl) || MayResend(structs.MethodIntentionApply, create, err) || !errors.Is(err, structs.ErrLeadershipLost) {
 		t.Errorf("raft's %q: %v; want ErrLeadershipLost, neither moved nor retried", raft.ErrLeadershipLost, err)
 	}
 	// Only an idempotent write is sent again after it.
-	if !resendable(structs.MethodCatalogRegister, err) || resendable(structs.MethodIntentionApply, err) {
+	if !resendable(structs.MethodCatalogRegister, &structs.RegisterRequest{}, err) || resendable(structs.MethodIntentionApply, create, err) {
 		t.Errorf("resendable after a lost leadership: catalog register %v, intention apply %v; want true, false",
-			resendable(structs.MethodCatalogRegister, err), resendable(structs.MethodIntentionApply, err))
+			resendable(structs.MethodCatalogRegister, &structs.RegisterRequest{}, err), resendable(structs.MethodIntentionApply, create, err))
 	}
 	// It keeps its meaning across the internal RPC.
 	remote := &structs.RemoteError{Code: structs.CodeOf(err), Message: err.Error()}
-	if !errors.Is(remote, structs.ErrLeadershipLost) || MayResend(structs.MethodIntentionApply, remote) {
+	if !errors.Is(remote, structs.ErrLeadershipLost) || MayResend(structs.MethodIntentionApply, create, remote) {
 		t.Errorf("over RPC: %v (code %q); want ErrLeadershipLost, not retried", remote, remote.Code)
 	}
 }
@@ -211,15 +212,27 @@ func TestMayResend(t *testing.T) {
 	replyLost := fmt.Errorf("%w: %s: %w", rpc.ErrUnavailable, "x", structs.ErrReplyLost)
 	lost := fmt.Errorf("apply: %w", structs.ErrLeadershipLost)
 	remote := func(err error) error { return &structs.RemoteError{Code: structs.CodeOf(err), Message: err.Error()} }
-	const (
-		read       = structs.MethodCatalogServiceNodes
-		idempotent = structs.MethodCatalogRegister
-		write      = structs.MethodIntentionApply
+	type call struct {
+		method string
+		args   any
+	}
+	var (
+		read       = call{structs.MethodCatalogServiceNodes, &structs.ServiceSpecificRequest{}}
+		idempotent = call{structs.MethodCatalogRegister, &structs.RegisterRequest{}}
+		write      = call{structs.MethodIntentionApply, &structs.IntentionRequest{Op: structs.IntentionOpCreate}}
+		ixnDelete  = call{structs.MethodIntentionApply, &structs.IntentionRequest{Op: structs.IntentionOpDelete}}
+		ixnUpsert  = call{structs.MethodIntentionApply, &structs.IntentionRequest{Op: structs.IntentionOpUpsert}}
+		ixnUpdate  = call{structs.MethodIntentionApply, &structs.IntentionRequest{Op: structs.IntentionOpUpdate}}
+		entrySet   = call{structs.MethodConfigEntryApply, &structs.ConfigEntryRequest{Op: structs.ConfigEntryOpUpsert}}
+		entryCAS   = call{structs.MethodConfigEntryApply, &structs.ConfigEntryRequest{Op: structs.ConfigEntryOpUpsert, CAS: true, Index: 7}}
+		entryDel   = call{structs.MethodConfigEntryDelete, &structs.ConfigEntryRequest{Op: structs.ConfigEntryOpDelete}}
+		entryDelCS = call{structs.MethodConfigEntryDelete, &structs.ConfigEntryRequest{Op: structs.ConfigEntryOpDelete, CAS: true, Index: 7}}
+		caSet      = call{structs.MethodCAConfigurationSet, &structs.CARequest{}}
 	)
 	for _, c := range []struct {
-		method string
-		err    error
-		want   bool
+		call
+		err  error
+		want bool
 	}{
 		{write, nil, false},
 		{write, unreachable, true},
@@ -238,9 +251,20 @@ func TestMayResend(t *testing.T) {
 		{write, remote(structs.Invalid("Name", "empty")), false},
 		{write, remote(errors.New("boom")), false},
 		{read, context.Canceled, false},
+		// Writes that are idempotent by their contents.
+		{ixnUpsert, replyLost, true},
+		{ixnUpdate, remote(lost), true},
+		{ixnDelete, replyLost, false},
+		{entrySet, replyLost, true},
+		{entrySet, remote(lost), true},
+		{entryDel, replyLost, true},
+		{entryCAS, replyLost, false},
+		{entryDelCS, remote(lost), false},
+		{caSet, replyLost, false},
+		{entrySet, remote(structs.Invalid("Kind", "unknown")), false},
 	} {
-		if got := MayResend(c.method, c.err); got != c.want {
-			t.Errorf("MayResend(%s, %v) = %v, want %v", c.method, c.err, got, c.want)
+		if got := MayResend(c.method, c.args, c.err); got != c.want {
+			t.Errorf("MayResend(%s, %+v, %v) = %v, want %v", c.method, c.args, c.err, got, c.want)
 		}
 	}
 }

@@ -73,13 +73,22 @@ func (c *createCmd) Run(args []string) int {
 		return 1
 	}
 	ixn := &api.Intention{SourceName: src, DestinationName: dst, Action: action, Description: c.description, Meta: meta}
-	// Create first; with -replace, an intention that exists (409) is then
-	// replaced, so the output says which of the two happened.
 	done, doing := "Created", "creating"
-	_, _, err = client.Connect().IntentionCreate(ixn, nil)
-	if c.replace && isStatus(err, http.StatusConflict) {
-		done, doing = "Replaced", "replacing"
+	if c.replace {
+		// An upsert, which the servers may apply twice safely (and so
+		// send again across a change of leader); the read before it only
+		// says which of the two it did.
+		existing, _, gerr := client.Connect().IntentionGetExact(src, dst, nil)
+		if gerr != nil {
+			c.ui.Error(flags.ErrorMessage(fmt.Sprintf("reading the intention %s => %s", src, dst), gerr))
+			return 1
+		}
+		if existing != nil {
+			done, doing = "Replaced", "replacing"
+		}
 		_, err = client.Connect().IntentionUpsert(ixn, nil)
+	} else {
+		_, _, err = client.Connect().IntentionCreate(ixn, nil)
 	}
 	switch {
 	case isStatus(err, http.StatusConflict):
