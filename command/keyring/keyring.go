@@ -13,6 +13,10 @@ import (
 	"github.com/trellismesh/trellis/command/flags"
 )
 
+// memberFailed is the Status of a failed member in /v1/agent/members
+// (Serf's numbering, as in Consul's API).
+const memberFailed = 4
+
 const synopsis = "Manages the gossip encryption keys"
 
 const help = `
@@ -111,6 +115,22 @@ func (c *cmd) Run(args []string) int {
 	if err != nil {
 		c.ui.Error(strings.TrimSpace(flags.ErrorMessage("changing the keyring", err)))
 		return 1
+	}
+	// The operation reached the members alive at the time; a failed one
+	// was skipped and keeps its old keyring until this is run again.
+	var skipped []string
+	if members, err := client.Agent().Members(); err == nil {
+		for _, m := range members {
+			if m.Status == memberFailed {
+				skipped = append(skipped, m.Name)
+			}
+		}
+	}
+	if len(skipped) > 0 {
+		slices.Sort(skipped)
+		c.ui.Output(fmt.Sprintf("Done on every alive member. Skipped, as failed: %s; run this again once they are back.",
+			strings.Join(skipped, ", ")))
+		return 0
 	}
 	c.ui.Output("Done on every member.")
 	return 0
