@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/trellismesh/trellis/agent/config"
 	"github.com/trellismesh/trellis/api"
 	"github.com/trellismesh/trellis/gossip"
 	"github.com/trellismesh/trellis/raftstore"
@@ -44,13 +45,39 @@ func (a *Agent) tags(serverPort int) map[string]string {
 	return t
 }
 
+// gossipTiming returns the gossip timers: the -dev or production profile,
+// with the gossip_lan keys and reconnect_timeout laid over it.
+func gossipTiming(cfg config.RuntimeConfig) (gossip.Timing, error) {
+	t := gossip.LANTiming()
+	if cfg.DevMode {
+		t = gossip.DevTiming()
+	}
+	t.ReconnectTimeout = cfg.ReconnectTimeout
+	g := cfg.GossipLAN
+	if g.ProbeInterval > 0 {
+		t.ProbeInterval = g.ProbeInterval
+	}
+	if g.ProbeTimeout > 0 {
+		t.ProbeTimeout = g.ProbeTimeout
+	}
+	if g.SuspicionMult > 0 {
+		t.SuspicionMult = g.SuspicionMult
+	}
+	if g.GossipInterval > 0 {
+		t.GossipInterval = g.GossipInterval
+	}
+	if t.ProbeTimeout > t.ProbeInterval {
+		return t, fmt.Errorf("gossip_lan.probe_timeout %s: must be at most gossip_lan.probe_interval (%s)", t.ProbeTimeout, t.ProbeInterval)
+	}
+	return t, nil
+}
+
 // startGossip starts this agent's gossip pool.
 func (a *Agent) startGossip() error {
-	timing := gossip.LANTiming()
-	if a.cfg.DevMode {
-		timing = gossip.DevTiming()
+	timing, err := gossipTiming(a.cfg)
+	if err != nil {
+		return err
 	}
-	timing.ReconnectTimeout = a.cfg.ReconnectTimeout
 	gcfg := gossip.Config{
 		NodeName: a.cfg.NodeName,
 		BindAddr: a.cfg.BindAddr,

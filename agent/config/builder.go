@@ -28,6 +28,15 @@ type LoadOpts struct {
 
 func ptr[T any](v T) *T { return &v }
 
+// deref returns *p, or the zero value when p is nil.
+func deref[T any](p *T) T {
+	var v T
+	if p != nil {
+		v = *p
+	}
+	return v
+}
+
 // defaults is the first source.
 func defaults() *fileConfig {
 	return &fileConfig{
@@ -150,7 +159,9 @@ func build(c *fileConfig, opts LoadOpts) (RuntimeConfig, []string, error) {
 		ServerStabilizationTime: *c.StabilizationTime,
 		RaftMultiplier:          *c.RaftMultiplier,
 		RPCHoldTimeout:          *c.RPCHoldTimeout,
-		EnableDebug:             *c.EnableDebug,
+		GossipLAN: GossipLANConfig{ProbeInterval: deref(c.GossipProbeInterval), ProbeTimeout: deref(c.GossipProbeTimeout),
+			SuspicionMult: deref(c.GossipSuspicionMult), GossipInterval: deref(c.GossipGossipInterval)},
+		EnableDebug: *c.EnableDebug,
 		TLS: TLSConfig{CAFile: *c.TLSCAFile, CertFile: *c.TLSCertFile, KeyFile: *c.TLSKeyFile,
 			VerifyIncoming: *c.TLSVerifyIncoming, VerifyOutgoing: *c.TLSVerifyOutgoing},
 	}
@@ -303,6 +314,9 @@ func build(c *fileConfig, opts LoadOpts) (RuntimeConfig, []string, error) {
 	}
 	if rc.ReconnectTimeout < time.Minute && !(rc.DevMode && rc.ReconnectTimeout > 0) {
 		return rc, nil, fmt.Errorf("reconnect_timeout %s: must be at least 1m (a failed agent is reaped after it; -dev allows less)", rc.ReconnectTimeout)
+	}
+	if g := rc.GossipLAN; g.ProbeInterval > 0 && g.ProbeTimeout > g.ProbeInterval {
+		return rc, nil, fmt.Errorf("gossip_lan.probe_timeout %s: must be at most gossip_lan.probe_interval (%s)", g.ProbeTimeout, g.ProbeInterval)
 	}
 	if rc.RaftMultiplier == 0 { // decoding checked the range
 		rc.RaftMultiplier = 1

@@ -110,6 +110,15 @@ func TestLoad_Performance(t *testing.T) {
 			t.Errorf("%s: raft_multiplier %d, rpc_hold_timeout %s; want 5, 20s", file.name, rc.RaftMultiplier, rc.RPCHoldTimeout)
 		}
 	}
+	rc, _, err = load(t, true, nil, writeFile(t, dir, "g.hcl", `gossip_lan {
+  probe_interval  = "2s"
+  probe_timeout   = "1s"
+  suspicion_mult  = 6
+  gossip_interval = "300ms"
+}`))
+	if want := (GossipLANConfig{ProbeInterval: 2 * time.Second, ProbeTimeout: time.Second, SuspicionMult: 6, GossipInterval: 300 * time.Millisecond}); err != nil || rc.GossipLAN != want {
+		t.Errorf("gossip_lan: %+v, %v; want %+v", rc.GossipLAN, err, want)
+	}
 	// 0 is Consul's "the default".
 	rc, _, err = load(t, true, nil, writeFile(t, dir, "zero.hcl", "performance {\n  raft_multiplier = 0\n}\n"))
 	if err != nil || rc.RaftMultiplier != 1 {
@@ -244,6 +253,10 @@ func TestLoad_Errors(t *testing.T) {
 		{"negative raft multiplier", "a.json", `{"performance": {"raft_multiplier": -1}}`, []string{"a.json:1:", "performance.raft_multiplier -1"}},
 		{"zero hold timeout", "a.hcl", "performance {\n  rpc_hold_timeout = \"0s\"\n}\n", []string{"a.hcl:2:3", "performance.rpc_hold_timeout", "positive"}},
 		{"unknown performance key", "a.hcl", "performance {\n  raft_multiplyer = 2\n}\n", []string{"a.hcl:2:3", `unknown key "raft_multiplyer"`, `did you mean "raft_multiplier"`}},
+		{"gossip probe zero", "a.hcl", "gossip_lan {\n  probe_interval = \"0s\"\n}\n", []string{"a.hcl:2:3", "gossip_lan.probe_interval 0s", "positive"}},
+		{"gossip suspicion", "a.json", `{"gossip_lan": {"suspicion_mult": 0}}`, []string{"a.json:1:", "gossip_lan.suspicion_mult 0", "at least 1"}},
+		{"gossip probe timeout", "a.hcl", "gossip_lan {\n  probe_interval = \"1s\"\n  probe_timeout = \"2s\"\n}\n", []string{"gossip_lan.probe_timeout 2s", "at most gossip_lan.probe_interval (1s)"}},
+		{"gossip unknown key", "a.hcl", "gossip_lan {\n  probe_intreval = \"1s\"\n}\n", []string{"a.hcl:2:3", `unknown key "probe_intreval"`, `did you mean "probe_interval"`}},
 		{"zero reconnect", "a.hcl", "reconnect_timeout = \"0s\"\n", []string{"reconnect_timeout"}},
 		{"bad intention policy", "a.hcl", "connect {\n  default_intention_policy = \"maybe\"\n}\n", []string{"connect.default_intention_policy", "allow or deny"}},
 		{"unknown connect key", "a.hcl", "connect {\n  enable = true\n}\n", []string{"a.hcl:2:3", `unknown key "enable"`, `did you mean "enabled"`}},

@@ -41,14 +41,20 @@ type fileConfig struct {
 	StabilizationTime   *time.Duration
 	// RaftMultiplier and RPCHoldTimeout are performance { raft_multiplier
 	// rpc_hold_timeout }.
-	RaftMultiplier    *int
-	RPCHoldTimeout    *time.Duration
-	TLSCAFile         *string
-	TLSCertFile       *string
-	TLSKeyFile        *string
-	TLSVerifyIncoming *bool
-	TLSVerifyOutgoing *bool
-	EnableDebug       *bool
+	RaftMultiplier *int
+	RPCHoldTimeout *time.Duration
+	// gossip_lan { probe_interval probe_timeout suspicion_mult
+	// gossip_interval }: unset keeps the profile's (-dev or production).
+	GossipProbeInterval  *time.Duration
+	GossipProbeTimeout   *time.Duration
+	GossipSuspicionMult  *int
+	GossipGossipInterval *time.Duration
+	TLSCAFile            *string
+	TLSCertFile          *string
+	TLSKeyFile           *string
+	TLSVerifyIncoming    *bool
+	TLSVerifyOutgoing    *bool
+	EnableDebug          *bool
 	// connect { default_intention_policy ca_config { ... } } and the sidecar port range.
 	DefaultIntentionPolicy *string
 	CAProvider             *string
@@ -65,7 +71,7 @@ type fileConfig struct {
 var topKeys = []string{"datacenter", "node_name", "node_id", "data_dir", "server", "bootstrap", "bind_addr", "client_addr",
 	"advertise_addr", "domain", "log_level", "log_json", "ui", "ui_config", "connect", "ports", "dns_config", "service", "services",
 	"enable_debug", "bootstrap_expect", "retry_join", "retry_interval", "encrypt", "reconnect_timeout", "autopilot", "server_stabilization_time", "tls",
-	"telemetry", "performance"}
+	"telemetry", "performance", "gossip_lan"}
 
 func setStr(e *errs, f field, what string, dst **string) {
 	if v, ok := e.str(f, what); ok {
@@ -200,6 +206,32 @@ func decodeConfig(src []byte, filename string) (*fileConfig, error) {
 					}
 				},
 			})
+		case "gossip_lan":
+			positive := func(dst **time.Duration) func(field, string) {
+				return func(f field, w string) {
+					if v, ok := e.duration(f, w); ok {
+						if v <= 0 {
+							e.add(f.rng, "%s.%s %s: must be positive", w, f.key, v)
+							return
+						}
+						*dst = &v
+					}
+				}
+			}
+			decodeSection(&e, f, "gossip_lan", map[string]func(field, string){
+				"probe_interval":  positive(&c.GossipProbeInterval),
+				"probe_timeout":   positive(&c.GossipProbeTimeout),
+				"gossip_interval": positive(&c.GossipGossipInterval),
+				"suspicion_mult": func(f field, w string) {
+					if v, ok := e.integer(f, w); ok {
+						if v < 1 {
+							e.add(f.rng, "%s.suspicion_mult %d: must be at least 1", w, v)
+							return
+						}
+						c.GossipSuspicionMult = &v
+					}
+				},
+			})
 		case "tls":
 			decodeSection(&e, f, "tls", map[string]func(field, string){
 				"defaults": func(f field, w string) {
@@ -310,6 +342,10 @@ func (c *fileConfig) merge(src *fileConfig) {
 	overD(&c.StabilizationTime, src.StabilizationTime)
 	overI(&c.RaftMultiplier, src.RaftMultiplier)
 	overD(&c.RPCHoldTimeout, src.RPCHoldTimeout)
+	overD(&c.GossipProbeInterval, src.GossipProbeInterval)
+	overD(&c.GossipProbeTimeout, src.GossipProbeTimeout)
+	overI(&c.GossipSuspicionMult, src.GossipSuspicionMult)
+	overD(&c.GossipGossipInterval, src.GossipGossipInterval)
 	over(&c.TLSCAFile, src.TLSCAFile)
 	over(&c.TLSCertFile, src.TLSCertFile)
 	over(&c.TLSKeyFile, src.TLSKeyFile)

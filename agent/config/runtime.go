@@ -82,6 +82,9 @@ type RuntimeConfig struct {
 	// and tried again, while no server can serve it (an election, a lost
 	// server).
 	RPCHoldTimeout time.Duration
+	// GossipLAN overrides timers of the gossip profile (-dev or
+	// production); a zero field keeps the profile's.
+	GossipLAN GossipLANConfig
 	// TLS secures Raft and internal RPC between agents.
 	TLS TLSConfig
 	// EnableDebug serves Go's profiler on the HTTP port.
@@ -90,6 +93,20 @@ type RuntimeConfig struct {
 	Services []ServiceDefinition
 	// Sources lists the files read, in order.
 	Sources []string
+}
+
+// GossipLANConfig is gossip_lan { ... }: the failure detector's timers,
+// as in Consul.
+type GossipLANConfig struct {
+	// ProbeInterval: each agent probes one other this often.
+	ProbeInterval time.Duration
+	// ProbeTimeout: a probe unanswered this long asks others to probe.
+	ProbeTimeout time.Duration
+	// SuspicionMult scales how long a suspect member has to refute the
+	// suspicion before it is declared failed.
+	SuspicionMult int
+	// GossipInterval: how often changes are gossiped.
+	GossipInterval time.Duration
 }
 
 // MaxRaftMultiplier is the largest performance.raft_multiplier, as in

@@ -23,6 +23,11 @@ performance {
   rpc_hold_timeout = "10s"
 }
 
+gossip_lan {
+  probe_interval = "1s"
+  suspicion_mult = 4
+}
+
 ports {
   http     = 18500
   dns      = -1
