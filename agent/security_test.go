@@ -137,15 +137,8 @@ func TestCluster_MutualTLS(t *testing.T) {
 		os.WriteFile(kp, k, 0o600)
 		return tlsHCL(caPath, cp, kp)
 	}
-	// Every server port connection costs a TLS handshake (a dear one under
-	// -race), and the rogue and the imposter below add refused ones: on a
-	// loaded machine that can delay heartbeats past -dev's 100 ms, and
-	// elections churn. The servers run with 3x the timers, as
-	// performance.raft_multiplier lets users on busy machines do: this
-	// test is about TLS, not failover speed.
-	const calmRaft = "\nperformance {\n  raft_multiplier = 3\n}\n"
 	c := testcluster.StartCluster(t, testcluster.ClusterOptions{Servers: 3, Clients: 1,
-		Modify: func(i int, o *testcluster.Options) { o.HCL = certFor(fmt.Sprintf("agent-%d", i), i < 3) + calmRaft }})
+		Modify: func(i int, o *testcluster.Options) { o.HCL = certFor(fmt.Sprintf("agent-%d", i), i < 3) }})
 	c.WaitVoters(t, c.Servers[0], 3)
 	if err := c.Clients[0].Client.Agent().ServiceRegister(&consulapi.AgentServiceRegistration{Name: "secure"}); err != nil {
 		t.Fatal(err)
@@ -175,7 +168,8 @@ func TestCluster_MutualTLS(t *testing.T) {
 	// A client certificate cannot pose as a server: a "server" holding one
 	// is refused by the agents that dial it.
 	imposterHCL := certFor("imposter", false)
-	testcluster.StartAgent(t, testcluster.Options{Name: "imposter", BootstrapExpect: 3, HCL: imposterHCL + calmRaft,
+	// It runs with the cluster servers' Raft timers (see StartCluster).
+	testcluster.StartAgent(t, testcluster.Options{Name: "imposter", BootstrapExpect: 3, HCL: imposterHCL, RaftMultiplier: 3,
 		RetryJoin: []string{c.Servers[0].GossipAddr()}})
 	var imposterSeen time.Time
 	retry.RunWith(&retry.Timer{Timeout: 15 * time.Second, Wait: 50 * time.Millisecond}, t, func(r *retry.R) {

@@ -26,9 +26,18 @@ type ClusterOptions struct {
 	// Production runs every agent with the production timers.
 	Production bool
 	// Modify, when set, adjusts each agent's options before it starts
-	// (i counts servers first, then clients).
+	// (i counts servers first, then clients). The servers of a
+	// multi-server cluster come with RaftMultiplier 3 (see
+	// clusterRaftMultiplier); Modify may change it.
 	Modify func(i int, o *Options)
 }
+
+// clusterRaftMultiplier scales the Raft timers of the servers of a
+// multi-server cluster: -dev's 100 ms heartbeat is missed, and elections
+// churn, when the test process is starved for that long (-race, several
+// clusters at once, a loaded CI machine). 300 ms still fails over in well
+// under a second, and is a third of the production timers.
+const clusterRaftMultiplier = 3
 
 // StartCluster starts servers (bootstrapping together) and clients, all
 // joining the first server, and waits until there is a leader and every
@@ -41,6 +50,9 @@ func StartCluster(t testing.TB, co ClusterOptions) *Cluster {
 		o := Options{Name: name, Client: client, RetryJoin: join, Production: co.Production}
 		if !client {
 			o.BootstrapExpect = co.Servers
+			if co.Servers > 1 && !co.Production {
+				o.RaftMultiplier = clusterRaftMultiplier
+			}
 		}
 		if co.Persistent {
 			o.DataDir = t.TempDir()

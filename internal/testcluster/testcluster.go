@@ -5,6 +5,7 @@ package testcluster
 import (
 	"context"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -43,6 +44,10 @@ type Options struct {
 	// Production runs with the production timers (Raft, gossip) instead
 	// of -dev's fast ones; it needs a DataDir (one is made when empty).
 	Production bool
+	// RaftMultiplier > 1 scales a server's Raft timers
+	// (performance.raft_multiplier): StartCluster sets 3 for the servers
+	// of a multi-server cluster.
+	RaftMultiplier int
 	// HCL is extra configuration, written to a file the agent loads.
 	HCL string
 	// Args are extra agent flags.
@@ -94,6 +99,13 @@ func StartAgent(t testing.TB, opts Options) *Agent {
 	}
 	for _, j := range opts.RetryJoin {
 		args = append(args, "-retry-join", j)
+	}
+	if opts.RaftMultiplier > 0 {
+		p := filepath.Join(t.TempDir(), "performance.hcl")
+		if err := os.WriteFile(p, []byte(fmt.Sprintf("performance {\n  raft_multiplier = %d\n}\n", opts.RaftMultiplier)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "-config-file", p)
 	}
 	if opts.HCL != "" {
 		p := filepath.Join(t.TempDir(), "extra.hcl")
