@@ -384,9 +384,11 @@ func (a *Agent) LeaveAndShutdown(ctx context.Context) error {
 // leaveCluster is the graceful leave, without the shutdown.
 func (a *Agent) leaveCluster(ctx context.Context) error {
 	var errs []error
+	leftRaft := false
 	if a.server != nil {
 		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		if err := a.server.Leave(lctx); err != nil {
+		var err error
+		if leftRaft, err = a.server.Leave(lctx); err != nil {
 			errs = append(errs, err)
 		}
 		cancel()
@@ -395,7 +397,25 @@ func (a *Agent) leaveCluster(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	a.logger.Info("left the cluster")
+	if leftRaft && a.cfg.LeaveDrainTime > 0 {
+		a.drain(ctx, a.cfg.LeaveDrainTime)
+	}
 	return errors.Join(errs...)
+}
+
+// drain keeps a server that has left serving for d (or until ctx ends):
+// requests already on their way to it are answered (forwarded to the
+// leader), while the other agents, told it left, send it no more.
+// performance.leave_drain_time sets d.
+func (a *Agent) drain(ctx context.Context, d time.Duration) {
+	a.logger.Info("draining: answering requests still sent here before shutting down", "leave_drain_time", d)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	case <-a.shutdownCh:
+	}
 }
 
 // Shutdown stops the agent: the HTTP API and DNS first (no new requests),

@@ -280,6 +280,59 @@ func TestCluster_ServerLeaveAndJoin(t *testing.T) {
 	}
 }
 
+// TestCluster_ServerLeaveDrains: a server that leaves keeps answering for
+// leave_drain_time, forwarding writes to the leader, once the others know
+// it left; then it shuts down.
+func TestCluster_ServerLeaveDrains(t *testing.T) {
+	t.Parallel()
+	const drain = 5 * time.Second
+	c := testcluster.StartCluster(t, testcluster.ClusterOptions{Servers: 3, Modify: func(_ int, o *testcluster.Options) {
+		o.HCL = fmt.Sprintf("performance {\n  leave_drain_time = %q\n}\n", drain)
+	}})
+	leader := c.AwaitLeader(t)
+	c.WaitVoters(t, leader, 3)
+	var leaving *testcluster.Agent
+	for _, s := range c.Servers {
+		if s != leader {
+			leaving = s
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- leaving.LeaveAndShutdown(ctx) }()
+
+	// Out of Raft, and left as far as gossip goes...
+	c.WaitVoters(t, leader, 2)
+	retry.Run(t, func(r *retry.R) {
+		for _, m := range leader.Members() {
+			if m.Name == leaving.Config.NodeName && m.Status != 3 {
+				r.Fatalf("%s is %d, not left (3)", m.Name, m.Status)
+			}
+		}
+	})
+	// ...it still answers: a write sent to it is forwarded to the leader.
+	if _, err := leaving.Client.Catalog().Register(&consulapi.CatalogRegistration{Node: "ext", Address: "10.0.0.1",
+		Service: &consulapi.AgentService{ID: "late", Service: "late", Port: 1}}, nil); err != nil {
+		t.Fatalf("a write sent to the draining server: %v", err)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("the leaving server shut down (%v) %s after its leave began, before its drain ended", err, time.Since(start))
+	default:
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("leave: %v", err)
+	}
+	if took := time.Since(start); took < drain {
+		t.Errorf("leave returned after %s, before the %s drain", took, drain)
+	}
+	if nodes, _, err := leader.Client.Catalog().Service("late", "", nil); err != nil || len(nodes) != 1 {
+		t.Errorf("the write made during the drain: %v, %v", nodes, err)
+	}
+}
+
 // TestCluster_OperatorRemovePeer removes a failed server by hand.
 func TestCluster_OperatorRemovePeer(t *testing.T) {
 	t.Parallel()

@@ -332,11 +332,12 @@ func (s *Server) maybeBootstrap() (bool, error) {
 
 // Leave takes this server out of the Raft configuration before the agent
 // leaves gossip: a leader hands leadership over first, then the (new)
-// leader removes this server. It waits up to ctx.
-func (s *Server) Leave(ctx context.Context) error {
+// leader removes this server. It waits up to ctx. left reports whether
+// there was a configuration to leave: the last voter has none.
+func (s *Server) Leave(ctx context.Context) (left bool, err error) {
 	f := s.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
-		return err
+		return false, err
 	}
 	others := 0
 	for _, srv := range f.Configuration().Servers {
@@ -345,7 +346,7 @@ func (s *Server) Leave(ctx context.Context) error {
 		}
 	}
 	if others == 0 {
-		return nil // the last server: nothing to leave
+		return false, nil // the last server: nothing to leave
 	}
 	if s.raft.State() == raft.Leader {
 		if err := s.raft.LeadershipTransfer().Error(); err != nil {
@@ -357,14 +358,14 @@ func (s *Server) Leave(ctx context.Context) error {
 		err := s.RPC(ctx, structs.MethodOperatorRaftRemovePeer, req, &struct{}{})
 		if err == nil || errors.Is(err, structs.ErrNotFound) {
 			s.logger.Info("left the raft configuration")
-			return nil
+			return true, nil
 		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("leave the raft configuration: %w", err)
+			return false, fmt.Errorf("leave the raft configuration: %w", err)
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("leave the raft configuration: %w", err)
+			return false, fmt.Errorf("leave the raft configuration: %w", err)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

@@ -95,13 +95,21 @@ func TestServer_writeRefusedForLostLeadershipGoesToTheLeader(t *testing.T) {
 	t.Parallel()
 	servers := startServers(t, 3)
 	var follower, leader *Server
-	for _, s := range servers {
-		if s.IsLeader() {
-			leader = s
-		} else {
-			follower = s
+	// A follower that knows the leader: one that does not yet (it has not
+	// heard from it) refuses with ErrNoLeader instead.
+	retry.Run(t, func(r *retry.R) {
+		follower, leader = nil, nil
+		for _, s := range servers {
+			if s.IsLeader() {
+				leader = s
+			} else {
+				follower = s
+			}
 		}
-	}
+		if leader == nil || follower == nil || follower.Leader() != leader.Addr() {
+			r.Fatalf("no leader known to a follower yet")
+		}
+	})
 	ep := endpoints[structs.MethodCatalogRegister]
 	args := &structs.RegisterRequest{Node: "ext", Address: "10.0.0.1", Service: &structs.NodeService{Service: "moved"},
 		WriteRequest: structs.WriteRequest{Token: "the-callers-token"}}

@@ -94,19 +94,19 @@ func TestLoad_Performance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rc.RaftMultiplier != 1 || rc.RPCHoldTimeout != 7*time.Second {
-		t.Errorf("defaults: raft_multiplier %d, rpc_hold_timeout %s; want 1, 7s", rc.RaftMultiplier, rc.RPCHoldTimeout)
+	if rc.RaftMultiplier != 1 || rc.RPCHoldTimeout != 7*time.Second || rc.LeaveDrainTime != 5*time.Second {
+		t.Errorf("defaults: raft_multiplier %d, rpc_hold_timeout %s, leave_drain_time %s; want 1, 7s, 5s", rc.RaftMultiplier, rc.RPCHoldTimeout, rc.LeaveDrainTime)
 	}
 	dir := t.TempDir()
 	for _, file := range []struct{ name, content string }{
-		{"p.hcl", "performance {\n  raft_multiplier = 5\n  rpc_hold_timeout = \"20s\"\n}\n"},
-		{"p.json", `{"performance": {"raft_multiplier": 5, "rpc_hold_timeout": "20s"}}`},
+		{"p.hcl", "performance {\n  raft_multiplier = 5\n  rpc_hold_timeout = \"20s\"\n  leave_drain_time = \"0s\"\n}\n"},
+		{"p.json", `{"performance": {"raft_multiplier": 5, "rpc_hold_timeout": "20s", "leave_drain_time": "0s"}}`},
 	} {
 		rc, _, err := load(t, true, nil, writeFile(t, dir, file.name, file.content))
 		if err != nil {
 			t.Fatalf("%s: %v", file.name, err)
 		}
-		if rc.RaftMultiplier != 5 || rc.RPCHoldTimeout != 20*time.Second {
+		if rc.RaftMultiplier != 5 || rc.RPCHoldTimeout != 20*time.Second || rc.LeaveDrainTime != 0 {
 			t.Errorf("%s: raft_multiplier %d, rpc_hold_timeout %s; want 5, 20s", file.name, rc.RaftMultiplier, rc.RPCHoldTimeout)
 		}
 	}
@@ -251,6 +251,7 @@ func TestLoad_Errors(t *testing.T) {
 		{"tls unknown key", "a.hcl", "tls {\n  defaults {\n    ca = \"x\"\n  }\n}\n", []string{"a.hcl:3:5", `unknown key "ca"`}},
 		{"raft multiplier", "a.hcl", "performance {\n  raft_multiplier = 11\n}\n", []string{"a.hcl:2:3", "performance.raft_multiplier 11", "from 1 to 10"}},
 		{"negative raft multiplier", "a.json", `{"performance": {"raft_multiplier": -1}}`, []string{"a.json:1:", "performance.raft_multiplier -1"}},
+		{"negative drain", "a.hcl", "performance {\n  leave_drain_time = \"-1s\"\n}\n", []string{"a.hcl:2:22", "leave_drain_time", "negative"}},
 		{"zero hold timeout", "a.hcl", "performance {\n  rpc_hold_timeout = \"0s\"\n}\n", []string{"a.hcl:2:3", "performance.rpc_hold_timeout", "positive"}},
 		{"unknown performance key", "a.hcl", "performance {\n  raft_multiplyer = 2\n}\n", []string{"a.hcl:2:3", `unknown key "raft_multiplyer"`, `did you mean "raft_multiplier"`}},
 		{"gossip probe zero", "a.hcl", "gossip_lan {\n  probe_interval = \"0s\"\n}\n", []string{"a.hcl:2:3", "gossip_lan.probe_interval 0s", "positive"}},

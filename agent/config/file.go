@@ -39,10 +39,11 @@ type fileConfig struct {
 	Encrypt             *string
 	ReconnectTimeout    *time.Duration
 	StabilizationTime   *time.Duration
-	// RaftMultiplier and RPCHoldTimeout are performance { raft_multiplier
-	// rpc_hold_timeout }.
+	// RaftMultiplier, RPCHoldTimeout and LeaveDrainTime are performance {
+	// raft_multiplier rpc_hold_timeout leave_drain_time }.
 	RaftMultiplier *int
 	RPCHoldTimeout *time.Duration
+	LeaveDrainTime *time.Duration
 	// gossip_lan { probe_interval probe_timeout suspicion_mult
 	// gossip_interval }: unset keeps the profile's (-dev or production).
 	GossipProbeInterval  *time.Duration
@@ -196,6 +197,7 @@ func decodeConfig(src []byte, filename string) (*fileConfig, error) {
 						c.RaftMultiplier = &v
 					}
 				},
+				"leave_drain_time": func(f field, w string) { setDuration(&e, f, w, &c.LeaveDrainTime) }, // 0 or more
 				"rpc_hold_timeout": func(f field, w string) {
 					if v, ok := e.duration(f, w); ok {
 						if v <= 0 {
@@ -342,6 +344,7 @@ func (c *fileConfig) merge(src *fileConfig) {
 	overD(&c.StabilizationTime, src.StabilizationTime)
 	overI(&c.RaftMultiplier, src.RaftMultiplier)
 	overD(&c.RPCHoldTimeout, src.RPCHoldTimeout)
+	overD(&c.LeaveDrainTime, src.LeaveDrainTime)
 	overD(&c.GossipProbeInterval, src.GossipProbeInterval)
 	overD(&c.GossipProbeTimeout, src.GossipProbeTimeout)
 	overI(&c.GossipSuspicionMult, src.GossipSuspicionMult)

@@ -82,6 +82,9 @@ type RuntimeConfig struct {
 	// and tried again, while no server can serve it (an election, a lost
 	// server).
 	RPCHoldTimeout time.Duration
+	// LeaveDrainTime is how long a server that left the cluster gracefully
+	// keeps answering the requests still sent to it before it shuts down.
+	LeaveDrainTime time.Duration
 	// GossipLAN overrides timers of the gossip profile (-dev or
 	// production); a zero field keeps the profile's.
 	GossipLAN GossipLANConfig

@@ -17,7 +17,9 @@ Usage: trellis leave [options]
   Makes the agent leave the cluster and stop. A server first leaves the Raft
   configuration (handing leadership over when it leads), so the remaining
   servers keep their quorum; then the agent tells the others it leaves, so
-  its node is removed from the catalog instead of turning critical.
+  its node is removed from the catalog instead of turning critical. A server
+  then keeps answering for performance.leave_drain_time (5s by default), so
+  that requests on their way to it do not fail, before it stops.
 
       $ trellis leave
       $ trellis leave -http-addr=10.0.0.5:8500

@@ -21,6 +21,7 @@ autopilot {
 performance {
   raft_multiplier  = 3
   rpc_hold_timeout = "10s"
+  leave_drain_time = "2s"
 }
 
 gossip_lan {
