@@ -2,7 +2,6 @@ package raftstore
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"slices"
@@ -307,14 +306,6 @@ func (s *Server) signer(active *structs.CARoot) (*ca.Root, error) {
 
 // --- Intentions ---
 
-func newUUID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-}
-
 func fieldError(prefix string, err error) error {
 	var fe *connect.FieldError
 	if errors.As(err, &fe) {
@@ -345,6 +336,26 @@ func (s *Server) intentionApply(_ context.Context, req *structs.IntentionRequest
 		}
 		if _, existing, err = st.IntentionExact(nil, in.SourceName, in.DestinationName); err != nil {
 			return err
+		}
+		if req.Op == structs.IntentionOpCreate && req.CreateID != "" {
+			if !structs.IsUUID(req.CreateID) {
+				return structs.Invalid("CreateID", "%q is not a lowercase UUID", req.CreateID)
+			}
+			if existing != nil && existing.ID == req.CreateID {
+				// This create, sent again after its reply was lost: it
+				// was applied the first time.
+				*reply = structs.IntentionApplyReply{ID: existing.ID, Index: existing.ModifyIndex}
+				return nil
+			}
+			if existing == nil {
+				_, other, err := st.IntentionByID(nil, req.CreateID)
+				if err != nil {
+					return err
+				}
+				if other != nil {
+					return fmt.Errorf("%w: intention ID %s is taken (%s => %s)", structs.ErrConflict, req.CreateID, other.SourceName, other.DestinationName)
+				}
+			}
 		}
 		if existing != nil && req.Op == structs.IntentionOpCreate {
 			return fmt.Errorf("%w: an intention %s => %s exists already (ID %s); replace it instead (intention create -replace, or PUT /v1/connect/intentions/exact)",
@@ -405,7 +416,11 @@ func (s *Server) intentionApply(_ context.Context, req *structs.IntentionRequest
 	if existing != nil {
 		in.ID, in.CreatedAt = existing.ID, existing.CreatedAt
 	} else {
-		in.ID, in.CreatedAt = newUUID(), now
+		id := req.CreateID
+		if id == "" || req.Op != structs.IntentionOpCreate {
+			id = structs.NewUUID()
+		}
+		in.ID, in.CreatedAt = id, now
 	}
 	idx, _, err := s.applyEntry(structs.IntentionRequestType, &structs.IntentionWrite{Op: structs.IntentionOpUpsert, Intention: in})
 	if err != nil {

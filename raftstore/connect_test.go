@@ -355,6 +355,42 @@ func TestIntentions_Apply(t *testing.T) {
 	}
 }
 
+// A create that carries its ID may be applied twice: the second finds the
+// intention the first made and succeeds with it; any other conflict stays.
+func TestIntentions_CreateWithItsIDIsSafeToSendAgain(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, "")
+	create := func(id, src string) (structs.IntentionApplyReply, error) {
+		var reply structs.IntentionApplyReply
+		err := s.RPC(t.Context(), structs.MethodIntentionApply, &structs.IntentionRequest{Op: structs.IntentionOpCreate, CreateID: id,
+			Intention: &connect.Intention{SourceName: src, DestinationName: "db", Action: "allow"}}, &reply)
+		return reply, err
+	}
+	id := structs.NewUUID()
+	first, err := create(id, "web")
+	if err != nil || first.ID != id {
+		t.Fatalf("create with ID %s: %+v, %v", id, first, err)
+	}
+	again, err := create(id, "web")
+	if err != nil || again.ID != id {
+		t.Fatalf("the same create again: %+v, %v; want it to succeed with ID %s", again, err, id)
+	}
+	var list structs.IndexedIntentions
+	if err := s.RPC(t.Context(), structs.MethodIntentionList, &structs.DCSpecificRequest{}, &list); err != nil || len(list.Intentions) != 1 {
+		t.Fatalf("after two sends of one create: %d intentions, %v; want 1", len(list.Intentions), err)
+	}
+	if _, err := create(structs.NewUUID(), "web"); !errors.Is(err, structs.ErrConflict) {
+		t.Errorf("another create of the pair: %v, want a conflict", err)
+	}
+	if _, err := create(id, "api"); !errors.Is(err, structs.ErrConflict) {
+		t.Errorf("a create of another pair with a taken ID: %v, want a conflict", err)
+	}
+	var ve *structs.ValidationError
+	if _, err := create("NOT-A-UUID", "cache"); !errors.As(err, &ve) || ve.Field != "CreateID" {
+		t.Errorf("a malformed CreateID: %v, want a validation error on CreateID", err)
+	}
+}
+
 func TestIntentions_RefuseMalformed(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, "")

@@ -58,9 +58,11 @@ func typed[A, R any](f func(s *Server, ctx context.Context, args *A, reply *R) e
 //   - config entry writes and deletes without check-and-set (an upsert, and
 //     deleting what is gone succeeds); with cas, the second would be refused
 //     for the index the first moved;
-//   - intention upserts (by source and destination) and updates (by ID). A
-//     create is not (the second finds the first: a conflict), nor is a
-//     delete (the second finds nothing: not found).
+//   - intention upserts (by source and destination) and updates (by ID), and
+//     creates that carry the new intention's ID (CreateID: the second finds
+//     the intention the first made). A create without it is not (the second
+//     finds the first: a conflict), nor is a delete (the second finds
+//     nothing: not found).
 //
 // As with any write sent again, a write made by someone else in between is
 // overwritten by the second copy: the last one applied wins.
@@ -73,7 +75,8 @@ func idempotent(method string, args any) bool {
 		return ok && !req.CAS
 	case structs.MethodIntentionApply:
 		req, ok := args.(*structs.IntentionRequest)
-		return ok && (req.Op == structs.IntentionOpUpsert || req.Op == structs.IntentionOpUpdate)
+		return ok && (req.Op == structs.IntentionOpUpsert || req.Op == structs.IntentionOpUpdate ||
+			req.Op == structs.IntentionOpCreate && req.CreateID != "")
 	}
 	return false
 }

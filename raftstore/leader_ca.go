@@ -52,7 +52,7 @@ func (s *Server) initializeCA() error {
 		return err
 	}
 	now := time.Now()
-	next := &structs.CAConfiguration{ClusterID: newUUID(), Provider: structs.CAProviderBuiltin, Config: s.cfg.CA}
+	next := &structs.CAConfiguration{ClusterID: structs.NewUUID(), Provider: structs.CAProviderBuiltin, Config: s.cfg.CA}
 	root, err := validateCAConfig(&next.Config, now)
 	if err != nil {
 		return err

@@ -229,6 +229,7 @@ func TestMayResend(t *testing.T) {
 		idempotent = call{structs.MethodCatalogRegister, &structs.RegisterRequest{}}
 		write      = call{structs.MethodIntentionApply, &structs.IntentionRequest{Op: structs.IntentionOpCreate}}
 		ixnDelete  = call{structs.MethodIntentionApply, &structs.IntentionRequest{Op: structs.IntentionOpDelete}}
+		ixnCreate  = call{structs.MethodIntentionApply, &structs.IntentionRequest{Op: structs.IntentionOpCreate, CreateID: structs.NewUUID()}}
 		ixnUpsert  = call{structs.MethodIntentionApply, &structs.IntentionRequest{Op: structs.IntentionOpUpsert}}
 		ixnUpdate  = call{structs.MethodIntentionApply, &structs.IntentionRequest{Op: structs.IntentionOpUpdate}}
 		entrySet   = call{structs.MethodConfigEntryApply, &structs.ConfigEntryRequest{Op: structs.ConfigEntryOpUpsert}}
@@ -263,6 +264,8 @@ func TestMayResend(t *testing.T) {
 		{ixnUpsert, replyLost, true},
 		{ixnUpdate, remote(lost), true},
 		{ixnDelete, replyLost, false},
+		{ixnCreate, replyLost, true},
+		{ixnCreate, remote(lost), true},
 		{entrySet, replyLost, true},
 		{entrySet, remote(lost), true},
 		{entryDel, replyLost, true},

@@ -208,7 +208,9 @@ func (s *Server) connectIntentionCreate(w http.ResponseWriter, r *http.Request) 
 		return nil, err
 	}
 	dc := r.URL.Query().Get("dc")
-	req := &structs.IntentionRequest{Datacenter: dc, Op: structs.IntentionOpCreate, Intention: ixn}
+	// The ID is chosen here, so that the servers may send the create again
+	// when its reply is lost (see raftstore.MayResend).
+	req := &structs.IntentionRequest{Datacenter: dc, Op: structs.IntentionOpCreate, Intention: ixn, CreateID: structs.NewUUID()}
 	var reply structs.IntentionApplyReply
 	// An intention of the same pair is a structs.ErrConflict: a 409.
 	if err := s.rpc(r.Context(), structs.MethodIntentionApply, req, &reply); err != nil {

@@ -1,6 +1,9 @@
 package structs
 
 import (
+	"crypto/rand"
+	"fmt"
+	"regexp"
 	"slices"
 	"time"
 
@@ -225,8 +228,28 @@ type IntentionRequest struct {
 	Datacenter string
 	Op         string
 	Intention  *connect.Intention
+	// CreateID, for IntentionOpCreate, is the ID the caller chose for the
+	// new intention (NewUUID): a create applied once and sent again
+	// (its reply lost) finds the intention it made, with this ID, and
+	// succeeds instead of conflicting. Empty: the leader picks the ID, and
+	// the create cannot be sent again safely.
+	CreateID string `json:",omitempty"`
 	WriteRequest
 }
+
+// NewUUID returns a random (version 4) UUID.
+func NewUUID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+var uuidRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+
+// IsUUID reports whether s is a UUID in NewUUID's form (lowercase).
+func IsUUID(s string) bool { return uuidRE.MatchString(s) }
 
 // IntentionApplyReply is the reply of Intention.Apply.
 type IntentionApplyReply struct {
