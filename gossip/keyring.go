@@ -141,12 +141,7 @@ func (p *Pool) Keyring(ctx context.Context, op string, key []byte) (*KeyringResp
 	if op != KeyringList && key == nil {
 		return nil, fmt.Errorf("keyring %s needs a key", op)
 	}
-	var targets []*memberlist.Node
-	for _, n := range p.ml.Members() {
-		if n.Name != p.cfg.NodeName {
-			targets = append(targets, n)
-		}
-	}
+	targets := p.aliveNodes()
 	resp := &KeyringResponse{NumNodes: len(targets) + 1, Errors: map[string]string{}, Keys: map[string]int{}, PrimaryKeys: map[string]int{}}
 	var mu sync.Mutex
 	record := func(node string, keys []string, primary, errMsg string) {

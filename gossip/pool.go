@@ -25,6 +25,11 @@ type Pool struct {
 	logger  hclog.Logger
 	ml      *memberlist.Memberlist
 	keyring *memberlist.Keyring // nil without encryption
+	// localIP and localPort are this member's advertised address, read
+	// once from memberlist: its local Node is rewritten (under its own
+	// lock) at each tag update.
+	localIP   net.IP
+	localPort int
 
 	mu       sync.Mutex
 	members  map[string]*Member // guarded by mu
@@ -111,6 +116,8 @@ func New(cfg Config) (*Pool, error) {
 		return nil, fmt.Errorf("start gossip on %s:%d: %w", cfg.BindAddr, cfg.BindPort, err)
 	}
 	p.ml = ml
+	n := ml.LocalNode() // nothing updates it yet
+	p.localIP, p.localPort = append(net.IP(nil), n.Addr...), int(n.Port)
 	p.wg.Add(1)
 	go p.maintain()
 	return p, nil
@@ -126,8 +133,7 @@ func cloneTags(t map[string]string) map[string]string {
 
 // LocalAddr returns the advertised gossip address of this member.
 func (p *Pool) LocalAddr() string {
-	n := p.ml.LocalNode()
-	return net.JoinHostPort(n.Addr.String(), fmt.Sprint(n.Port))
+	return net.JoinHostPort(p.localIP.String(), fmt.Sprint(p.localPort))
 }
 
 // LocalMember returns this member.
@@ -137,8 +143,7 @@ func (p *Pool) LocalMember() Member {
 	if m, ok := p.members[p.cfg.NodeName]; ok {
 		return m.Clone()
 	}
-	n := p.ml.LocalNode()
-	return Member{Name: n.Name, Addr: n.Addr, Port: int(n.Port), Tags: cloneTags(p.tags), Status: StatusAlive}
+	return Member{Name: p.cfg.NodeName, Addr: append(net.IP(nil), p.localIP...), Port: p.localPort, Tags: cloneTags(p.tags), Status: StatusAlive}
 }
 
 // Join contacts the members at addrs (host or host:port) and merges state
@@ -174,7 +179,7 @@ func defaultPort(p *Pool) int {
 	if p.cfg.AdvertisePort != 0 {
 		return p.cfg.AdvertisePort
 	}
-	return int(p.ml.LocalNode().Port)
+	return p.localPort
 }
 
 // Members returns every member known: alive, leaving, failed (until reaped)
@@ -187,6 +192,25 @@ func (p *Pool) Members() []Member {
 		out = append(out, m.Clone())
 	}
 	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// aliveNodes returns the other alive members as memberlist nodes made here,
+// sorted by name. memberlist's Members() hands out the Node structs it keeps,
+// which its packet handler rewrites under a lock of its own (a member that
+// comes back, on another address for instance): reading one later, as
+// SendReliable does, would race with that.
+func (p *Pool) aliveNodes() []*memberlist.Node {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []*memberlist.Node
+	for _, m := range p.members {
+		if m.Name == p.cfg.NodeName || m.Status != StatusAlive {
+			continue
+		}
+		out = append(out, &memberlist.Node{Name: m.Name, Addr: append(net.IP(nil), m.Addr...), Port: uint16(m.Port)})
+	}
+	slices.SortFunc(out, func(a, b *memberlist.Node) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
@@ -407,10 +431,7 @@ func (p *Pool) Leave(timeout time.Duration) error {
 	// gossiped and may reach nobody before this member goes.
 	b, _ := json.Marshal(query{Kind: kindLeaveIntent, From: p.cfg.NodeName})
 	var wg sync.WaitGroup
-	for _, n := range p.ml.Members() {
-		if n.Name == p.cfg.NodeName {
-			continue
-		}
+	for _, n := range p.aliveNodes() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

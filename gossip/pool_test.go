@@ -273,3 +273,39 @@ func TestConfig_Validate(t *testing.T) {
 		t.Error("DecodeKey accepted garbage")
 	}
 }
+
+// Messages sent to members while one of them changes (each change is an
+// alive message with a new incarnation, which memberlist applies to the
+// Node structs it keeps), and the member's own address read meanwhile:
+// both read copies of the pool's own, so -race finds nothing.
+func TestPool_sendsWhileAMemberChanges(t *testing.T) {
+	t.Parallel()
+	a, b := startPair(t)
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_ = b.SetTags(map[string]string{"n": fmt.Sprint(i)})
+		}
+	}()
+	for range 30 {
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+		// Neither has a keyring: each answers with an error, after a
+		// round trip to the other.
+		if _, err := a.Keyring(ctx, KeyringList, nil); err != nil {
+			t.Error(err)
+		}
+		cancel()
+		// b's own address, while its tag updates rewrite its local Node.
+		if addr := b.LocalAddr(); !strings.HasPrefix(addr, "127.0.0.1:") {
+			t.Errorf("b's address: %q", addr)
+		}
+	}
+	close(stop)
+	<-done
+}

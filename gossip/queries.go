@@ -127,7 +127,7 @@ func (q *queries) send(to string, m query) error {
 	if err != nil {
 		return err
 	}
-	for _, n := range q.p.ml.Members() {
+	for _, n := range q.p.aliveNodes() {
 		if n.Name == to {
 			return q.p.ml.SendReliable(n, b)
 		}
