@@ -1,7 +1,6 @@
 package config
 
 import (
-	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -12,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/trellismesh/trellis/raftstore/structs"
 )
 
 // LoadOpts says where configuration comes from.
@@ -357,7 +358,7 @@ func build(c *fileConfig, opts LoadOpts) (RuntimeConfig, []string, error) {
 // Without a data directory the ID is new each time.
 func nodeID(dataDir string) (string, error) {
 	if dataDir == "" {
-		return newUUID(), nil
+		return structs.NewUUID(), nil
 	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return "", fmt.Errorf("data_dir %s: %w", dataDir, err)
@@ -374,19 +375,11 @@ func nodeID(dataDir string) (string, error) {
 	if !errors.Is(err, os.ErrNotExist) {
 		return "", fmt.Errorf("read node ID: %w", err)
 	}
-	id := newUUID()
+	id := structs.NewUUID()
 	if err := os.WriteFile(path, []byte(id+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("keep node ID: %w", err)
 	}
 	return id, nil
-}
-
-func newUUID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
 // privateIPv4 returns the first private IPv4 address of this host.
