@@ -281,8 +281,8 @@ func TestCluster_ServerLeaveAndJoin(t *testing.T) {
 }
 
 // TestCluster_ServerLeaveDrains: a server that leaves keeps answering for
-// leave_drain_time, forwarding writes to the leader, once the others know
-// it left; then it shuts down.
+// leave_drain_time once the others know it left and its Raft has stopped,
+// forwarding writes through another server; then it shuts down.
 func TestCluster_ServerLeaveDrains(t *testing.T) {
 	t.Parallel()
 	const drain = 5 * time.Second
@@ -312,7 +312,14 @@ func TestCluster_ServerLeaveDrains(t *testing.T) {
 			}
 		}
 	})
-	// ...it still answers: a write sent to it is forwarded to the leader.
+	// ...and with its Raft stopped (removed, it knows no leader any more)...
+	retry.Run(t, func(r *retry.R) {
+		if l, err := leaving.Client.Status().Leader(); err != nil || l != "" {
+			r.Fatalf("the leaving server still knows a leader: %q, %v", l, err)
+		}
+	})
+	// ...it still answers: a write sent to it goes to the leader, through
+	// another server.
 	if _, err := leaving.Client.Catalog().Register(&consulapi.CatalogRegistration{Node: "ext", Address: "10.0.0.1",
 		Service: &consulapi.AgentService{ID: "late", Service: "late", Port: 1}}, nil); err != nil {
 		t.Fatalf("a write sent to the draining server: %v", err)

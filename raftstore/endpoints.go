@@ -252,12 +252,18 @@ func (s *Server) serve(ctx context.Context, ep endpoint, args, reply any) error 
 }
 
 // forward sends a request to the leader, retrying while there is none or
-// it cannot be reached, for up to RPCHoldTimeout.
+// it cannot be reached, for up to RPCHoldTimeout. A server that has left
+// the Raft configuration (draining) knows no leader: it sends the request
+// to another server instead, which forwards it.
 func (s *Server) forward(ctx context.Context, ep endpoint, method string, args, reply any) error {
 	deadline := time.Now().Add(s.cfg.RPCHoldTimeout)
 	lastErr := structs.ErrNoLeader
 	for attempt := 0; ; attempt++ {
-		switch leader := s.Leader(); {
+		leader := s.Leader()
+		if s.left.Load() {
+			leader = s.otherServer(attempt)
+		}
+		switch {
 		case s.IsLeader():
 			moved, err := s.serveLeading(ctx, ep, method, args, reply)
 			if !moved {
@@ -288,6 +294,25 @@ func (s *Server) forward(ctx context.Context, ep endpoint, method string, args, 
 		case <-time.After(wait):
 		}
 	}
+}
+
+// otherServer returns the server-port address of an alive server other
+// than this one, a different one as attempt grows; "" when none is known.
+func (s *Server) otherServer(attempt int) string {
+	if s.cfg.Membership == nil {
+		return ""
+	}
+	var addrs []string
+	for _, m := range s.cfg.Membership.Members() {
+		if m.Server && m.Status == MemberAlive && m.ServerAddr != "" && m.ServerAddr != s.Addr() && m.Datacenter == s.cfg.Datacenter {
+			addrs = append(addrs, m.ServerAddr)
+		}
+	}
+	if len(addrs) == 0 {
+		return ""
+	}
+	slices.Sort(addrs)
+	return addrs[attempt%len(addrs)]
 }
 
 // serveRPCConn serves the internal RPC on one connection.

@@ -357,6 +357,7 @@ func (s *Server) Leave(ctx context.Context) (left bool, err error) {
 	for {
 		err := s.RPC(ctx, structs.MethodOperatorRaftRemovePeer, req, &struct{}{})
 		if err == nil || errors.Is(err, structs.ErrNotFound) {
+			s.left.Store(true)
 			s.logger.Info("left the raft configuration")
 			return true, nil
 		}

@@ -68,8 +68,12 @@ type Server struct {
 	// every entry of earlier terms (a barrier after winning the election),
 	// so its state is current. Reads and writes wait for it.
 	leaderReady atomic.Bool
-	leaderCh    chan bool // raft's NotifyCh
-	wg          sync.WaitGroup
+	// left is set once this server has left the Raft configuration (a
+	// graceful leave, before its drain): it no longer hears from the
+	// leader, and forwards through the other servers.
+	left     atomic.Bool
+	leaderCh chan bool // raft's NotifyCh
+	wg       sync.WaitGroup
 
 	shutdownOnce sync.Once
 	shutdownErr  error
