@@ -55,7 +55,8 @@ func TestCluster_GossipKeyRefusedAndRotated(t *testing.T) {
 	// idempotent. The list tells when every member has the new key alone.
 	k2 := gossipKey(t)
 	op := c.Clients[0].Client.Operator()
-	retry.Run(t, func(r *retry.R) {
+	// A step waits up to 10 s for a member's answer: room for a few rounds.
+	retry.RunWith(&retry.Timer{Timeout: 45 * time.Second, Wait: 100 * time.Millisecond}, t, func(r *retry.R) {
 		for _, step := range []func() error{
 			func() error { return op.KeyringInstall(k2, nil) },
 			func() error { return op.KeyringUse(k2, nil) },

@@ -214,6 +214,18 @@ func (p *Pool) aliveNodes() []*memberlist.Node {
 	return out
 }
 
+// node returns the member named name, whatever its status, as a memberlist
+// node made here (see aliveNodes); nil when it is unknown.
+func (p *Pool) node(name string) *memberlist.Node {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	m, ok := p.members[name]
+	if !ok {
+		return nil
+	}
+	return &memberlist.Node{Name: m.Name, Addr: append(net.IP(nil), m.Addr...), Port: uint16(m.Port)}
+}
+
 // NumAlive returns the number of alive members, this one included.
 func (p *Pool) NumAlive() int {
 	p.mu.Lock()

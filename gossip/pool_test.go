@@ -309,3 +309,23 @@ func TestPool_sendsWhileAMemberChanges(t *testing.T) {
 	close(stop)
 	<-done
 }
+
+// A member answers a request even from a member it takes for failed (a
+// false alarm on a loaded machine): the asker just reached it.
+func TestPool_answersAMemberItTakesForFailed(t *testing.T) {
+	t.Parallel()
+	a, b := startPair(t)
+	b.mu.Lock()
+	b.members["a"].Status = StatusFailed // b's view only; a is alive
+	b.mu.Unlock()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	resp, err := a.Keyring(ctx, KeyringList, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Neither has a keyring: b's answer is that error, not silence.
+	if msg := resp.Errors["b"]; !strings.Contains(msg, "not enabled") {
+		t.Errorf("b's answer: %q; want its own error, not a missing answer", msg)
+	}
+}

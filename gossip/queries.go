@@ -121,18 +121,19 @@ func (q *queries) handle(b []byte) {
 	}
 }
 
-// send sends m to the member named to.
+// send sends m to the member named to, whatever its status here: the
+// answer to a request goes to the member that just sent it, even if this
+// member takes it for failed (a false alarm on a loaded machine).
 func (q *queries) send(to string, m query) error {
 	b, err := json.Marshal(m)
 	if err != nil {
 		return err
 	}
-	for _, n := range q.p.aliveNodes() {
-		if n.Name == to {
-			return q.p.ml.SendReliable(n, b)
-		}
+	n := q.p.node(to)
+	if n == nil {
+		return fmt.Errorf("no member named %q", to)
 	}
-	return fmt.Errorf("no alive member named %q", to)
+	return q.p.ml.SendReliable(n, b)
 }
 
 // ask sends req to every target and gathers their answers by member name
