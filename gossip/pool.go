@@ -208,7 +208,7 @@ func (p *Pool) aliveNodes() []*memberlist.Node {
 		if m.Name == p.cfg.NodeName || m.Status != StatusAlive {
 			continue
 		}
-		out = append(out, &memberlist.Node{Name: m.Name, Addr: append(net.IP(nil), m.Addr...), Port: uint16(m.Port)})
+		out = append(out, m.node())
 	}
 	slices.SortFunc(out, func(a, b *memberlist.Node) int { return strings.Compare(a.Name, b.Name) })
 	return out
@@ -223,6 +223,11 @@ func (p *Pool) node(name string) *memberlist.Node {
 	if !ok {
 		return nil
 	}
+	return m.node()
+}
+
+// node makes a memberlist node of m, to send to (Name, Addr and Port).
+func (m *Member) node() *memberlist.Node {
 	return &memberlist.Node{Name: m.Name, Addr: append(net.IP(nil), m.Addr...), Port: uint16(m.Port)}
 }
 
