@@ -49,8 +49,11 @@ const (
 	// in <dir>/<agent>.log when the benchmark ends.
 	dumpLogsEnv = "TRELLIS_BENCH_DUMP_LOGS"
 	// helperEnv set to "sink" makes the test binary a TCP sink (runSink)
-	// instead of running tests.
+	// instead of running tests; "tcp-relay" and "http-proxy" make it one of
+	// BenchmarkRelayBaseline's relays, to helperTargetEnv.
 	helperEnv = "TRELLIS_BENCH_HELPER"
+	// helperTargetEnv is the address a relay helper forwards to.
+	helperTargetEnv = "TRELLIS_BENCH_HELPER_TARGET"
 )
 
 const (
@@ -67,8 +70,13 @@ const (
 var percentiles = []string{"50", "90", "99", "99.9"}
 
 func TestMain(m *testing.M) {
-	if os.Getenv(helperEnv) == "sink" {
+	switch os.Getenv(helperEnv) {
+	case "sink":
 		os.Exit(runSink())
+	case "tcp-relay":
+		os.Exit(runTCPRelay(os.Getenv(helperTargetEnv)))
+	case "http-proxy":
+		os.Exit(runHTTPProxy(os.Getenv(helperTargetEnv)))
 	}
 	os.Exit(m.Run())
 }
@@ -135,36 +143,43 @@ func BenchmarkMesh(b *testing.B) {
 	}
 
 	b.Run("tcp-stream", func(b *testing.B) {
-		var direct, mesh, cpuPerMB []float64
-		for i := range b.N * repeats {
-			for _, path := range pairOrder(i) {
-				addr := m.sinkAddr
-				if path == "mesh" {
-					addr = m.sinkUpstream
-				}
-				mark := m.markCPU(b)
-				mb, secs := streamThroughput(b, addr, streamDuration)
-				cpu := m.cpuSince(b, mark, 0)
-				b.Logf("tcp-stream %-6s run %d: %.0f MB/s; %s", path, i+1, mb/secs, cpu)
-				if path == "mesh" {
-					mesh = append(mesh, mb/secs)
-					cpuPerMB = append(cpuPerMB, 1e3*cpu.agents.Seconds()/mb)
-				} else {
-					direct = append(direct, mb/secs)
-				}
+		compareStreams(b, m, repeats)
+	})
+}
+
+// compareStreams measures one TCP stream's throughput to the sink directly
+// and through m.sinkUpstream alternately (repeats pairs) and reports the
+// MB/s of each, their ratio, and the agents' CPU per MB.
+func compareStreams(b *testing.B, m *mesh, repeats int) {
+	var direct, mesh, cpuPerMB []float64
+	for i := range b.N * repeats {
+		for _, path := range pairOrder(i) {
+			addr := m.sinkAddr
+			if path == "mesh" {
+				addr = m.sinkUpstream
+			}
+			mark := m.markCPU(b)
+			mb, secs := streamThroughput(b, addr, streamDuration)
+			cpu := m.cpuSince(b, mark, 0)
+			b.Logf("%s %-6s run %d: %.0f MB/s; %s", b.Name(), path, i+1, mb/secs, cpu)
+			if path == "mesh" {
+				mesh = append(mesh, mb/secs)
+				cpuPerMB = append(cpuPerMB, 1e3*cpu.agents.Seconds()/mb)
+			} else {
+				direct = append(direct, mb/secs)
 			}
 		}
-		d, me := median(direct), median(mesh)
-		b.ReportMetric(d, "mbps-direct")
-		b.ReportMetric(me, "mbps-mesh")
-		b.ReportMetric(me/d, "throughput-ratio")
-		b.ReportMetric(median(cpuPerMB), "agents-cpu-ms/MB")
-		if m.profileDir != "" {
-			wait := m.profile(b, streamDuration)
-			streamThroughput(b, m.sinkUpstream, streamDuration)
-			wait()
-		}
-	})
+	}
+	d, me := median(direct), median(mesh)
+	b.ReportMetric(d, "mbps-direct")
+	b.ReportMetric(me, "mbps-mesh")
+	b.ReportMetric(me/d, "throughput-ratio")
+	b.ReportMetric(median(cpuPerMB), "agents-cpu-ms/MB")
+	if m.profileDir != "" {
+		wait := m.profile(b, streamDuration)
+		streamThroughput(b, m.sinkUpstream, streamDuration)
+		wait()
+	}
 }
 
 // comparePaths runs fortio against the direct URL and meshURL alternately
@@ -692,7 +707,7 @@ func (m *mesh) markCPU(tb testing.TB) cpuMark {
 	var c cpuMark
 	c.busy, c.all = machineCPU(tb)
 	for _, a := range m.agents {
-		c.agents += processCPU(tb, a.cmd.Process.Pid)
+		c.agents += relayCPU(tb, a.cmd.Process.Pid)
 		r, w := processSyscalls(tb, a.cmd.Process.Pid)
 		c.reads += r
 		c.writes += w
@@ -776,23 +791,70 @@ const clockTick = 10 * time.Millisecond
 // processCPU returns the user and system CPU time of a process so far.
 func processCPU(tb testing.TB, pid int) time.Duration {
 	tb.Helper()
+	return statCPU(tb, pid, false)
+}
+
+// relayCPU returns the user and system CPU time of a proxy process so far,
+// with that of the children it has waited for (a relay that forks one per
+// connection, as socat does in BenchmarkRelayBaseline). It first waits, up
+// to 5 s, until the process has no child left running, so that the
+// children of connections just closed are counted.
+func relayCPU(tb testing.TB, pid int) time.Duration {
+	tb.Helper()
+	waitNoChildren(tb, pid, 5*time.Second)
+	return statCPU(tb, pid, true)
+}
+
+// statCPU reads a process's CPU time from /proc/PID/stat, with its waited-for
+// children's when children is set.
+func statCPU(tb testing.TB, pid int, children bool) time.Duration {
+	tb.Helper()
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		tb.Fatalf("CPU time of process %d: %v", pid, err)
 	}
 	// The fields after the command (in parentheses, which may hold spaces)
-	// start at field 3, state; utime and stime are fields 14 and 15.
+	// start at field 3, state; utime, stime, cutime and cstime are fields
+	// 14 to 17.
 	s := string(data)
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(f) < 13 {
+	if len(f) < 15 {
 		tb.Fatalf("/proc/%d/stat: %q", pid, s)
 	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		tb.Fatalf("/proc/%d/stat: %v", pid, err)
+	fields := f[11:13]
+	if children {
+		fields = f[11:15]
 	}
-	return time.Duration(utime+stime) * clockTick
+	var sum int64
+	for _, field := range fields {
+		n, err := strconv.ParseInt(field, 10, 64)
+		if err != nil {
+			tb.Fatalf("/proc/%d/stat: %v", pid, err)
+		}
+		sum += n
+	}
+	return time.Duration(sum) * clockTick
+}
+
+// waitNoChildren polls until process pid has no child process, or timeout
+// has passed (it then fails tb).
+func waitNoChildren(tb testing.TB, pid int, timeout time.Duration) {
+	tb.Helper()
+	retry.RunWith(&retry.Timer{Timeout: timeout, Wait: 10 * time.Millisecond}, tb, func(r *retry.R) {
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if err != nil {
+			r.Fatalf("threads of process %d: %v", pid, err)
+		}
+		for _, t := range tasks {
+			data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, t.Name()))
+			if err != nil {
+				continue // the thread ended since the listing
+			}
+			if kids := strings.TrimSpace(string(data)); kids != "" {
+				r.Fatalf("process %d still has children: %s", pid, kids)
+			}
+		}
+	})
 }
 
 // machineCPU returns the CPU time the machine has spent busy, and in all,
@@ -881,17 +943,24 @@ func startFortioServer(tb testing.TB, fortio string) *child {
 // startSink re-runs the test binary as a TCP sink and reads its port.
 func startSink(tb testing.TB) *child {
 	tb.Helper()
+	return startHelper(tb, "sink", "")
+}
+
+// startHelper re-runs the test binary as the helper mode names (to target,
+// for a relay) and reads the port it prints.
+func startHelper(tb testing.TB, mode, target string) *child {
+	tb.Helper()
 	exe, err := os.Executable()
 	if err != nil {
 		tb.Fatal(err)
 	}
 	cmd := exec.Command(exe)
-	cmd.Env = append(os.Environ(), helperEnv+"=sink")
+	cmd.Env = append(os.Environ(), helperEnv+"="+mode, helperTargetEnv+"="+target)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		tb.Fatal(err)
 	}
-	// The sink exits when its stdin closes, should this process die first.
+	// The helper exits when its stdin closes, should this process die first.
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		tb.Fatal(err)
@@ -900,14 +969,14 @@ func startSink(tb testing.TB) *child {
 	c.stdin = stdin
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil {
-		tb.Fatalf("sink helper: %v\n%s", err, c.logs.String())
+		tb.Fatalf("%s helper: %v\n%s", mode, err, c.logs.String())
 	}
 	_, port, err := net.SplitHostPort(strings.TrimSpace(line))
 	if err == nil {
 		c.port, err = strconv.Atoi(port)
 	}
 	if err != nil {
-		tb.Fatalf("sink helper printed %q: %v", line, err)
+		tb.Fatalf("%s helper printed %q: %v", mode, line, err)
 	}
 	return c
 }
@@ -916,16 +985,11 @@ func startSink(tb testing.TB) *child {
 // the address, and on every connection reads until EOF, then writes the
 // number of bytes read (8 bytes, big endian). It exits when stdin closes.
 func runSink() int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := listenHelper()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	fmt.Println(ln.Addr().String())
-	go func() {
-		_, _ = io.Copy(io.Discard, os.Stdin)
-		os.Exit(0)
-	}()
 	for {
 		c, err := ln.Accept()
 		if err != nil {
