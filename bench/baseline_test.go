@@ -142,6 +142,29 @@ func listenHelper() (net.Listener, error) {
 // joined to a new one to target, a goroutine copying each way; a side that
 // ends its writes has the other's writes ended too (half close).
 func runTCPRelay(target string) int {
+	return serveHelper(func(c net.Conn) {
+		d, err := net.Dial("tcp", target)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return
+		}
+		defer d.Close()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_, _ = io.Copy(d, c)
+			_ = d.(*net.TCPConn).CloseWrite()
+		}()
+		_, _ = io.Copy(c, d)
+		_ = c.(*net.TCPConn).CloseWrite()
+		<-done
+	})
+}
+
+// serveHelper runs a helper's listener (listenHelper), handling each
+// connection in a goroutine of its own, which closes it when handle
+// returns. It returns the exit code once accepting fails.
+func serveHelper(handle func(net.Conn)) int {
 	ln, err := listenHelper()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -155,21 +178,7 @@ func runTCPRelay(target string) int {
 		}
 		go func() {
 			defer c.Close()
-			d, err := net.Dial("tcp", target)
-			if err != nil {
-				fmt.Fprintln(os.Stderr, err)
-				return
-			}
-			defer d.Close()
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				_, _ = io.Copy(d, c)
-				_ = d.(*net.TCPConn).CloseWrite()
-			}()
-			_, _ = io.Copy(c, d)
-			_ = c.(*net.TCPConn).CloseWrite()
-			<-done
+			handle(c)
 		}()
 	}
 }

@@ -985,34 +985,21 @@ func startHelper(tb testing.TB, mode, target string) *child {
 // the address, and on every connection reads until EOF, then writes the
 // number of bytes read (8 bytes, big endian). It exits when stdin closes.
 func runSink() int {
-	ln, err := listenHelper()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		go func() {
-			defer c.Close()
-			buf := make([]byte, streamBufSize)
-			var n int64
-			for {
-				m, err := c.Read(buf)
-				n += int64(m)
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				if err != nil {
-					return
-				}
+	return serveHelper(func(c net.Conn) {
+		buf := make([]byte, streamBufSize)
+		var n int64
+		for {
+			m, err := c.Read(buf)
+			n += int64(m)
+			if errors.Is(err, io.EOF) {
+				break
 			}
-			_ = binary.Write(c, binary.BigEndian, n)
-		}()
-	}
+			if err != nil {
+				return
+			}
+		}
+		_ = binary.Write(c, binary.BigEndian, n)
+	})
 }
 
 // pushBytes sends n bytes to a sink at addr and checks its count.
